@@ -1,0 +1,52 @@
+"""
+The response headers that tell a client what the cache did.
+
+``X-Stasis-Status`` is the original tool's header; ``Cache-Status`` (RFC 9211)
+says the same in the standard vocabulary that HTTP tooling understands.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import frozen
+
+__all__ = ["CacheOutcome", "Status"]
+
+CACHE_NAME = b"stasis"
+
+
+class Status(enum.Enum):
+    HIT = b"HIT"
+    MISS = b"MISS"
+    BYPASS = b"BYPASS"
+    STALE = b"STALE"
+
+
+@frozen
+class CacheOutcome:
+    """What happened to one request, and how to say so in its headers."""
+
+    status: Status
+    #: RFC 9211 ``fwd`` reason, when the request went upstream.
+    forward: bytes | None = None
+    stored: bool = False
+    detail: bytes | None = None
+    forward_status: int | None = None
+
+    def cache_status(self) -> bytes:
+        parts = [CACHE_NAME]
+        if self.status is Status.HIT:
+            parts.append(b"hit")
+        if self.forward is not None:
+            parts.append(b"fwd=" + self.forward)
+        if self.forward_status is not None:
+            parts.append(b"fwd-status=%d" % self.forward_status)
+        if self.stored:
+            parts.append(b"stored")
+        if self.detail is not None:
+            parts.append(b"detail=" + self.detail)
+        return b"; ".join(parts)
+
+
+HIT = CacheOutcome(Status.HIT)

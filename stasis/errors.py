@@ -1,0 +1,75 @@
+"""
+The errors stasis itself answers with, each a type the caller can act on.
+
+Every one becomes a JSON body ``{"error": {"type": "stasis_…", "message": …}}``
+with the HTTP status that fits, so an SDK surfaces the message instead of a
+parse error, and a human reading it knows what to change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+__all__ = [
+    "BadRequest",
+    "BodyTooLarge",
+    "InternalError",
+    "ReplayMiss",
+    "StasisError",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+]
+
+
+class StasisError(Exception):
+    """A failure stasis reports to the client itself; subclasses fix status and type."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "stasis_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> bytes:
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        error.update(self.details)
+        return json.dumps({"error": error}).encode("utf-8")
+
+
+class BadRequest(StasisError):
+    """The request cannot be served as sent: a bad stasis header, a missing Host."""
+
+    status = 400
+    type = "stasis_bad_request"
+
+
+class BodyTooLarge(StasisError):
+    status = 413
+    type = "stasis_body_too_large"
+
+
+class UpstreamUnreachable(StasisError):
+    """No answer could be had: refused, reset, DNS failure, TLS failure."""
+
+    status = 502
+    type = "stasis_upstream_unreachable"
+
+
+class UpstreamTimeout(StasisError):
+    status = 504
+    type = "stasis_upstream_timeout"
+
+
+class ReplayMiss(StasisError):
+    """Replay mode forbids the upstream, and the cache has no answer."""
+
+    status = 504
+    type = "stasis_replay_miss"
+
+
+class InternalError(StasisError):
+    status = 500
+    type = "stasis_internal_error"

@@ -1,0 +1,243 @@
+"""
+Cache key derivation: a pure function from a request's facts to a hex digest.
+
+The key is the *meaning* of a request, not its bytes: JSON bodies are
+canonicalised (keys sorted, whitespace dropped, ``1``, ``1.0`` and ``1e0`` the
+same number, escapes resolved), the query is decoded and ordered, SDK noise
+headers never take part, and the credential is folded in only as an HMAC under
+a secret that lives with the database, so that two API keys never share
+entries and no key can be recovered from what is stored.
+
+Nothing here does I/O or touches Twisted, so it can be property-tested alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+from attrs import field, frozen
+
+__all__ = [
+    "KEY_VERSION",
+    "KeyPolicy",
+    "KeyRequest",
+    "canonical_json",
+    "credential_fingerprint",
+    "credential_values",
+    "derive_key",
+    "normalized_body",
+    "normalized_query",
+]
+
+#: Bumped whenever the derivation changes, so old entries simply stop matching.
+KEY_VERSION = b"stasis-key-1"
+
+#: Media types in ``Accept`` that ask for a streamed answer.
+STREAM_MEDIA_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+
+
+@frozen
+class KeyPolicy:
+    """
+    Which parts of a request beyond method, path, query and body change the answer.
+
+    Providers hand their own policy to :func:`derive_key`; the default suits the
+    OpenAI and Anthropic HTTP APIs.
+    """
+
+    varying_headers: frozenset[str] = frozenset(
+        {"openai-organization", "openai-project", "anthropic-version", "anthropic-beta"}
+    )
+    credential_headers: tuple[str, ...] = ("authorization", "x-api-key", "api-key")
+    #: Query parameters that carry a credential: fingerprinted, never part of the key.
+    credential_query_params: frozenset[str] = frozenset()
+
+
+DEFAULT_POLICY = KeyPolicy()
+
+
+@frozen
+class KeyRequest:
+    """
+    The facts of one request that a key may depend on.
+
+    ``headers`` maps lower-case names to their (comma-joined) values; the web
+    layer builds it once per request.
+    """
+
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = field(factory=dict)
+    body: bytes = b""
+    namespace: str = ""
+
+
+class _Constant(str):
+    """A JSON ``NaN``/``Infinity`` literal, kept apart from the string of that name."""
+
+
+def _canonical_number(value: Decimal) -> str:
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN/Infinity cannot come from json's number grammar
+        return str(value)
+    trimmed = list(digits)
+    while len(trimmed) > 1 and trimmed[0] == 0:
+        trimmed.pop(0)
+    if trimmed == [0]:
+        return "0"
+    while trimmed[-1] == 0:
+        trimmed.pop()
+        exponent += 1
+    return f"{'-' if sign else ''}{''.join(map(str, trimmed))}e{exponent}"
+
+
+def _canonical(value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        out.append("{")
+        for i, name in enumerate(sorted(value)):
+            if i:
+                out.append(",")
+            out.append(json.dumps(name))
+            out.append(":")
+            _canonical(value[name], out)
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _canonical(item, out)
+        out.append("]")
+    elif isinstance(value, _Constant):
+        out.append(str.__str__(value))
+    elif isinstance(value, str):
+        out.append(json.dumps(value))
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif value is None:
+        out.append("null")
+    elif isinstance(value, Decimal):
+        out.append(_canonical_number(value))
+    else:  # pragma: no cover - json.loads produces nothing else with our hooks
+        raise TypeError(f"unexpected JSON value {value!r}")
+
+
+def canonical_json(value: Any) -> str:
+    """
+    One spelling for every JSON value that means the same thing.
+
+    ``value`` must come from :func:`parse_json` (numbers as ``Decimal``).
+    """
+    out: list[str] = []
+    _canonical(value, out)
+    return "".join(out)
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse JSON with exact numbers; raises ``ValueError`` for anything else."""
+    return json.loads(body, parse_float=Decimal, parse_int=Decimal, parse_constant=_Constant)
+
+
+def normalized_body(body: bytes) -> bytes:
+    """
+    The body as it takes part in the key: canonical JSON, or the raw bytes.
+
+    The two forms carry different prefixes so that no raw body can collide with
+    a canonical one.
+    """
+    if not body:
+        return b"empty:"
+    try:
+        return b"json:" + canonical_json(parse_json(body)).encode("ascii")
+    except (ValueError, RecursionError):
+        return b"raw:" + body
+
+
+def normalized_query(query: str, drop: Iterable[str] = ()) -> str:
+    """Decode the query and order it by name (values of one name keep their order)."""
+    dropped = set(drop)
+    pairs = [
+        (name, value)
+        for name, value in parse_qsl(query, keep_blank_values=True)
+        if name not in dropped
+    ]
+    pairs.sort(key=lambda pair: pair[0])
+    return json.dumps(pairs)
+
+
+def credential_values(
+    request: KeyRequest, policy: KeyPolicy = DEFAULT_POLICY
+) -> tuple[tuple[str, str], ...]:
+    """
+    The credentials a request carries, as ``(where, secret)`` pairs.
+
+    A ``Bearer`` token counts by its token alone, so the same key sent as
+    ``Authorization: Bearer k`` or ``x-api-key: k`` is the same credential (the
+    Anthropic SDKs use either).
+    """
+    found: set[tuple[str, str]] = set()
+    for name in policy.credential_headers:
+        value = request.headers.get(name)
+        if not value:
+            continue
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            found.add(("token", token.strip()))
+        else:
+            found.add(("token", value.strip()))
+    if policy.credential_query_params:
+        for name, value in parse_qsl(request.query, keep_blank_values=True):
+            if name in policy.credential_query_params and value:
+                found.add(("token", value))
+    return tuple(sorted(found))
+
+
+def credential_fingerprint(
+    request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_POLICY
+) -> str:
+    """An HMAC of the request's credentials, or ``""`` for a request without any."""
+    values = credential_values(request, policy)
+    if not values:
+        return ""
+    message = json.dumps(values).encode("utf-8", "surrogatepass")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _varying(request: KeyRequest, policy: KeyPolicy) -> str:
+    chosen = sorted(
+        (name, " ".join(value.split()))
+        for name, value in request.headers.items()
+        if name in policy.varying_headers
+    )
+    accept = request.headers.get("accept", "").lower()
+    if any(media_type in accept for media_type in STREAM_MEDIA_TYPES):
+        chosen.append(("accept", "stream"))
+    return json.dumps(chosen)
+
+
+def derive_key(request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_POLICY) -> str:
+    """The cache key of ``request``: a SHA-256 hex digest."""
+    digest = hashlib.sha256()
+    fields = (
+        KEY_VERSION,
+        request.method.upper().encode("ascii", "replace"),
+        request.path.encode("utf-8", "surrogatepass"),
+        normalized_query(request.query, policy.credential_query_params).encode("ascii"),
+        _varying(request, policy).encode("ascii"),
+        credential_fingerprint(request, secret, policy).encode("ascii"),
+        request.namespace.encode("utf-8", "surrogatepass"),
+        normalized_body(request.body),
+    )
+    for part in fields:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()

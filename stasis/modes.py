@@ -1,0 +1,131 @@
+"""
+Cache modes and the per-request directives that choose them.
+
+A request may pick its mode with ``X-Stasis-Mode`` or with the standard
+``Cache-Control`` request directives; the server's ``--mode`` is the fallback.
+Bad values are rejected here, before anything is read or fetched, so that a
+typo never silently turns into a call that costs money.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from attrs import frozen
+
+__all__ = [
+    "BadDirective",
+    "Directives",
+    "Mode",
+    "parse_directives",
+]
+
+
+class Mode(enum.Enum):
+    """What the proxy may do with the cache and the upstream for one request."""
+
+    #: Serve a hit; on a miss fetch, store and serve.
+    CACHE = "cache"
+    #: Never read; always fetch, and overwrite what was stored.
+    FRESH = "fresh"
+    #: Neither read nor write: a plain proxy.
+    BYPASS = "bypass"
+    #: Serve a hit; a miss is an error and never reaches the upstream.
+    REPLAY = "replay"
+
+    @classmethod
+    def parse(cls, value: str) -> Mode:
+        """Look a mode up by name, case-insensitively; ``ValueError`` lists the choices."""
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise ValueError(
+                f"unknown mode {value!r}; allowed values: {', '.join(cls.names())}"
+            ) from None
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [mode.value for mode in cls]
+
+
+#: Cache-Control request directives (RFC 9111) and the modes they mean, strongest first:
+#: a request that says both only-if-cached and no-cache must still never go upstream.
+_CACHE_CONTROL = (
+    ("only-if-cached", Mode.REPLAY),
+    ("no-store", Mode.BYPASS),
+    ("no-cache", Mode.FRESH),
+)
+
+MODE_HEADER = "x-stasis-mode"
+TTL_HEADER = "x-stasis-ttl"
+NAMESPACE_HEADER = "x-stasis-namespace"
+REPLAY_HEADER = "x-stasis-replay"
+
+#: The longest namespace accepted; namespaces are labels, not payloads.
+MAX_NAMESPACE_LENGTH = 200
+
+
+class BadDirective(ValueError):
+    """A stasis request header has a value that cannot be honoured."""
+
+    def __init__(self, header: str, message: str) -> None:
+        super().__init__(message)
+        self.header = header
+        self.message = message
+
+
+@frozen
+class Directives:
+    """What the client asked of the cache for one request."""
+
+    mode: Mode
+    ttl: int | None = None
+    namespace: str = ""
+
+
+def _mode_from_cache_control(value: str) -> Mode | None:
+    directives = {part.strip().split("=", 1)[0].lower() for part in value.split(",")}
+    for name, mode in _CACHE_CONTROL:
+        if name in directives:
+            return mode
+    return None
+
+
+def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
+    """
+    Read the mode, TTL and namespace a request asks for.
+
+    ``headers`` maps lower-case names to values. ``X-Stasis-Mode`` wins over
+    ``Cache-Control``; either wins over ``default``.
+    """
+    mode = default
+    cache_control = headers.get("cache-control")
+    if cache_control:
+        mode = _mode_from_cache_control(cache_control) or mode
+    explicit = headers.get(MODE_HEADER)
+    if explicit is not None:
+        try:
+            mode = Mode.parse(explicit)
+        except ValueError as e:
+            raise BadDirective("X-Stasis-Mode", f"X-Stasis-Mode: {e}") from None
+
+    ttl: int | None = None
+    raw_ttl = headers.get(TTL_HEADER)
+    if raw_ttl is not None:
+        text = raw_ttl.strip()
+        if not text.isdigit() or not text.isascii() or int(text) <= 0:
+            raise BadDirective(
+                "X-Stasis-TTL",
+                f"X-Stasis-TTL: {raw_ttl!r} is not a whole number of seconds greater than 0",
+            )
+        ttl = int(text)
+
+    namespace = headers.get(NAMESPACE_HEADER, "").strip()
+    if len(namespace) > MAX_NAMESPACE_LENGTH or not namespace.isprintable():
+        raise BadDirective(
+            "X-Stasis-Namespace",
+            "X-Stasis-Namespace: must be printable text of at most "
+            f"{MAX_NAMESPACE_LENGTH} characters",
+        )
+    return Directives(mode=mode, ttl=ttl, namespace=namespace)

@@ -1,0 +1,49 @@
+"""
+OpenAI's HTTP API: chat completions, completions, embeddings, the Responses
+API and moderations are cacheable; everything that changes state is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stasis.providers._base import Provider, int_field
+from stasis.store import TokenUsage
+
+__all__ = ["OPENAI"]
+
+
+def openai_usage(document: Any) -> TokenUsage:
+    """
+    Read ``usage`` from a chat/completions/embeddings or Responses API answer.
+
+    Chat completions say ``prompt_tokens``/``completion_tokens``, the Responses
+    API ``input_tokens``/``output_tokens``; both give ``total_tokens``.
+    """
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if not isinstance(usage, dict):
+        return TokenUsage()
+    input_tokens = int_field(usage, "prompt_tokens") or int_field(usage, "input_tokens")
+    output_tokens = int_field(usage, "completion_tokens") or int_field(usage, "output_tokens")
+    total = int_field(usage, "total_tokens") or input_tokens + output_tokens
+    return TokenUsage(input=input_tokens, output=output_tokens, total=total)
+
+
+def _recognise(path: str, headers: Mapping[str, str]) -> bool:
+    return True  # OpenAI's is the API every other provider is told apart from.
+
+
+OPENAI = Provider(
+    name="openai",
+    public_upstream="https://api.openai.com",
+    cacheable_paths=(
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
+        "/responses",
+        "/moderations",
+    ),
+    recognise=_recognise,
+    usage=openai_usage,
+)

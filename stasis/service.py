@@ -1,0 +1,116 @@
+"""
+Service wiring: the store, the site and the listening endpoint as one service.
+
+This is what twistd runs and what an embedder builds: ``StasisService(config)``
+added to an application (or started by hand) listens when started and closes
+the database and the upstream connections when stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+
+from stasis.config import Config
+from stasis.log import logger, set_log_level
+from stasis.stats import Counters
+from stasis.store import SQLiteStore, Store, StoreError
+from stasis.upstream import UpstreamClient, make_client
+from stasis.web.proxy import ProxyResource
+from stasis.web.root import Root
+from stasis.web.site import StasisSite
+
+__all__ = ["StartupError", "StasisService"]
+
+log = logger("stasis.service")
+
+
+class StartupError(Exception):
+    """The daemon cannot start: the database or the listening address is unusable."""
+
+
+class StasisService(MultiService):
+    """
+    The stasis daemon as a Twisted service.
+
+    ``reactor`` is injectable for tests; ``port`` is the listening port once
+    started (useful with ``tcp:0``).
+    """
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.counters = Counters()
+        self.store: Store = SQLiteStore(config.db, reactor)
+        http, self._pool = make_client(reactor)
+        self.proxy = ProxyResource(
+            store=self.store,
+            upstream=UpstreamClient(http, reactor, config.upstream_timeout),
+            upstream_url=config.upstream,
+            clock=reactor,
+            counters=self.counters,
+            default_mode=config.mode,
+        )
+        self.site = StasisSite(
+            Root(self.proxy, self.store, self.counters),
+            max_body_bytes=config.max_body_bytes,
+            reactor=reactor,
+        )
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        """
+        Open the database, then listen; either failing raises :class:`StartupError`.
+
+        Both happen before the reactor serves anything: a daemon that cannot
+        cache or cannot be reached should say so and stop, not limp.
+        """
+        set_log_level(self.config.log_level)
+        try:
+            self.store.open()
+        except StoreError as e:
+            raise StartupError(str(e)) from e
+        endpoint = serverFromString(self.reactor, self.config.listen)
+        listening = endpoint.listen(self.site)
+        failures: list[Any] = []
+        listening.addCallbacks(self._listening, failures.append)
+        if failures:
+            ensureDeferred(self.store.close())
+            raise StartupError(
+                f"cannot listen on {self.config.listen}: {failures[0].getErrorMessage()}"
+            )
+        super().startService()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        where = (
+            f"http://{address.host}:{address.port}" if hasattr(address, "port") else str(address)
+        )
+        log.info(
+            "stasis listening on {where}, upstream {upstream}, cache {db}, mode {mode}",
+            where=where,
+            upstream=self.config.upstream,
+            db=self.config.db,
+            mode=self.config.mode.value,
+        )
+
+    def stopService(self) -> Deferred[None]:
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        await super().stopService()
+        if self.port is not None:
+            await self.port.stopListening()
+            self.port = None
+        await self._pool.closeCachedConnections()
+        await self.store.close()

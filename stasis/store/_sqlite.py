@@ -1,0 +1,318 @@
+"""
+The cache store on SQLite, through a one-connection adbapi pool.
+
+The reactor thread never waits on the database: every query runs in adbapi's
+thread pool. One connection serves reads and writes, because SQLite allows one
+writer anyway and a single connection cannot deadlock against itself; WAL lets
+management commands read while the daemon writes.
+
+Hit counters are batched: a hit is counted in memory and written at most a
+second later, so a hit costs no write transaction.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sqlite3
+from typing import Any
+
+from attrs import define, field
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from stasis.log import logger
+from stasis.store._entry import Entry, StoreStats, TokenUsage
+from stasis.store._schema import SchemaError, migrate, read_secret
+
+__all__ = ["SQLiteStore", "StoreError"]
+
+log = logger("stasis.store")
+
+#: How long the store reports itself unwritable after a failed write.
+WRITE_RETRY_SECONDS = 60.0
+#: Hits are written to the database this long after the first unwritten one.
+HIT_FLUSH_SECONDS = 1.0
+
+_ENTRY_COLUMNS = (
+    "key, namespace, provider, model, method, path, status, headers, body, "
+    "input_tokens, output_tokens, total_tokens, created_at, expires_at, last_hit_at, hit_count"
+)
+
+
+class StoreError(Exception):
+    """The cache database cannot be opened or used; the message says why."""
+
+
+def _encode_headers(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    return json.dumps([[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers]).encode()
+
+
+def _decode_headers(raw: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in json.loads(raw))
+
+
+def _row_to_entry(row: Any) -> Entry:
+    return Entry(
+        key=bytes(row[0]).hex(),
+        namespace=row[1],
+        provider=row[2],
+        model=row[3],
+        method=row[4],
+        path=row[5],
+        status=row[6],
+        headers=_decode_headers(row[7]),
+        body=gzip.decompress(row[8]),
+        usage=TokenUsage(input=row[9], output=row[10], total=row[11]),
+        created_at=row[12],
+        expires_at=row[13],
+        last_hit_at=row[14],
+        hit_count=row[15],
+    )
+
+
+def _configure(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=5000")
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+@define
+class SQLiteStore:
+    """
+    The adbapi-backed store. Call :meth:`open` before anything else.
+
+    :meth:`open` prepares the schema synchronously, on purpose: it runs once,
+    before the daemon listens, so a database that cannot be used stops the
+    start-up with a clear error instead of failing every request later.
+    """
+
+    path: str
+    reactor: IReactorTime
+    _pool: adbapi.ConnectionPool | None = field(default=None, init=False)
+    _secret: bytes = field(default=b"", init=False)
+    _pending_hits: dict[str, tuple[int, float]] = field(factory=dict, init=False)
+    _flush_call: IDelayedCall | None = field(default=None, init=False)
+    _write_failed_at: float | None = field(default=None, init=False)
+    _read_only: bool = field(default=False, init=False)
+
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    @property
+    def writable(self) -> bool:
+        """False while writes are known to fail; misses then go through uncached."""
+        if self._read_only:
+            return False
+        if self._write_failed_at is None:
+            return True
+        return self.reactor.seconds() - self._write_failed_at >= WRITE_RETRY_SECONDS
+
+    def open(self) -> None:
+        try:
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the cache database {self.path!r}: {e}") from e
+        try:
+            try:
+                _configure(connection)
+                migrate(connection)
+            except sqlite3.OperationalError as e:
+                if "readonly" not in str(e):
+                    raise
+                # A read-only copy of a current database still serves its hits.
+                self._read_only = True
+                log.warn(
+                    "the cache database {path} is read-only: serving hits, not storing",
+                    path=self.path,
+                )
+            self._secret = read_secret(connection)
+        except (sqlite3.Error, SchemaError) as e:
+            raise StoreError(f"cannot use the cache database {self.path!r}: {e}") from e
+        finally:
+            connection.close()
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3",
+            self.path,
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=5.0,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_configure,
+            cp_reactor=self.reactor,
+        )
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        try:
+            await self.flush_hits()
+        finally:
+            self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> adbapi.ConnectionPool:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return self._pool
+
+    # Reads
+
+    def get(self, key: str) -> Deferred[Entry | None]:
+        def select(cursor: Any) -> Entry | None:
+            cursor.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key = ?", (bytes.fromhex(key),)
+            )
+            row = cursor.fetchone()
+            return None if row is None else _row_to_entry(row)
+
+        return self.pool.runInteraction(select)
+
+    def stats(self) -> Deferred[StoreStats]:
+        def select(cursor: Any) -> StoreStats:
+            cursor.execute(
+                "SELECT COUNT(*), COALESCE(SUM(total_tokens * hit_count), 0), "
+                "MIN(created_at), MAX(created_at) FROM entries"
+            )
+            count, saved, oldest, newest = cursor.fetchone()
+            size = _file_size(self.path) + _file_size(self.path + "-wal")
+            return StoreStats(
+                entries=count, tokens_saved=saved, db_size_bytes=size, oldest=oldest, newest=newest
+            )
+
+        return self.pool.runInteraction(select)
+
+    def list_entries(self, limit: int = 100, offset: int = 0) -> Deferred[list[Entry]]:
+        def select(cursor: Any) -> list[Entry]:
+            cursor.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY created_at DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+            return [_row_to_entry(row) for row in cursor.fetchall()]
+
+        return self.pool.runInteraction(select)
+
+    # Writes
+
+    def _write(self, statement: str, parameters: Any, many: bool = False) -> Deferred[int]:
+        def write(cursor: Any) -> int:
+            cursor.execute("BEGIN IMMEDIATE")
+            if many:
+                cursor.executemany(statement, parameters)
+            else:
+                cursor.execute(statement, parameters)
+            changed: int = cursor.rowcount
+            return changed
+
+        d = self.pool.runInteraction(write)
+
+        def failed(failure: Any) -> Any:
+            self._note_write_failure(failure.value)
+            return failure
+
+        d.addErrback(failed)
+        return d
+
+    def _note_write_failure(self, error: BaseException) -> None:
+        first = self.writable
+        self._write_failed_at = self.reactor.seconds()
+        if first:
+            log.warn(
+                "cannot write the cache database {path} ({error}); answers are passed "
+                "through uncached for the next {seconds:.0f}s",
+                path=self.path,
+                error=error,
+                seconds=WRITE_RETRY_SECONDS,
+            )
+
+    def put(self, entry: Entry) -> Deferred[None]:
+        """
+        Store ``entry``, replacing any entry of the same key.
+
+        The body is compressed in the pool's thread, not the reactor's. The
+        returned Deferred fires once the row is committed.
+        """
+
+        def insert(cursor: Any) -> None:
+            body = gzip.compress(entry.body, compresslevel=6, mtime=0)
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(
+                f"INSERT OR REPLACE INTO entries ({_ENTRY_COLUMNS}, body_size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    bytes.fromhex(entry.key),
+                    entry.namespace,
+                    entry.provider,
+                    entry.model,
+                    entry.method,
+                    entry.path,
+                    entry.status,
+                    _encode_headers(entry.headers),
+                    body,
+                    entry.usage.input,
+                    entry.usage.output,
+                    entry.usage.total,
+                    entry.created_at,
+                    entry.expires_at,
+                    entry.last_hit_at,
+                    entry.hit_count,
+                    len(entry.body),
+                ),
+            )
+
+        d = self.pool.runInteraction(insert)
+
+        def stored(result: None) -> None:
+            self._write_failed_at = None
+
+        def failed(failure: Any) -> Any:
+            self._note_write_failure(failure.value)
+            return failure
+
+        d.addCallbacks(stored, failed)
+        return d
+
+    def delete(self, key: str) -> Deferred[bool]:
+        return self._write("DELETE FROM entries WHERE key = ?", (bytes.fromhex(key),)).addCallback(
+            bool
+        )
+
+    def prune(self, created_before: float) -> Deferred[int]:
+        """Delete entries created before ``created_before``; fires with how many."""
+        return self._write("DELETE FROM entries WHERE created_at < ?", (created_before,))
+
+    def record_hit(self, key: str, when: float) -> None:
+        """Count a hit; it reaches the database within :data:`HIT_FLUSH_SECONDS`."""
+        count, _ = self._pending_hits.get(key, (0, when))
+        self._pending_hits[key] = (count + 1, when)
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(HIT_FLUSH_SECONDS, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_call = None
+        self.flush_hits().addErrback(lambda failure: None)
+
+    def flush_hits(self) -> Deferred[int]:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        pending, self._pending_hits = self._pending_hits, {}
+        if not pending or self._read_only:
+            return succeed(0)
+        return self._write(
+            "UPDATE entries SET hit_count = hit_count + ?, last_hit_at = ? WHERE key = ?",
+            [(count, when, bytes.fromhex(key)) for key, (count, when) in pending.items()],
+            many=True,
+        )

@@ -1,0 +1,189 @@
+"""
+twistd's view of stasis: command-line options in, a :class:`StasisService` out.
+
+``twistd -n stasis --port 4000`` and ``stasis start`` both come through here;
+options become a frozen :class:`~stasis.config.Config` in one place, so the
+two ways of starting the daemon cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hyperlink import URL, URLParseError
+from twisted.application.service import IService, Service
+from twisted.python import usage
+
+from stasis.config import (
+    DEFAULT_DB,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
+    Config,
+    listen_on_port,
+)
+from stasis.log import LOG_LEVELS
+from stasis.modes import Mode
+from stasis.service import StartupError, StasisService
+
+__all__ = ["Options", "makeService"]
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"--port must be a number, not {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, not {port}")
+    return port
+
+
+def _positive(name: str) -> Any:
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, not {value!r}") from None
+        if number <= 0:
+            raise ValueError(f"{name} must be greater than 0, not {value}")
+        return number
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
+
+
+def _upstream(value: str) -> str:
+    try:
+        url = URL.from_text(value)
+    except URLParseError as e:
+        raise ValueError(f"--upstream {value!r} is not a URL: {e}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"--upstream {value!r} must be an http:// or https:// URL with a host")
+    if url.query or url.fragment:
+        raise ValueError(f"--upstream {value!r} must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+def _choice(name: str, choices: list[str]) -> Any:
+    def coerce(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        return value.lower()
+
+    coerce.coerceDoc = f"One of: {', '.join(choices)}."  # type: ignore[attr-defined]
+    return coerce
+
+
+_port.coerceDoc = ""  # type: ignore[attr-defined]
+_upstream.coerceDoc = ""  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """The daemon's options (the original stasis-proxy CLI's, plus a few)."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "A caching proxy for LLM APIs. Point an SDK's base URL at it; identical calls "
+        "are answered from a local SQLite file."
+    )
+
+    optParameters = [
+        ["port", "p", DEFAULT_PORT, "TCP port to listen on, on 127.0.0.1.", _port],
+        [
+            "listen",
+            None,
+            None,
+            "Twisted server endpoint to listen on instead of --port, e.g. "
+            "tcp:4000:interface=0.0.0.0, unix:/run/stasis.sock, systemd:domain=INET:index=0.",
+        ],
+        [
+            "upstream",
+            "u",
+            os.environ.get("STASIS_UPSTREAM", DEFAULT_UPSTREAM),
+            "Upstream API base URL that requests are forwarded to ($STASIS_UPSTREAM).",
+            _upstream,
+        ],
+        [
+            "db",
+            "d",
+            os.environ.get("STASIS_DB", DEFAULT_DB),
+            "SQLite cache database file ($STASIS_DB).",
+        ],
+        [
+            "mode",
+            None,
+            Mode.CACHE.value,
+            "Default cache mode for requests without X-Stasis-Mode.",
+            _choice("--mode", Mode.names()),
+        ],
+        [
+            "log-level",
+            "l",
+            "info",
+            "Log level.",
+            _choice("--log-level", list(LOG_LEVELS)),
+        ],
+        [
+            "upstream-timeout",
+            None,
+            DEFAULT_UPSTREAM_TIMEOUT,
+            "Seconds to wait for the upstream's response headers.",
+            _positive("--upstream-timeout"),
+        ],
+        [
+            "max-body",
+            None,
+            DEFAULT_MAX_BODY_BYTES,
+            "Largest request body accepted, in bytes.",
+            _positive("--max-body"),
+        ],
+    ]
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        from stasis import __version__
+
+        print(f"stasis {__version__.public()}")
+        raise SystemExit(0)
+
+    opt_v = opt_version
+
+    def postOptions(self) -> None:
+        # twistd applies a coerce only to values given on the command line, so
+        # the defaults (which may come from the environment) are checked here.
+        for name, check in (("upstream", _upstream), ("port", _port)):
+            try:
+                self[name] = check(str(self[name]))
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+        if not self["db"]:
+            raise usage.UsageError("--db must name a file")
+
+    def to_config(self) -> Config:
+        return Config(
+            listen=self["listen"] or listen_on_port(self["port"]),
+            upstream=self["upstream"],
+            db=self["db"],
+            mode=Mode.parse(self["mode"]),
+            log_level=self["log-level"],
+            upstream_timeout=float(self["upstream-timeout"]),
+            max_body_bytes=int(self["max-body"]),
+        )
+
+
+class _CommandLineService(StasisService):
+    """For twistd: a start-up failure is one line on stderr and exit status 1."""
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as e:
+            raise SystemExit(f"stasis: {e}") from None
+
+
+def makeService(options: Options) -> IService:
+    service: Service = _CommandLineService(options.to_config())
+    return service

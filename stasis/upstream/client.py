@@ -1,0 +1,133 @@
+"""
+The upstream client: treq over one persistent connection pool.
+
+Responses are requested unbuffered, so the proxy sees the status and headers
+as soon as they arrive and then takes the body chunk by chunk, with flow
+control. Redirects are returned to the client, never followed, and cookies
+are never kept: a proxy shared by many callers must not carry one caller's
+cookies into another's requests.
+"""
+
+from __future__ import annotations
+
+from http.cookiejar import Cookie, CookieJar
+from typing import Any
+
+from attrs import define
+from hyperlink import EncodedURL
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from stasis.errors import UpstreamTimeout, UpstreamUnreachable
+
+__all__ = ["UpstreamClient", "make_client"]
+
+
+class _NoCookies(CookieJar):
+    """A cookie jar that never keeps anything."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        pass
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+
+def make_client(
+    reactor: Any, persistent_per_host: int = 32
+) -> tuple[HTTPClient, HTTPConnectionPool]:
+    """
+    A treq client on its own pool, sized for concurrent misses.
+
+    treq's default pool keeps two connections per host, which costs a burst of
+    parallel misses a new TLS handshake each.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = persistent_per_host
+    pool.retryAutomatically = False
+    return HTTPClient(Agent(reactor, pool=pool), cookiejar=_NoCookies()), pool
+
+
+@define
+class UpstreamClient:
+    """Sends one request upstream and fires with the response, body unread."""
+
+    http: HTTPClient
+    reactor: IReactorTime
+    timeout: float
+
+    def request(
+        self, method: str, url: str, headers: Headers, body: bytes | None
+    ) -> Deferred[IResponse]:
+        """
+        Fire with the upstream's response once its headers arrived.
+
+        Fails with :class:`UpstreamTimeout` when no response came within the
+        timeout, with :class:`UpstreamUnreachable` for any other transport
+        failure; cancelling the Deferred aborts the request.
+        """
+        timed_out = False
+        d: Deferred[Any] = self.http.request(
+            method,
+            EncodedURL.from_text(url),
+            headers=headers,
+            data=body if body else None,
+            allow_redirects=False,
+            unbuffered=True,
+            reactor=self.reactor,
+        )
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            d.cancel()
+
+        timer = self.reactor.callLater(self.timeout, expire)
+
+        def settle(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        def translate(failure: Failure) -> Failure:
+            where = _origin(url)
+            if timed_out:
+                raise UpstreamTimeout(
+                    f"the upstream {where} sent no response within {self.timeout:g}s",
+                    upstream=where,
+                )
+            if failure.check(CancelledError):
+                return failure
+            if failure.check(TimeoutError):
+                raise UpstreamTimeout(
+                    f"connecting to the upstream {where} timed out", upstream=where
+                )
+            raise UpstreamUnreachable(
+                f"cannot reach the upstream {where}: {_describe(failure)}", upstream=where
+            )
+
+        d.addBoth(settle)
+        d.addErrback(translate)
+        return d
+
+
+def _origin(url: str) -> str:
+    """The scheme and authority of ``url``: what an error may name without leaking a path."""
+    text: str = EncodedURL.from_text(url).replace(path=(), query=(), fragment="").to_text()
+    return text
+
+
+def _describe(failure: Failure) -> str:
+    """One line for a transport failure; ResponseFailed wraps the real reasons."""
+    value = failure.value
+    reasons = getattr(value, "reasons", None)
+    if reasons:
+        return "; ".join(_describe(reason) for reason in reasons)
+    text = str(value).strip() or type(value).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,56 @@
+"""
+One client request's life as seen by the proxy: still connected, or gone.
+
+twisted.web must never be asked to ``finish()`` a request twice, or after its
+client disconnected, and work done for a client that left should stop; this
+small object keeps that state in one place (as klein's resource does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+
+__all__ = ["Exchange"]
+
+
+class Exchange:
+    """Tracks whether ``request`` can still be answered, and whom to tell when not."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.gone = False
+        self.finished = False
+        self._on_gone: list[Callable[[], object]] = []
+        request.notifyFinish().addErrback(self._lost)
+
+    def _lost(self, failure: Failure) -> None:
+        self.gone = True
+        callbacks, self._on_gone = self._on_gone, []
+        for callback in callbacks:
+            callback()
+
+    def on_gone(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` if the client disconnects; the result forgets it."""
+        if self.gone:
+            callback()
+            return lambda: None
+        self._on_gone.append(callback)
+
+        def forget() -> None:
+            if callback in self._on_gone:
+                self._on_gone.remove(callback)
+
+        return forget
+
+    @property
+    def open(self) -> bool:
+        """Whether anything may still be written to the client."""
+        return not (self.gone or self.finished)
+
+    def finish(self) -> None:
+        if self.open:
+            self.finished = True
+            self.request.finish()

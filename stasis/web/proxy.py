@@ -1,0 +1,333 @@
+"""
+The proxy resource: every request that is not for stasis itself ends here.
+
+For each request: read the directives, pick the provider, derive the key,
+look it up (in adbapi's thread pool), and either replay the stored answer or
+fetch it with treq, relaying the body to the client while recording it, and
+store it before the client sees the end. Identical misses that arrive while
+one is being fetched wait for it instead of each paying for a call.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from stasis.cache_status import HIT, CacheOutcome, Status
+from stasis.errors import BadRequest, InternalError, ReplayMiss, StasisError
+from stasis.keys import KeyRequest, derive_key, parse_json
+from stasis.log import RateLimitedWarning, logger
+from stasis.modes import BadDirective, Directives, Mode, parse_directives
+from stasis.providers import Provider, identify
+from stasis.stats import Counters
+from stasis.store import Entry, Store
+from stasis.upstream import UpstreamClient
+from stasis.upstream.headers import for_client, for_storage, for_upstream
+from stasis.web.exchange import Exchange
+from stasis.web.relay import Outcome, Relay
+from stasis.web.site import write_error
+
+__all__ = ["ProxyResource"]
+
+log = logger("stasis.proxy")
+
+#: A recorded body larger than this is relayed but not stored.
+DEFAULT_MAX_ENTRY_BYTES = 64 * 1024 * 1024
+
+
+def _header_map(headers: Headers) -> dict[str, str]:
+    """Request headers by lower-case name, repeated values joined as RFC 9110 allows."""
+    return {
+        name.decode("latin-1").lower(): ", ".join(value.decode("latin-1") for value in values)
+        for name, values in headers.getAllRawHeaders()
+    }
+
+
+def _set_headers(request: Request, pairs: Any) -> None:
+    """Set response headers, replacing twisted.web's defaults (Server, Date) where given."""
+    grouped: dict[bytes, list[bytes]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name.lower(), []).append(value)
+    for name, values in grouped.items():
+        request.responseHeaders.setRawHeaders(name, values)
+
+
+def _mark(request: Request, outcome: CacheOutcome) -> None:
+    request.setHeader(b"x-stasis-status", outcome.status.value)
+    request.setHeader(b"cache-status", outcome.cache_status())
+
+
+def _wants_stream(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("stream") is True
+
+
+@define
+class _Call:
+    """The facts of one proxied request, gathered once."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    url: str
+    provider: Provider
+    directives: Directives
+    document: Any
+    key: str | None = None
+
+
+@define(slots=False, eq=False)
+class ProxyResource(Resource):
+    """
+    The caching proxy, as a leaf resource that sees every path.
+
+    ``upstream_url`` may carry a path prefix; the request's path and query are
+    appended to it unchanged.
+    """
+
+    store: Store
+    upstream: UpstreamClient
+    upstream_url: str
+    clock: IReactorTime
+    counters: Counters
+    default_mode: Mode = Mode.CACHE
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
+    _inflight: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
+    _read_warning: RateLimitedWarning = field(init=False)
+
+    isLeaf = True
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+        self._read_warning = RateLimitedWarning(log, self.clock)
+
+    def render(self, request: Request) -> object:
+        exchange = Exchange(request)
+        d = ensureDeferred(self._serve(exchange))
+        d.addErrback(self._failed, exchange)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, exchange: Exchange) -> None:
+        if failure.check(CancelledError) or not exchange.open:
+            return
+        request = exchange.request
+        if failure.check(StasisError):
+            error = failure.value
+        else:
+            log.failure("proxying {path} failed", failure, path=request.path.decode("latin-1"))
+            error = InternalError("stasis failed to serve this request; see its log")
+        if request.startedWriting:
+            exchange.finished = True
+            request.channel.transport.abortConnection()
+            return
+        if not request.responseHeaders.hasHeader(b"x-stasis-status"):
+            _mark(request, CacheOutcome(Status.BYPASS))
+        write_error(request, error)
+        exchange.finished = True
+
+    def _gather(self, request: Request) -> _Call:
+        headers = _header_map(request.requestHeaders)
+        try:
+            directives = parse_directives(headers, self.default_mode)
+        except BadDirective as e:
+            raise BadRequest(e.message, header=e.header) from None
+        try:
+            target = request.uri.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("the request target must be ASCII (percent-encode it)") from None
+        path, _, query = target.partition("?")
+        body = request.content.read() if request.content is not None else b""
+        document: Any = None
+        if body[:1] in (b"{", b"["):
+            try:
+                document = parse_json(body)
+            except (ValueError, RecursionError):
+                document = None
+        return _Call(
+            method=request.method.decode("ascii", "replace").upper(),
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            url=self.upstream_url.rstrip("/") + target,
+            provider=identify(path, headers),
+            directives=directives,
+            document=document,
+        )
+
+    async def _serve(self, exchange: Exchange) -> None:
+        request = exchange.request
+        call = self._gather(request)
+        mode = call.directives.mode
+        if (
+            mode is Mode.BYPASS
+            or not call.provider.is_cacheable(call.method, call.path)
+            or _wants_stream(call.document)
+        ):
+            self.counters.bypasses += 1
+            await self._forward(exchange, call, record=False)
+            return
+
+        call.key = derive_key(
+            KeyRequest(
+                method=call.method,
+                path=call.path,
+                query=call.query,
+                headers=call.headers,
+                body=call.body,
+                namespace=call.directives.namespace,
+            ),
+            self.store.secret,
+            call.provider.key_policy,
+        )
+        request.setHeader(b"x-stasis-key", call.key.encode("ascii"))
+
+        if mode is Mode.FRESH:
+            self.counters.misses += 1
+            await self._fetch(exchange, call)
+            return
+
+        entry = await self._lookup(call.key)
+        if entry is None and mode is Mode.CACHE and call.key in self._inflight:
+            waiter: Deferred[None] = Deferred()
+            self._inflight[call.key].append(waiter)
+            exchange.on_gone(waiter.cancel)
+            await waiter
+            entry = await self._lookup(call.key)
+        if entry is not None:
+            self._serve_hit(exchange, entry)
+            return
+        self.counters.misses += 1
+        if mode is Mode.REPLAY:
+            _mark(request, CacheOutcome(Status.MISS, detail=b"replay-miss"))
+            raise ReplayMiss(
+                "replay mode: no cached answer for this request, and replay mode never "
+                "calls the upstream; record it first with mode 'cache'",
+                key=call.key,
+            )
+        await self._fetch(exchange, call)
+
+    async def _lookup(self, key: str) -> Entry | None:
+        try:
+            entry = await self.store.get(key)
+        except Exception as e:
+            self._read_warning.warn(
+                "cannot read the cache database ({error}); treating lookups as misses", error=e
+            )
+            return None
+        if entry is None or not entry.is_fresh(self.clock.seconds()):
+            return None
+        return entry
+
+    def _serve_hit(self, exchange: Exchange, entry: Entry) -> None:
+        request = exchange.request
+        now = self.clock.seconds()
+        request.setResponseCode(entry.status)
+        _set_headers(request, entry.headers)
+        _mark(request, HIT)
+        request.setHeader(b"age", b"%d" % max(0, int(now - entry.created_at)))
+        request.setHeader(b"content-length", b"%d" % len(entry.body))
+        request.write(entry.body)
+        exchange.finish()
+        self.counters.hits += 1
+        self.store.record_hit(entry.key, now)
+
+    async def _fetch(self, exchange: Exchange, call: _Call) -> None:
+        """Fetch a miss as the single flight for its key, waking any waiters after."""
+        assert call.key is not None
+        leader = call.key not in self._inflight
+        if leader:
+            self._inflight[call.key] = []
+        try:
+            await self._forward(exchange, call, record=self.store.writable)
+        finally:
+            if leader:
+                for waiter in self._inflight.pop(call.key, []):
+                    if not waiter.called:
+                        waiter.callback(None)
+
+    async def _forward(self, exchange: Exchange, call: _Call, record: bool) -> None:
+        request = exchange.request
+        cacheable = call.key is not None
+        pending = self.upstream.request(
+            call.method, call.url, for_upstream(request.requestHeaders), call.body
+        )
+        forget = exchange.on_gone(pending.cancel)
+        try:
+            response: IResponse = await pending
+        except StasisError:
+            if cacheable:
+                _mark(request, CacheOutcome(Status.MISS, forward=b"uri-miss"))
+            raise
+        finally:
+            forget()
+        storable = (
+            record
+            and cacheable
+            and 200 <= response.code < 300
+            and not response.headers.hasHeader(b"content-encoding")
+        )
+        if cacheable:
+            outcome = CacheOutcome(
+                Status.MISS if record else Status.BYPASS,
+                forward=b"request" if call.directives.mode is Mode.FRESH else b"uri-miss",
+                forward_status=response.code,
+                stored=storable,
+                detail=None if record else b"store-unavailable",
+            )
+        else:
+            outcome = CacheOutcome(Status.BYPASS, forward=b"bypass", forward_status=response.code)
+        if exchange.open:
+            request.setResponseCode(response.code, response.phrase)
+            _set_headers(request, for_client(response.headers))
+            _mark(request, outcome)
+        relay = Relay(exchange, record=storable, record_limit=self.max_entry_bytes)
+        response.deliverBody(relay)
+        ended = await relay.done
+        body = relay.recorded
+        if ended is Outcome.COMPLETE and storable and body is not None:
+            await self._store(call, response, body)
+        if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
+            exchange.finish()
+        elif exchange.open:
+            # A clean end would tell the client a truncated body is whole.
+            exchange.finished = True
+            request.channel.transport.abortConnection()
+
+    async def _store(self, call: _Call, response: IResponse, body: bytes) -> None:
+        assert call.key is not None
+        document: Any = None
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            document = None
+        now = self.clock.seconds()
+        ttl = call.directives.ttl
+        entry = Entry(
+            key=call.key,
+            status=response.code,
+            headers=for_storage(response.headers),
+            body=body,
+            created_at=now,
+            method=call.method,
+            path=call.path,
+            provider=call.provider.name,
+            model=call.provider.model(call.document),
+            namespace=call.directives.namespace,
+            usage=call.provider.usage(document),
+            expires_at=None if ttl is None else now + ttl,
+        )
+        try:
+            await self.store.put(entry)
+        except Exception as e:
+            log.debug("not stored: {error}", error=e)

@@ -1,0 +1,35 @@
+"""
+The resource tree: stasis's own endpoints, and the proxy for every other path.
+"""
+
+from __future__ import annotations
+
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
+
+from stasis.stats import Counters
+from stasis.store import Store
+from stasis.web.status import HealthResource, StatsResource
+
+__all__ = ["Root"]
+
+
+class Root(Resource):
+    """``/health`` and ``/stats`` are stasis's; any other path belongs to the upstream."""
+
+    def __init__(self, proxy: IResource, store: Store, counters: Counters) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.putChild(b"health", HealthResource(store, counters))
+        self.putChild(b"stats", StatsResource(store, counters))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return self.proxy
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        # /health and /stats answer GET and HEAD; a POST there is an API call
+        # for the upstream like any other.
+        if request.method in (b"GET", b"HEAD") and path in self.children:
+            child: IResource = self.children[path]
+            return child
+        return self.proxy

@@ -1,0 +1,108 @@
+"""
+``/health`` and ``/stats``: read-only JSON with the original tool's field names.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from stasis.errors import StasisError
+from stasis.log import logger
+from stasis.stats import Counters
+from stasis.store import Store, StoreStats
+from stasis.web.exchange import Exchange
+from stasis.web.site import write_error
+
+__all__ = ["HealthResource", "StatsResource", "iso8601"]
+
+log = logger("stasis.status")
+
+
+class StoreUnreadable(StasisError):
+    status = 503
+    type = "stasis_store_unavailable"
+
+
+def iso8601(when: float | None) -> str | None:
+    """POSIX seconds as the original tool wrote times: ``2024-01-15T10:30:00.000Z``."""
+    if when is None:
+        return None
+    moment = datetime.fromtimestamp(when, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class _StoreReport(Resource):
+    """A GET resource answering JSON built from the store's figures."""
+
+    isLeaf = True
+
+    def __init__(self, store: Store, counters: Counters) -> None:
+        super().__init__()
+        self.store = store
+        self.counters = counters
+
+    def report(self, stats: StoreStats) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def render_GET(self, request: Request) -> object:
+        exchange = Exchange(request)
+        d = ensureDeferred(self._answer(exchange))
+        d.addErrback(self._failed, exchange)
+        return NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+    async def _answer(self, exchange: Exchange) -> None:
+        stats = await self.store.stats()
+        if not exchange.open:
+            return
+        body = json.dumps(self.report(stats)).encode()
+        request = exchange.request
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        exchange.finish()
+
+    def _failed(self, failure: Failure, exchange: Exchange) -> None:
+        log.failure("reading the cache statistics failed", failure)
+        if exchange.open:
+            write_error(
+                exchange.request,
+                StoreUnreadable(f"cannot read the cache database: {failure.getErrorMessage()}"),
+            )
+            exchange.finished = True
+
+
+class HealthResource(_StoreReport):
+    def report(self, stats: StoreStats) -> dict[str, Any]:
+        return {
+            "status": "healthy",
+            "cache": {
+                "entries": stats.entries,
+                "tokensSaved": stats.tokens_saved,
+                "dbSizeBytes": stats.db_size_bytes,
+            },
+        }
+
+
+class StatsResource(_StoreReport):
+    def report(self, stats: StoreStats) -> dict[str, Any]:
+        return {
+            "totalEntries": stats.entries,
+            "totalTokensSaved": stats.tokens_saved,
+            "dbSizeBytes": stats.db_size_bytes,
+            "oldestEntry": iso8601(stats.oldest),
+            "newestEntry": iso8601(stats.newest),
+            "hits": self.counters.hits,
+            "misses": self.counters.misses,
+            "bypasses": self.counters.bypasses,
+            "hitRate": self.counters.hit_rate,
+        }
