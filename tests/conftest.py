@@ -1,0 +1,1 @@
+"""Shared fixtures: see the modules they come from."""
