@@ -81,14 +81,31 @@ def migrate(connection: sqlite3.Connection) -> None:
                 "INSERT OR IGNORE INTO meta (name, value) VALUES ('secret', ?)",
                 (secrets.token_bytes(32),),
             )
-            connection.execute(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        # Written even when current: a read-only database must fail here, since
+        # BEGIN IMMEDIATE alone succeeds on one.
+        connection.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+
+
+def check_version(connection: sqlite3.Connection) -> None:
+    """Refuse a database that is not at :data:`SCHEMA_VERSION`, without writing to it."""
+    version = schema_version(connection)
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the cache database has schema version {version}, newer than this "
+            f"stasis understands ({SCHEMA_VERSION}); upgrade stasis"
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"the cache database has schema version {version} and is read-only, "
+            f"so it cannot be brought to version {SCHEMA_VERSION}"
+        )
 
 
 def read_secret(connection: sqlite3.Connection) -> bytes:

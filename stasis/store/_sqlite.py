@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from stasis.log import logger
 from stasis.store._entry import Entry, StoreStats, TokenUsage
-from stasis.store._schema import SchemaError, migrate, read_secret
+from stasis.store._schema import SchemaError, check_version, migrate, read_secret
 
 __all__ = ["SQLiteStore", "StoreError"]
 
@@ -74,9 +74,14 @@ def _row_to_entry(row: Any) -> Entry:
 
 
 def _configure(connection: sqlite3.Connection) -> None:
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=5000")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as e:
+        # A read-only database keeps its journal mode; open() finds it read-only.
+        if "readonly" not in str(e):
+            raise
 
 
 def _file_size(path: str) -> int:
@@ -136,6 +141,7 @@ class SQLiteStore:
                     "the cache database {path} is read-only: serving hits, not storing",
                     path=self.path,
                 )
+                check_version(connection)
             self._secret = read_secret(connection)
         except (sqlite3.Error, SchemaError) as e:
             raise StoreError(f"cannot use the cache database {self.path!r}: {e}") from e

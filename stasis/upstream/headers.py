@@ -49,6 +49,17 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
+def content_coding(headers: Headers) -> bytes:
+    """
+    The content coding still applied to a response body, or ``b""`` for none.
+
+    twisted.web's ContentDecoderAgent leaves an *empty* Content-Encoding header
+    on responses that were never encoded, so emptiness means identity.
+    """
+    coding = b",".join(headers.getRawHeaders(b"content-encoding", [])).strip().lower()
+    return b"" if coding == b"identity" else coding
+
+
 def _filtered(headers: Headers, dropped: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
     named = _connection_tokens(headers)
     return [
@@ -58,6 +69,7 @@ def _filtered(headers: Headers, dropped: frozenset[bytes]) -> list[tuple[bytes, 
         and lower not in named
         and not lower.startswith(b"x-stasis-")
         for value in values
+        if value.strip() or lower != b"content-encoding"
     ]
 
 

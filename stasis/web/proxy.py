@@ -31,7 +31,7 @@ from stasis.providers import Provider, identify
 from stasis.stats import Counters
 from stasis.store import Entry, Store
 from stasis.upstream import UpstreamClient
-from stasis.upstream.headers import for_client, for_storage, for_upstream
+from stasis.upstream.headers import content_coding, for_client, for_storage, for_upstream
 from stasis.web.exchange import Exchange
 from stasis.web.relay import Outcome, Relay
 from stasis.web.site import write_error
@@ -200,6 +200,7 @@ class ProxyResource(Resource):
         entry = await self._lookup(call.key)
         if entry is None and mode is Mode.CACHE and call.key in self._inflight:
             waiter: Deferred[None] = Deferred()
+            log.debug("{key} waits for the identical request in flight", key=call.key)
             self._inflight[call.key].append(waiter)
             exchange.on_gone(waiter.cancel)
             await waiter
@@ -275,7 +276,7 @@ class ProxyResource(Resource):
             record
             and cacheable
             and 200 <= response.code < 300
-            and not response.headers.hasHeader(b"content-encoding")
+            and not content_coding(response.headers)
         )
         if cacheable:
             outcome = CacheOutcome(
