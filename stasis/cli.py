@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 
 class StartOptions(tap.Options):
-    synopsis = "[options]"
+    synopsis = "Usage: stasis start [options]"
     longdesc = "Run the caching proxy in the foreground (Ctrl-C stops it)."
 
     optParameters = [
@@ -29,7 +29,7 @@ class StartOptions(tap.Options):
 
 
 class Options(usage.Options):
-    synopsis = "<command> [options]"
+    synopsis = "Usage: stasis <command> [options]"
     longdesc = "A zero-config caching proxy for LLM APIs. Run 'stasis <command> --help' for more."
 
     subCommands = [
@@ -75,8 +75,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except usage.UsageError as e:
-        command = f"stasis {options.subCommand}" if options.subCommand else "stasis"
-        sys.stderr.write(f"{command}: {e}\nRun '{command} --help' for usage.\n")
-        raise SystemExit(2) from None
+        tap.fail_usage(str(e))
     if options.subCommand == "start":
         _run_start(options.subOptions)

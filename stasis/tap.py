@@ -9,7 +9,8 @@ two ways of starting the daemon cannot drift apart.
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from hyperlink import URL, URLParseError
 from twisted.application.service import IService, Service
@@ -81,6 +82,13 @@ _port.coerceDoc = ""  # type: ignore[attr-defined]
 _upstream.coerceDoc = ""  # type: ignore[attr-defined]
 
 
+def fail_usage(message: str, command: str = "stasis") -> NoReturn:
+    """Report a command-line mistake the way every stasis command does, and exit 2."""
+    message = message.removeprefix("Parameter type enforcement failed: ")
+    sys.stderr.write(f"{command}: error: {message} (see --help)\n")
+    raise SystemExit(2)
+
+
 class Options(usage.Options):
     """The daemon's options (the original stasis-proxy CLI's, plus a few)."""
 
@@ -150,6 +158,18 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     opt_v = opt_version
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse, turning a bad option into one line on stderr and exit status 2.
+
+        twistd would print the whole usage text above the error; a user who
+        mistyped one value needs only to be told which.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            fail_usage(str(e))
 
     def postOptions(self) -> None:
         # twistd applies a coerce only to values given on the command line, so

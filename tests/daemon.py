@@ -24,7 +24,8 @@ from typing import Any
 
 __all__ = ["Daemon", "poll_until", "start_daemon"]
 
-_LISTENING = re.compile(r"stasis listening on (http://[0-9.]+:\d+)")
+# stasis's own line, or twisted.web's (logged whatever --log-level says).
+_LISTENING = re.compile(r"stasis listening on http://[0-9.]+:(\d+)|StasisSite starting on (\d+)")
 STARTUP_DEADLINE = 20.0
 
 
@@ -53,7 +54,7 @@ class Daemon:
             self.lines.append(line)
             match = _LISTENING.search(line)
             if match and not self.url:
-                self.url = match.group(1)
+                self.url = f"http://127.0.0.1:{match.group(1) or match.group(2)}"
                 self._ready.set()
         self._ready.set()
 

@@ -1,0 +1,121 @@
+"""
+The command lines: ``twistd -n stasis`` and the ``stasis`` console script, as real processes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+import pytest
+
+from stasis import __version__
+from tests.daemon import Daemon, run
+from tests.fake_upstream import FakeUpstream
+
+
+def test_twistd_lists_the_plugin(tmp_path: Path) -> None:
+    result = run(["--help"], tmp_path, via="twistd")
+    # `twistd -n stasis --help` shows the plugin's own options.
+    assert result.returncode == 0, result.stderr
+    for option in ("--port", "--listen", "--upstream", "--db", "--mode", "--log-level"):
+        assert option in result.stdout
+
+
+def test_stasis_version_and_help(tmp_path: Path) -> None:
+    result = run(["--version"], tmp_path, via="stasis")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"stasis {__version__.public()}"
+    help_text = run(["--help"], tmp_path, via="stasis")
+    assert help_text.returncode == 0
+    for option in ("-p, --port", "-u, --upstream", "-d, --db", "-l, --log-level", "--pidfile"):
+        assert option in help_text.stdout
+
+
+@pytest.mark.parametrize("via", ["twistd", "stasis"])
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--port", "abc"], "--port must be a number"),
+        (["--port", "70000"], "between 0 and 65535"),
+        (["--mode", "sometimes"], "cache, fresh, bypass, replay"),
+        (["--log-level", "loud"], "fatal, error, warn, info, debug, trace"),
+        (["--upstream", "ftp://example.com"], "http:// or https://"),
+        (["--upstream-timeout", "-1"], "greater than 0"),
+        (["--no-such-option"], "--no-such-option"),
+    ],
+)
+def test_a_bad_option_is_one_line_and_a_nonzero_exit(
+    tmp_path: Path, via: str, args: list[str], complaint: str
+) -> None:
+    result = run(args, tmp_path, via=via)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert complaint in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unusable_database_stops_startup_with_one_line(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    result = run(
+        ["-p", "0", "-u", upstream.url, "-d", str(tmp_path / "missing" / "cache.db")],
+        tmp_path,
+    )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "cannot open the cache database" in output
+    assert "Traceback" not in output
+
+
+def test_a_busy_port_stops_startup_with_one_line(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(["-p", str(port), "-u", upstream.url], tmp_path, via="stasis")
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in output
+    assert "Traceback" not in output
+
+
+def test_stasis_start_serves_the_same_way_and_writes_no_pidfile(
+    start: Callable[..., Daemon], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    first = start(via="stasis")
+    second = start(via="stasis", db=tmp_path / "other.db")
+    for daemon in (first, second):
+        c = openai.OpenAI(base_url=daemon.url + "/v1", api_key="sk-test")
+        statuses = [
+            c.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            ).headers["x-stasis-status"]
+            for _ in range(2)
+        ]
+        assert statuses == ["MISS", "HIT"]
+    assert len(upstream.calls()) == 2
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_stasis_start_writes_a_pidfile_when_asked(
+    start: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    daemon = start("--pidfile", str(tmp_path / "stasis.pid"), via="stasis")
+    assert int((tmp_path / "stasis.pid").read_text()) == daemon.process.pid
+
+
+def test_log_level_warn_silences_request_lines(
+    start: Callable[..., Daemon], upstream: FakeUpstream
+) -> None:
+    quiet = start("-l", "warn")
+    quiet.request("GET", "/health")
+    loud = start("-l", "info")
+    loud.request("GET", "/health")
+    loud.wait_for_log("GET /health 200")
+    quiet.stop()
+    assert "GET /health" not in quiet.log
