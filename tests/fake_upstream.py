@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,8 @@ class Reply:
     headers: list[tuple[str, str]]
     body: bytes
     gzip: bool = False
+    #: Send only this many body bytes, then drop the connection (a reset mid-body).
+    truncate_after: int | None = None
 
 
 Handler = Callable[[Received], Reply]
@@ -120,6 +123,12 @@ class FakeUpstream:
                     self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                if reply.truncate_after is not None:
+                    self.wfile.write(payload[: reply.truncate_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.wfile.write(payload)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle

@@ -56,10 +56,12 @@ class StasisRequest(server.Request):
 
     def _refuse_body(self) -> None:
         """
-        Answer 413 at once and drop the connection.
+        Answer 413 at once, then discard the rest of the body and close.
 
-        The body is still arriving, so there is no way to keep the connection
-        in step for another request: the answer goes straight to the transport.
+        The answer goes straight to the transport because the request never
+        reaches a resource. The connection is closed only once the body has
+        been read to its end: closing on unread data makes the kernel send a
+        reset, which destroys the 413 before the client reads it.
         """
         self._refused = True
         error = BodyTooLarge(
@@ -73,13 +75,8 @@ class StasisRequest(server.Request):
             b"Connection: close\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        log.info(
-            "{method} {path} 413 refused: body over {limit} bytes",
-            method=self.method.decode("latin-1"),
-            path=self.path.decode("latin-1"),
-            limit=self._max_body,
-        )
-        self.channel.loseConnection()
+        # The request line is not on the request yet while its body arrives.
+        log.info("refused a request body over {limit} bytes: 413", limit=self._max_body)
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._max_body:
@@ -98,6 +95,7 @@ class StasisRequest(server.Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
+            self.channel.loseConnection()
             return
         super().requestReceived(command, path, version)
 
