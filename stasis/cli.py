@@ -51,29 +51,24 @@ class Options(usage.Options):
 
 
 def _run_start(options: StartOptions) -> None:
-    from twisted.scripts.twistd import ServerOptions, runApp
+    from twisted.application.service import ServiceMaker
+    from twisted.scripts.twistd import ServerOptions, runApp  # type: ignore[attr-defined]
 
     config = ServerOptions()
     config.parseOptions(["--nodaemon", "--pidfile", options["pidfile"]])
     # Hand twistd the options already parsed, as if it had read them itself.
     config.subCommand = "stasis"
     config.subOptions = options
-    config.loadedPlugins = {"stasis": _ServiceMaker()}
+    config.loadedPlugins = {"stasis": ServiceMaker("stasis", "stasis.tap", "", "stasis")}
     runApp(config)
 
 
-class _ServiceMaker:
-    tapname = "stasis"
-
-    @staticmethod
-    def makeService(options: tap.Options) -> object:
-        return tap.makeService(options)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    options = Options()
+    options = Options()  # type: ignore[no-untyped-call]
     try:
-        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+        options.parseOptions(  # type: ignore[no-untyped-call]
+            list(sys.argv[1:] if argv is None else argv)
+        )
     except usage.UsageError as e:
         tap.fail_usage(str(e))
     if options.subCommand == "start":

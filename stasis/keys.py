@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,6 +40,10 @@ KEY_VERSION = b"stasis-key-1"
 
 #: Media types in ``Accept`` that ask for a streamed answer.
 STREAM_MEDIA_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+
+#: JSON bodies nesting arrays and objects deeper than this are hashed raw: a fixed
+#: bound, so that the key never depends on how deep the caller's stack happens to be.
+MAX_JSON_DEPTH = 128
 
 
 @frozen
@@ -83,6 +87,10 @@ class _Constant(str):
     """A JSON ``NaN``/``Infinity`` literal, kept apart from the string of that name."""
 
 
+class _TooDeep(ValueError):
+    """A JSON value nests deeper than :data:`MAX_JSON_DEPTH`."""
+
+
 def _canonical_number(value: Decimal) -> str:
     sign, digits, exponent = value.as_tuple()
     if not isinstance(exponent, int):  # NaN/Infinity cannot come from json's number grammar
@@ -98,7 +106,12 @@ def _canonical_number(value: Decimal) -> str:
     return f"{'-' if sign else ''}{''.join(map(str, trimmed))}e{exponent}"
 
 
-def _canonical(value: Any, out: list[str]) -> None:
+def _canonical(value: Any, out: list[str], room: int | None = None) -> None:
+    # room: how many more arrays/objects may open (None: no limit).
+    if room is not None and isinstance(value, (dict, list)):
+        if room == 0:
+            raise _TooDeep
+        room -= 1
     if isinstance(value, dict):
         out.append("{")
         for i, name in enumerate(sorted(value)):
@@ -106,14 +119,14 @@ def _canonical(value: Any, out: list[str]) -> None:
                 out.append(",")
             out.append(json.dumps(name))
             out.append(":")
-            _canonical(value[name], out)
+            _canonical(value[name], out, room)
         out.append("}")
     elif isinstance(value, list):
         out.append("[")
         for i, item in enumerate(value):
             if i:
                 out.append(",")
-            _canonical(item, out)
+            _canonical(item, out, room)
         out.append("]")
     elif isinstance(value, _Constant):
         out.append(str.__str__(value))
@@ -144,7 +157,18 @@ def canonical_json(value: Any) -> str:
 
 def parse_json(body: bytes) -> Any:
     """Parse JSON with exact numbers; raises ``ValueError`` for anything else."""
-    return json.loads(body, parse_float=Decimal, parse_int=Decimal, parse_constant=_Constant)
+    try:
+        return json.loads(body, parse_float=Decimal, parse_int=Decimal, parse_constant=_Constant)
+    except InvalidOperation:  # an exponent beyond what Decimal holds (``1e9999999999999999999``)
+        raise ValueError("JSON number out of range") from None
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook refusing duplicate names, whose meaning differs between parsers."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("duplicate name in a JSON object")
+    return value
 
 
 def normalized_body(body: bytes) -> bytes:
@@ -152,13 +176,23 @@ def normalized_body(body: bytes) -> bytes:
     The body as it takes part in the key: canonical JSON, or the raw bytes.
 
     The two forms carry different prefixes so that no raw body can collide with
-    a canonical one.
+    a canonical one. Bodies with duplicate object names, numbers ``Decimal``
+    cannot hold, or nesting beyond :data:`MAX_JSON_DEPTH` are hashed raw.
     """
     if not body:
         return b"empty:"
     try:
-        return b"json:" + canonical_json(parse_json(body)).encode("ascii")
-    except (ValueError, RecursionError):
+        value = json.loads(
+            body,
+            parse_float=Decimal,
+            parse_int=Decimal,
+            parse_constant=_Constant,
+            object_pairs_hook=_unique_object,
+        )
+        out: list[str] = []
+        _canonical(value, out, MAX_JSON_DEPTH)
+        return b"json:" + "".join(out).encode("ascii")
+    except (ValueError, RecursionError, InvalidOperation):
         return b"raw:" + body
 
 
@@ -167,7 +201,8 @@ def normalized_query(query: str, drop: Iterable[str] = ()) -> str:
     dropped = set(drop)
     pairs = [
         (name, value)
-        for name, value in parse_qsl(query, keep_blank_values=True)
+        # surrogateescape: distinct undecodable escapes (%FE, %FF) stay distinct.
+        for name, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
         if name not in dropped
     ]
     pairs.sort(key=lambda pair: pair[0])
@@ -195,7 +230,9 @@ def credential_values(
         else:
             found.add(("token", value.strip()))
     if policy.credential_query_params:
-        for name, value in parse_qsl(request.query, keep_blank_values=True):
+        for name, value in parse_qsl(
+            request.query, keep_blank_values=True, errors="surrogateescape"
+        ):
             if name in policy.credential_query_params and value:
                 found.add(("token", value))
     return tuple(sorted(found))

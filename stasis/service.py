@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
@@ -42,7 +43,7 @@ class StasisService(MultiService):
     """
 
     def __init__(self, config: Config, reactor: Any = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -88,13 +89,15 @@ class StasisService(MultiService):
             raise StartupError(
                 f"cannot listen on {self.config.listen}: {failures[0].getErrorMessage()}"
             )
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         address = port.getHost()
         where = (
-            f"http://{address.host}:{address.port}" if hasattr(address, "port") else str(address)
+            f"http://{address.host}:{address.port}"
+            if isinstance(address, IPv4Address | IPv6Address)
+            else str(address)
         )
         log.info(
             "stasis listening on {where}, upstream {upstream}, cache {db}, mode {mode}",
@@ -108,9 +111,13 @@ class StasisService(MultiService):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        await super().stopService()
+        stopped: Deferred[None] | None = super().stopService()  # type: ignore[no-untyped-call]
+        if stopped is not None:
+            await stopped
         if self.port is not None:
-            await self.port.stopListening()
+            closing = self.port.stopListening()
             self.port = None
+            if closing is not None:
+                await closing
         await self._pool.closeCachedConnections()
         await self.store.close()

@@ -167,7 +167,7 @@ class Options(usage.Options):
         mistyped one value needs only to be told which.
         """
         try:
-            super().parseOptions(options)
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as e:
             fail_usage(str(e))
 

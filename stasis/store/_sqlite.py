@@ -16,7 +16,8 @@ import gzip
 import json
 import os
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from attrs import define, field
 from twisted.enterprise import adbapi
@@ -28,6 +29,8 @@ from stasis.store._entry import Entry, StoreStats, TokenUsage
 from stasis.store._schema import SchemaError, check_version, migrate, read_secret
 
 __all__ = ["SQLiteStore", "StoreError"]
+
+_T = TypeVar("_T")
 
 log = logger("stasis.store")
 
@@ -174,6 +177,11 @@ class SQLiteStore:
             raise StoreError("the store is not open")
         return self._pool
 
+    def _interact(self, interaction: Callable[[Any], _T]) -> Deferred[_T]:
+        """Run ``interaction(cursor)`` in the pool's thread, in one transaction."""
+        d: Deferred[_T] = self.pool.runInteraction(interaction)
+        return d
+
     # Reads
 
     def get(self, key: str) -> Deferred[Entry | None]:
@@ -184,7 +192,7 @@ class SQLiteStore:
             row = cursor.fetchone()
             return None if row is None else _row_to_entry(row)
 
-        return self.pool.runInteraction(select)
+        return self._interact(select)
 
     def stats(self) -> Deferred[StoreStats]:
         def select(cursor: Any) -> StoreStats:
@@ -198,7 +206,7 @@ class SQLiteStore:
                 entries=count, tokens_saved=saved, db_size_bytes=size, oldest=oldest, newest=newest
             )
 
-        return self.pool.runInteraction(select)
+        return self._interact(select)
 
     def list_entries(self, limit: int = 100, offset: int = 0) -> Deferred[list[Entry]]:
         def select(cursor: Any) -> list[Entry]:
@@ -208,7 +216,7 @@ class SQLiteStore:
             )
             return [_row_to_entry(row) for row in cursor.fetchall()]
 
-        return self.pool.runInteraction(select)
+        return self._interact(select)
 
     # Writes
 
@@ -222,7 +230,7 @@ class SQLiteStore:
             changed: int = cursor.rowcount
             return changed
 
-        d = self.pool.runInteraction(write)
+        d = self._interact(write)
 
         def failed(failure: Any) -> Any:
             self._note_write_failure(failure.value)
@@ -278,7 +286,7 @@ class SQLiteStore:
                 ),
             )
 
-        d = self.pool.runInteraction(insert)
+        d = self._interact(insert)
 
         def stored(result: None) -> None:
             self._write_failed_at = None

@@ -18,7 +18,6 @@ from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import TimeoutError
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -51,7 +50,8 @@ def make_client(
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = persistent_per_host
     pool.retryAutomatically = False
-    return HTTPClient(Agent(reactor, pool=pool), cookiejar=_NoCookies()), pool
+    jar: Any = _NoCookies()
+    return HTTPClient(Agent(reactor, pool=pool), cookiejar=jar), pool
 
 
 @define
@@ -59,7 +59,7 @@ class UpstreamClient:
     """Sends one request upstream and fires with the response, body unread."""
 
     http: HTTPClient
-    reactor: IReactorTime
+    reactor: Any  # an IReactorTime that treq can also connect with
     timeout: float
 
     def request(

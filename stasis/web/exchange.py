@@ -50,6 +50,14 @@ class Exchange:
         """Whether anything may still be written to the client."""
         return not (self.gone or self.finished)
 
+    def abort(self) -> None:
+        """Drop the client's connection: the answer cannot be completed truthfully."""
+        if self.open:
+            self.finished = True
+            transport = self.request.channel.transport
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
+
     def finish(self) -> None:
         if self.open:
             self.finished = True

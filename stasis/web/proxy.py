@@ -121,14 +121,14 @@ class ProxyResource(Resource):
         if failure.check(CancelledError) or not exchange.open:
             return
         request = exchange.request
-        if failure.check(StasisError):
+        error: StasisError
+        if isinstance(failure.value, StasisError):
             error = failure.value
         else:
             log.failure("proxying {path} failed", failure, path=request.path.decode("latin-1"))
             error = InternalError("stasis failed to serve this request; see its log")
         if request.startedWriting:
-            exchange.finished = True
-            request.channel.transport.abortConnection()
+            exchange.abort()
             return
         if not request.responseHeaders.hasHeader(b"x-stasis-status"):
             _mark(request, CacheOutcome(Status.BYPASS))
@@ -302,8 +302,7 @@ class ProxyResource(Resource):
             exchange.finish()
         elif exchange.open:
             # A clean end would tell the client a truncated body is whole.
-            exchange.finished = True
-            request.channel.transport.abortConnection()
+            exchange.abort()
 
     async def _store(self, call: _Call, response: IResponse, body: bytes) -> None:
         assert call.key is not None

@@ -11,6 +11,7 @@ generating (and billing) tokens for nobody.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -50,7 +51,7 @@ class Relay(Protocol):
         self._chunks: list[bytes] | None = [] if record else None
         self._size = 0
         self._record_limit = record_limit
-        self._forget_gone = lambda: None
+        self._forget_gone: Callable[[], None] = lambda: None
 
     @property
     def recorded(self) -> bytes | None:

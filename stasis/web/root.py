@@ -18,7 +18,7 @@ class Root(Resource):
     """``/health`` and ``/stats`` are stasis's; any other path belongs to the upstream."""
 
     def __init__(self, proxy: IResource, store: Store, counters: Counters) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.proxy = proxy
         self.putChild(b"health", HealthResource(store, counters))
         self.putChild(b"stats", StatsResource(store, counters))

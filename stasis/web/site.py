@@ -44,14 +44,14 @@ class StasisRequest(server.Request):
     defaultContentType = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.started = time.perf_counter()
         self._received = 0
         self._refused = False
 
     @property
     def _max_body(self) -> int:
-        limit: int = self.channel.site.max_body_bytes
+        limit: int = self.channel.site.max_body_bytes  # type: ignore[attr-defined]
         return limit
 
     def _refuse_body(self) -> None:
@@ -69,7 +69,9 @@ class StasisRequest(server.Request):
             limit=self._max_body,
         )
         body = error.to_json()
-        self.channel.transport.write(
+        transport = self.channel.transport
+        assert transport is not None
+        transport.write(
             b"HTTP/1.1 413 Content Too Large\r\n"
             b"Content-Type: application/json\r\n"
             b"Connection: close\r\n"
@@ -82,7 +84,7 @@ class StasisRequest(server.Request):
         if length is not None and length > self._max_body:
             self._refuse_body()
             length = 0
-        super().gotLength(length)
+        super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -91,31 +93,31 @@ class StasisRequest(server.Request):
         if self._received > self._max_body:
             self._refuse_body()
             return
-        super().handleContentChunk(data)
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             self.channel.loseConnection()
             return
-        super().requestReceived(command, path, version)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
     def process(self) -> None:
         hosts = self.requestHeaders.getRawHeaders(b"host", [])
         if len(hosts) > 1 or (not hosts and self.clientproto == b"HTTP/1.1"):
-            self.site = self.channel.site
+            self.site = self.channel.site  # type: ignore[attr-defined]
             write_error(
                 self,
                 BadRequest("an HTTP/1.1 request must carry exactly one Host header"),
             )
             return
-        super().process()
+        super().process()  # type: ignore[no-untyped-call]
 
     def processingFailed(self, reason: Failure) -> None:
         log.failure("unexpected error serving {path}", reason, path=self.path.decode("latin-1"))
         if self.finished or self._disconnected:
             return
         if self.startedWriting:
-            self.channel.transport.abortConnection()
+            self.channel.transport.abortConnection()  # type: ignore[union-attr]
             return
         write_error(self, InternalError("stasis failed to serve this request; see its log"))
 
@@ -127,7 +129,7 @@ class StasisSite(server.Site):
     requestFactory = StasisRequest
 
     def __init__(self, resource: IResource, max_body_bytes: int, **kwargs: Any) -> None:
-        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
+        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)  # type: ignore[no-untyped-call]
         self.max_body_bytes = max_body_bytes
 
     def log(self, request: Any) -> None:

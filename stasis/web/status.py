@@ -44,7 +44,7 @@ class _StoreReport(Resource):
     isLeaf = True
 
     def __init__(self, store: Store, counters: Counters) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.store = store
         self.counters = counters
 
