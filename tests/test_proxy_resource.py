@@ -1,0 +1,258 @@
+"""
+The proxy resource in memory: no sockets, no threads, a fake clock.
+
+Both sides use treq's testing seam: the client is a ``StubTreq`` over stasis's
+resource tree, and the upstream is a ``StubTreq`` over a small fake resource,
+so every step of a request can be driven and inspected synchronously.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import treq
+from attrs import define, field
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from stasis.modes import Mode
+from stasis.stats import Counters
+from stasis.upstream import UpstreamClient
+from stasis.web.proxy import ProxyResource
+from stasis.web.root import Root
+from tests.memory_store import MemoryStore
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+AUTH = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
+
+
+class FakeAPI(Resource):
+    """Answers every request with a numbered JSON body and records what it saw."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bytes, bytes, dict[bytes, list[bytes]]]] = []
+        self.status = 200
+
+    def render(self, request: Request) -> bytes:
+        headers = {k.lower(): v for k, v in request.requestHeaders.getAllRawHeaders()}
+        self.seen.append((request.method, request.uri, headers))
+        request.setResponseCode(self.status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"set-cookie", b"__cf_bm=abc; Path=/")
+        request.setHeader(b"keep-alive", b"timeout=5")
+        request.setHeader(b"x-request-id", b"req_%d" % len(self.seen))
+        return json.dumps(
+            {"n": len(self.seen), "usage": {"total_tokens": 10}, "object": "chat.completion"}
+        ).encode()
+
+
+@define
+class Harness:
+    clock: Clock = field(factory=Clock)
+    api: FakeAPI = field(factory=FakeAPI)
+    counters: Counters = field(factory=Counters)
+    store: MemoryStore = field(init=False)
+    upstream: StubTreq = field(init=False)
+    client: StubTreq = field(init=False)
+    mode: Mode = Mode.CACHE
+
+    def __attrs_post_init__(self) -> None:
+        self.store = MemoryStore(self.clock)
+        self.upstream = StubTreq(self.api)
+        proxy = ProxyResource(
+            store=self.store,
+            upstream=UpstreamClient(self.upstream, self.clock, 30.0),  # type: ignore[arg-type]
+            upstream_url="http://upstream.test",
+            clock=self.clock,
+            counters=self.counters,
+            default_mode=self.mode,
+        )
+        self.client = StubTreq(Root(proxy, self.store, self.counters))
+
+    def _settle(self) -> None:
+        for _ in range(10):
+            self.upstream.flush()
+            self.client.flush()
+
+    def call(
+        self,
+        body: Any = CHAT,
+        path: str = "/v1/chat/completions",
+        method: str = "POST",
+        **headers: str,
+    ) -> tuple[IResponse, bytes]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        d = self.client.request(
+            method, "http://stasis.test" + path, data=data, headers={**AUTH, **headers}
+        )
+        self._settle()
+        response = _result(d)
+        content = treq.content(response)
+        self._settle()
+        return response, _result(content)
+
+
+def _result(d: Any) -> Any:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the Deferred did not fire"
+    if hasattr(results[0], "raiseException"):
+        results[0].raiseException()
+    return results[0]
+
+
+def header(response: IResponse, name: str) -> str | None:
+    values = response.headers.getRawHeaders(name.encode())
+    return values[0].decode() if values else None
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def test_miss_then_hit_with_age_from_the_clock(harness: Harness) -> None:
+    first, body1 = harness.call()
+    harness.clock.advance(42)
+    second, body2 = harness.call()
+    assert (header(first, "x-stasis-status"), header(second, "x-stasis-status")) == ("MISS", "HIT")
+    assert body1 == body2
+    assert header(second, "age") == "42"
+    assert header(second, "x-request-id") == "req_1"
+    assert len(harness.api.seen) == 1
+    assert (harness.counters.hits, harness.counters.misses) == (1, 1)
+    (entry,) = harness.store.entries.values()
+    assert entry.hit_count == 1
+    assert entry.usage.total == 10
+    assert entry.model == "gpt-4o-mini"
+    assert entry.provider == "openai"
+
+
+def test_a_ttl_expires_the_entry(harness: Harness) -> None:
+    harness.call(**{"X-Stasis-TTL": "60"})
+    harness.clock.advance(59)
+    assert header(harness.call()[0], "x-stasis-status") == "HIT"
+    harness.clock.advance(2)
+    response, body = harness.call()
+    assert header(response, "x-stasis-status") == "MISS"
+    assert json.loads(body)["n"] == 2
+    # Stored again without a TTL: it now lives forever.
+    harness.clock.advance(10_000)
+    assert header(harness.call()[0], "x-stasis-status") == "HIT"
+
+
+def test_namespaces_partition_the_cache(harness: Harness) -> None:
+    harness.call(**{"X-Stasis-Namespace": "suite-a"})
+    other = harness.call(**{"X-Stasis-Namespace": "suite-b"})[0]
+    same = harness.call(**{"X-Stasis-Namespace": "suite-a"})[0]
+    assert header(other, "x-stasis-status") == "MISS"
+    assert header(same, "x-stasis-status") == "HIT"
+    assert {e.namespace for e in harness.store.entries.values()} == {"suite-a", "suite-b"}
+
+
+def test_hop_by_hop_and_stasis_headers_stay_on_their_side(harness: Harness) -> None:
+    response, _ = harness.call(
+        **{
+            "Connection": "keep-alive, X-Trace-Hop",
+            "X-Trace-Hop": "1",
+            "Keep-Alive": "timeout=5",
+            "TE": "trailers",
+            "Proxy-Authorization": "Basic abc",
+            "Accept-Encoding": "br, zstd",
+            "X-Stasis-Namespace": "n",
+            "X-Stasis-Mode": "cache",
+            "OpenAI-Organization": "org-1",
+        }
+    )
+    ((method, uri, seen),) = harness.api.seen
+    assert (method, uri) == (b"POST", b"/v1/chat/completions")
+    for name in (b"x-trace-hop", b"keep-alive", b"te", b"proxy-authorization"):
+        assert name not in seen, name
+    # The agent speaks for its own connection.
+    assert b"X-Trace-Hop" not in b"".join(seen.get(b"connection", []))
+    assert not [name for name in seen if name.startswith(b"x-stasis-")]
+    assert seen[b"accept-encoding"] == [b"gzip"]
+    assert seen[b"host"] == [b"upstream.test"]
+    assert seen[b"openai-organization"] == [b"org-1"]
+    assert seen[b"authorization"] == [b"Bearer sk-test"]
+    # Going back: the upstream's hop-by-hop headers are dropped, its cookie reaches this
+    # client but is never stored for the next one.
+    assert header(response, "keep-alive") is None
+    assert header(response, "set-cookie") == "__cf_bm=abc; Path=/"
+    hit, _ = harness.call(**{"X-Stasis-Namespace": "n", "OpenAI-Organization": "org-1"})
+    assert header(hit, "x-stasis-status") == "HIT"
+    assert header(hit, "set-cookie") is None
+
+
+def test_an_unwritable_store_passes_misses_through_as_bypass(harness: Harness) -> None:
+    harness.store.writable = False
+    response, body = harness.call()
+    assert header(response, "x-stasis-status") == "BYPASS"
+    assert (
+        header(response, "cache-status")
+        == "stasis; fwd=uri-miss; fwd-status=200; detail=store-unavailable"
+    )
+    assert json.loads(body)["n"] == 1
+    assert harness.store.entries == {}
+
+
+def test_a_failing_write_still_answers_the_client(harness: Harness) -> None:
+    harness.store.fail_writes = True
+    response, body = harness.call()
+    assert response.code == 200
+    assert json.loads(body)["n"] == 1
+    assert harness.store.entries == {}
+
+
+def test_a_failing_read_is_treated_as_a_miss(harness: Harness) -> None:
+    harness.call()
+    harness.store.fail_reads = True
+    response, body = harness.call()
+    assert (response.code, header(response, "x-stasis-status")) == (200, "MISS")
+    assert json.loads(body)["n"] == 2
+
+
+def test_an_upstream_error_is_relayed_and_not_stored(harness: Harness) -> None:
+    harness.api.status = 429
+    response, _ = harness.call()
+    assert response.code == 429
+    assert header(response, "cache-status") == "stasis; fwd=uri-miss; fwd-status=429"
+    assert harness.store.entries == {}
+
+
+def test_health_and_stats_read_the_store(harness: Harness) -> None:
+    harness.call()
+    harness.call()
+    stats_response, stats = harness.call(body=b"", path="/stats", method="GET")
+    report = json.loads(stats)
+    assert report["totalEntries"] == 1
+    assert report["totalTokensSaved"] == 10
+    assert (report["hits"], report["misses"], report["hitRate"]) == (1, 1, 0.5)
+    assert report["oldestEntry"] == "1970-01-01T00:00:00.000Z"
+    _, health = harness.call(body=b"", path="/health", method="GET")
+    assert json.loads(health) == {
+        "status": "healthy",
+        "cache": {"entries": 1, "tokensSaved": 10, "dbSizeBytes": report["dbSizeBytes"]},
+    }
+
+
+def test_a_post_to_health_is_proxied(harness: Harness) -> None:
+    response, _ = harness.call(body=b"{}", path="/health", method="POST")
+    assert header(response, "x-stasis-status") == "BYPASS"
+    assert harness.api.seen[0][1] == b"/health"
+
+
+def test_the_server_default_mode_applies(harness: Harness) -> None:
+    replaying = Harness(mode=Mode.REPLAY)
+    response, body = replaying.call()
+    assert response.code == 504
+    assert json.loads(body)["error"]["type"] == "stasis_replay_miss"
+    assert replaying.api.seen == []
