@@ -19,7 +19,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import TimeoutError
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -38,6 +38,16 @@ class _NoCookies(CookieJar):
         pass
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    """Connections come and go with every burst of misses; twistd need not log each one."""
+
+    noisy = False
+
+
+class _Pool(HTTPConnectionPool):
+    _factory = _QuietFactory
+
+
 def make_client(
     reactor: Any, persistent_per_host: int = 32
 ) -> tuple[HTTPClient, HTTPConnectionPool]:
@@ -47,7 +57,7 @@ def make_client(
     treq's default pool keeps two connections per host, which costs a burst of
     parallel misses a new TLS handshake each.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = _Pool(reactor, persistent=True)  # type: ignore[no-untyped-call]
     pool.maxPersistentPerHost = persistent_per_host
     pool.retryAutomatically = False
     jar: Any = _NoCookies()
