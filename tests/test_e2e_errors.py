@@ -148,7 +148,7 @@ def test_a_body_over_the_limit_is_a_413(
 ) -> None:
     daemon = start("--max-body", "1000")
     big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]})
-    status, headers, body = daemon.request("POST", "/v1/chat/completions", big.encode(), HEADERS)
+    status, _headers, body = daemon.request("POST", "/v1/chat/completions", big.encode(), HEADERS)
     assert status == 413
     assert json.loads(body)["error"]["type"] == "stasis_body_too_large"
     # Chunked bodies are counted as they arrive.
@@ -186,7 +186,7 @@ def test_a_missing_or_duplicate_host_is_a_400(daemon: Daemon, request_head: byte
 def test_bad_stasis_headers_are_400s(
     daemon: Daemon, upstream: FakeUpstream, header: str, value: str
 ) -> None:
-    status, headers, body = post_chat(daemon, **{header: value})
+    status, _headers, body = post_chat(daemon, **{header: value})
     assert status == 400
     error = json.loads(body)["error"]
     assert error["type"] == "stasis_bad_request"
@@ -198,7 +198,7 @@ def test_state_changing_calls_pass_through_and_are_never_stored(
     daemon: Daemon, upstream: FakeUpstream
 ) -> None:
     for _ in range(2):
-        status, headers, body = daemon.request("POST", "/v1/files", b'{"purpose": "x"}', HEADERS)
+        status, headers, _body = daemon.request("POST", "/v1/files", b'{"purpose": "x"}', HEADERS)
         assert (status, headers["x-stasis-status"]) == (200, "BYPASS")
         assert "x-stasis-key" not in headers
     status, headers, _ = daemon.request("GET", "/v1/models", None, HEADERS)
@@ -213,7 +213,7 @@ def test_streaming_requests_pass_through_until_streams_are_cached(
 ) -> None:
     stream = json.dumps({"model": "m", "stream": True, "messages": []}).encode()
     for _ in range(2):
-        status, headers, _ = daemon.request("POST", "/v1/chat/completions", stream, HEADERS)
+        _status, headers, _ = daemon.request("POST", "/v1/chat/completions", stream, HEADERS)
         assert headers["x-stasis-status"] == "BYPASS"
     assert len(upstream.calls()) == 2
 
@@ -222,7 +222,7 @@ def test_an_upstream_path_prefix_is_kept(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:
     daemon = start(upstream_url=upstream.url + "/openai/")
-    status, headers, _ = daemon.request(
+    status, _headers, _ = daemon.request(
         "POST", "/v1/chat/completions?api-version=2024-10-21", CHAT.encode(), HEADERS
     )
     assert status == 200

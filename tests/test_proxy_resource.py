@@ -231,7 +231,7 @@ def test_an_upstream_error_is_relayed_and_not_stored(harness: Harness) -> None:
 def test_health_and_stats_read_the_store(harness: Harness) -> None:
     harness.call()
     harness.call()
-    stats_response, stats = harness.call(body=b"", path="/stats", method="GET")
+    _stats_response, stats = harness.call(body=b"", path="/stats", method="GET")
     report = json.loads(stats)
     assert report["totalEntries"] == 1
     assert report["totalTokensSaved"] == 10
