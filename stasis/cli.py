@@ -59,6 +59,7 @@ def _run_start(options: StartOptions) -> None:
     # Hand twistd the options already parsed, as if it had read them itself.
     config.subCommand = "stasis"
     config.subOptions = options
+    config["no_save"] = True  # twistd sets this itself whenever it parsed a subcommand
     config.loadedPlugins = {"stasis": ServiceMaker("stasis", "stasis.tap", "", "stasis")}
     runApp(config)
 

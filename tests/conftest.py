@@ -37,6 +37,10 @@ def start(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Daem
     finally:
         for daemon in daemons:
             daemon.stop()
+    # Whatever a test did, the daemon must never have logged a traceback.
+    for daemon in daemons:
+        assert "Traceback" not in daemon.log, daemon.log
+        assert "Unhandled error" not in daemon.log, daemon.log
 
 
 @pytest.fixture
