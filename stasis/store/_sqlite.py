@@ -127,6 +127,8 @@ class SQLiteStore:
         return self.reactor.seconds() - self._write_failed_at >= WRITE_RETRY_SECONDS
 
     def open(self) -> None:
+        if self._pool is not None:
+            return
         try:
             connection = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
         except sqlite3.Error as e:
@@ -286,6 +288,8 @@ class SQLiteStore:
                 ),
             )
 
+        # Hits counted for the entry being replaced are not the new entry's.
+        self._pending_hits.pop(entry.key, None)
         d = self._interact(insert)
 
         def stored(result: None) -> None:
@@ -309,6 +313,8 @@ class SQLiteStore:
 
     def record_hit(self, key: str, when: float) -> None:
         """Count a hit; it reaches the database within :data:`HIT_FLUSH_SECONDS`."""
+        if self._pool is None:
+            return  # closed: the daemon is stopping, and so is counting
         count, _ = self._pending_hits.get(key, (0, when))
         self._pending_hits[key] = (count + 1, when)
         if self._flush_call is None:
