@@ -62,6 +62,9 @@ TTL_HEADER = "x-stasis-ttl"
 NAMESPACE_HEADER = "x-stasis-namespace"
 REPLAY_HEADER = "x-stasis-replay"
 
+#: ``X-Stasis-Replay`` values: a recorded stream at once, or at its recorded pace.
+REPLAY_PACES = ("fast", "realtime")
+
 #: The longest namespace accepted; namespaces are labels, not payloads.
 MAX_NAMESPACE_LENGTH = 200
 
@@ -82,6 +85,8 @@ class Directives:
     mode: Mode
     ttl: int | None = None
     namespace: str = ""
+    #: Replay a recorded stream at its recorded pace instead of at once.
+    realtime: bool = False
 
 
 def _mode_from_cache_control(value: str) -> Mode | None:
@@ -128,4 +133,11 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
             "X-Stasis-Namespace: must be printable text of at most "
             f"{MAX_NAMESPACE_LENGTH} characters",
         )
-    return Directives(mode=mode, ttl=ttl, namespace=namespace)
+    pace = headers.get(REPLAY_HEADER, "fast").strip().lower()
+    if pace not in REPLAY_PACES:
+        raise BadDirective(
+            "X-Stasis-Replay",
+            f"X-Stasis-Replay: unknown value {headers[REPLAY_HEADER]!r}; "
+            f"allowed values: {', '.join(REPLAY_PACES)}",
+        )
+    return Directives(mode=mode, ttl=ttl, namespace=namespace, realtime=pace == "realtime")

@@ -208,16 +208,6 @@ def test_state_changing_calls_pass_through_and_are_never_stored(
     assert daemon.get_json("/stats")["bypasses"] == 3
 
 
-def test_streaming_requests_pass_through_until_streams_are_cached(
-    daemon: Daemon, upstream: FakeUpstream
-) -> None:
-    stream = json.dumps({"model": "m", "stream": True, "messages": []}).encode()
-    for _ in range(2):
-        _status, headers, _ = daemon.request("POST", "/v1/chat/completions", stream, HEADERS)
-        assert headers["x-stasis-status"] == "BYPASS"
-    assert len(upstream.calls()) == 2
-
-
 def test_an_upstream_path_prefix_is_kept(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:

@@ -8,6 +8,7 @@ the next one starts. Hit counters are flushed explicitly, never waited for.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import os
 import random
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 
 from stasis.store import Entry, SQLiteStore, StoreError, StoreStats, TokenUsage
+from stasis.store._schema import _V1, SCHEMA_VERSION
 from stasis.store._sqlite import WRITE_RETRY_SECONDS, _decode_headers, _encode_headers
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -94,7 +96,7 @@ class ShiftedReactor:
 
 
 @pytest_twisted.ensureDeferred
-async def test_open_creates_schema_v1_and_secret(tmp_path: Path) -> None:
+async def test_open_creates_the_current_schema_and_secret(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     store = open_store(path)
     try:
@@ -103,7 +105,7 @@ async def test_open_creates_schema_v1_and_secret(tmp_path: Path) -> None:
     finally:
         await store.close()
     values = meta(path)
-    assert int(values["schema_version"]) == 1
+    assert int(values["schema_version"]) == SCHEMA_VERSION
     assert bytes(values["secret"]) == store.secret
     with raw(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -122,7 +124,7 @@ async def test_reopen_keeps_secret_and_databases_differ(tmp_path: Path) -> None:
     finally:
         await again.close()
         await other.close()
-    assert int(meta(tmp_path / "a.db")["schema_version"]) == 1
+    assert int(meta(tmp_path / "a.db")["schema_version"]) == SCHEMA_VERSION
 
 
 @pytest_twisted.ensureDeferred
@@ -130,12 +132,14 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     await open_store(path).close()
     with raw(path) as connection:
-        connection.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+        connection.execute(
+            "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
     store = SQLiteStore(str(path), reactor)
     with pytest.raises(StoreError, match="upgrade"):
         store.open()
     await store.close()
-    assert meta(path)["schema_version"] == "2"
+    assert meta(path)["schema_version"] == str(SCHEMA_VERSION + 1)
 
 
 def test_not_a_database_is_refused(tmp_path: Path) -> None:
@@ -511,7 +515,9 @@ async def test_read_only_database_of_newer_schema_is_refused(
     path = tmp_path / "cache.db"
     await make_database(path)
     with raw(path) as connection:
-        connection.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+        connection.execute(
+            "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
         connection.execute(f"PRAGMA journal_mode={journal_mode}")
     connect_read_only(monkeypatch)
     with pytest.raises(StoreError, match="upgrade"):
@@ -599,3 +605,41 @@ def test_header_encoding_round_trips(pairs: list[tuple[bytes, bytes]]) -> None:
     encoded = _encode_headers(headers)
     assert isinstance(encoded, bytes)
     assert _decode_headers(encoded) == headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_1_database_is_migrated_and_keeps_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with raw(path) as connection:
+        connection.executescript(_V1)
+        connection.execute("INSERT INTO meta VALUES ('secret', ?)", (b"k" * 32,))
+        connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        connection.execute(
+            "INSERT INTO entries (key, method, path, status, headers, body, body_size, created_at)"
+            " VALUES (?, 'POST', '/v1/chat/completions', 200, '[]', ?, 2, 1.0)",
+            (bytes.fromhex(key(1)), gzip.compress(b"{}")),
+        )
+    store = open_store(path)
+    try:
+        assert store.secret == b"k" * 32
+        entry = await store.get(key(1))
+        assert entry is not None
+        assert (entry.body, entry.timeline) == (b"{}", None)
+    finally:
+        await store.close()
+    assert int(meta(path)["schema_version"]) == SCHEMA_VERSION
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_timeline_round_trips(tmp_path: Path) -> None:
+    timeline = tuple((i * 37, i * 250) for i in range(1, 5000))
+    store = open_store(tmp_path / "s.db")
+    try:
+        await store.put(make_entry(7, timeline=timeline))
+        await store.put(make_entry(8))
+        streamed, plain = await store.get(key(7)), await store.get(key(8))
+        assert streamed is not None and plain is not None
+        assert streamed.timeline == timeline
+        assert plain.timeline is None
+    finally:
+        await store.close()

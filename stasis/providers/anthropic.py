@@ -11,6 +11,7 @@ from typing import Any
 
 from stasis.providers._base import Provider, int_field
 from stasis.store import TokenUsage
+from stasis.streams.events import StreamEvent
 
 __all__ = ["ANTHROPIC"]
 
@@ -28,6 +29,34 @@ def anthropic_usage(document: Any) -> TokenUsage:
     return TokenUsage(input=input_tokens, output=output_tokens, total=input_tokens + output_tokens)
 
 
+def _stream_done(event: StreamEvent) -> bool:
+    return event.kind == "message_stop"
+
+
+def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
+    """
+    ``message_start`` carries the input tokens; each ``message_delta`` the
+    cumulative output tokens (and, in newer API versions, input tokens again).
+    """
+    data = event.data
+    kind = event.kind
+    if not isinstance(data, dict):
+        return usage
+    if kind == "message_start":
+        found = (
+            data.get("message", {}).get("usage") if isinstance(data.get("message"), dict) else None
+        )
+    elif kind == "message_delta":
+        found = data.get("usage")
+    else:
+        return usage
+    if not isinstance(found, dict):
+        return usage
+    input_tokens = int_field(found, "input_tokens") or usage.input
+    output_tokens = int_field(found, "output_tokens") if "output_tokens" in found else usage.output
+    return TokenUsage(input=input_tokens, output=output_tokens, total=input_tokens + output_tokens)
+
+
 def _recognise(path: str, headers: Mapping[str, str]) -> bool:
     return (
         "anthropic-version" in headers
@@ -42,4 +71,6 @@ ANTHROPIC = Provider(
     cacheable_paths=("/v1/messages", "/v1/messages/count_tokens"),
     recognise=_recognise,
     usage=anthropic_usage,
+    stream_done=_stream_done,
+    stream_usage=_stream_usage,
 )

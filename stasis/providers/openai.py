@@ -10,6 +10,7 @@ from typing import Any
 
 from stasis.providers._base import Provider, int_field
 from stasis.store import TokenUsage
+from stasis.streams.events import StreamEvent
 
 __all__ = ["OPENAI"]
 
@@ -30,6 +31,25 @@ def openai_usage(document: Any) -> TokenUsage:
     return TokenUsage(input=input_tokens, output=output_tokens, total=total)
 
 
+def _stream_done(event: StreamEvent) -> bool:
+    """Chat and completions end at ``data: [DONE]``, the Responses API at ``response.completed``."""
+    if event.data == "[DONE]":
+        return True
+    return event.kind == "response.completed"
+
+
+def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
+    """The usage chunk (``stream_options.include_usage``) or ``response.completed``'s usage."""
+    data = event.data
+    if not isinstance(data, dict):
+        return usage
+    if event.kind == "response.completed":
+        return openai_usage(data.get("response"))
+    if isinstance(data.get("usage"), dict):
+        return openai_usage(data)
+    return usage
+
+
 def _recognise(path: str, headers: Mapping[str, str]) -> bool:
     return True  # OpenAI's is the API every other provider is told apart from.
 
@@ -46,4 +66,6 @@ OPENAI = Provider(
     ),
     recognise=_recognise,
     usage=openai_usage,
+    stream_done=_stream_done,
+    stream_usage=_stream_usage,
 )

@@ -43,6 +43,8 @@ class Entry:
     expires_at: float | None = None
     last_hit_at: float | None = None
     hit_count: int = 0
+    #: For a streamed answer, per event: (byte offset where it ends, ms after the start).
+    timeline: tuple[tuple[int, int], ...] | None = None
 
     def is_fresh(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at

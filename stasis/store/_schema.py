@@ -14,7 +14,7 @@ import sqlite3
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "migrate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS entries (
     hit_count     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_created_at ON entries (created_at);
+"""
+
+#: Version 2: streamed answers keep their timeline (event ends and arrival times).
+_V2 = """
+ALTER TABLE entries ADD COLUMN timeline BLOB
 """
 
 
@@ -81,6 +86,8 @@ def migrate(connection: sqlite3.Connection) -> None:
                 "INSERT OR IGNORE INTO meta (name, value) VALUES ('secret', ?)",
                 (secrets.token_bytes(32),),
             )
+        if version < 2:
+            connection.execute(_V2)
         # Written even when current: a read-only database must fail here, since
         # BEGIN IMMEDIATE alone succeeds on one.
         connection.execute(

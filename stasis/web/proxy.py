@@ -29,7 +29,9 @@ from stasis.log import RateLimitedWarning, logger
 from stasis.modes import BadDirective, Directives, Mode, parse_directives
 from stasis.providers import Provider, identify
 from stasis.stats import Counters
-from stasis.store import Entry, Store
+from stasis.store import Entry, Store, TokenUsage
+from stasis.streams.recorder import Recorder
+from stasis.streams.replay import pace
 from stasis.upstream import UpstreamClient
 from stasis.upstream.headers import content_coding, for_client, for_storage, for_upstream
 from stasis.web.exchange import Exchange
@@ -64,10 +66,6 @@ def _set_headers(request: Request, pairs: Any) -> None:
 def _mark(request: Request, outcome: CacheOutcome) -> None:
     request.setHeader(b"x-stasis-status", outcome.status.value)
     request.setHeader(b"cache-status", outcome.cache_status())
-
-
-def _wants_stream(document: Any) -> bool:
-    return isinstance(document, dict) and document.get("stream") is True
 
 
 @define
@@ -169,11 +167,7 @@ class ProxyResource(Resource):
         request = exchange.request
         call = self._gather(request)
         mode = call.directives.mode
-        if (
-            mode is Mode.BYPASS
-            or not call.provider.is_cacheable(call.method, call.path)
-            or _wants_stream(call.document)
-        ):
+        if mode is Mode.BYPASS or not call.provider.is_cacheable(call.method, call.path):
             self.counters.bypasses += 1
             await self._forward(exchange, call, record=False)
             return
@@ -206,7 +200,7 @@ class ProxyResource(Resource):
             await waiter
             entry = await self._lookup(call.key)
         if entry is not None:
-            self._serve_hit(exchange, entry)
+            self._serve_hit(exchange, entry, realtime=call.directives.realtime)
             return
         self.counters.misses += 1
         if mode is Mode.REPLAY:
@@ -230,18 +224,22 @@ class ProxyResource(Resource):
             return None
         return entry
 
-    def _serve_hit(self, exchange: Exchange, entry: Entry) -> None:
+    def _serve_hit(self, exchange: Exchange, entry: Entry, realtime: bool) -> None:
         request = exchange.request
         now = self.clock.seconds()
         request.setResponseCode(entry.status)
         _set_headers(request, entry.headers)
         _mark(request, HIT)
         request.setHeader(b"age", b"%d" % max(0, int(now - entry.created_at)))
+        self.counters.hits += 1
+        self.store.record_hit(entry.key, now)
+        if realtime and entry.timeline is not None:
+            stop = pace(self.clock, entry.body, entry.timeline, request.write, exchange.finish)
+            exchange.on_gone(stop)
+            return
         request.setHeader(b"content-length", b"%d" % len(entry.body))
         request.write(entry.body)
         exchange.finish()
-        self.counters.hits += 1
-        self.store.record_hit(entry.key, now)
 
     async def _fetch(self, exchange: Exchange, call: _Call) -> None:
         """Fetch a miss as the single flight for its key, waking any waiters after."""
@@ -292,25 +290,38 @@ class ProxyResource(Resource):
             request.setResponseCode(response.code, response.phrase)
             _set_headers(request, for_client(response.headers))
             _mark(request, outcome)
-        relay = Relay(exchange, record=storable, record_limit=self.max_entry_bytes)
+        recorder = (
+            Recorder(
+                call.provider,
+                b"".join(response.headers.getRawHeaders(b"content-type", [])),
+                self.clock,
+                self.max_entry_bytes,
+            )
+            if storable
+            else None
+        )
+        relay = Relay(exchange, recorder, self.clock, self.upstream.timeout)
         response.deliverBody(relay)
         ended = await relay.done
-        body = relay.recorded
-        if ended is Outcome.COMPLETE and storable and body is not None:
-            await self._store(call, response, body)
+        if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
+            await self._store(call, response, recorder)
         if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
             exchange.finish()
         elif exchange.open:
             # A clean end would tell the client a truncated body is whole.
             exchange.abort()
 
-    async def _store(self, call: _Call, response: IResponse, body: bytes) -> None:
+    async def _store(self, call: _Call, response: IResponse, recorder: Recorder) -> None:
         assert call.key is not None
-        document: Any = None
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError):
-            document = None
+        body = recorder.body
+        assert body is not None
+        if recorder.is_stream:
+            usage = recorder.usage
+        else:
+            try:
+                usage = call.provider.usage(json.loads(body))
+            except (ValueError, RecursionError):
+                usage = TokenUsage()
         now = self.clock.seconds()
         ttl = call.directives.ttl
         entry = Entry(
@@ -324,8 +335,9 @@ class ProxyResource(Resource):
             provider=call.provider.name,
             model=call.provider.model(call.document),
             namespace=call.directives.namespace,
-            usage=call.provider.usage(document),
+            usage=usage,
             expires_at=None if ttl is None else now + ttl,
+            timeline=recorder.timeline,
         )
         try:
             await self.store.put(entry)

@@ -5,7 +5,8 @@ The upstream connection is registered as the client request's push producer:
 when the client's socket buffer fills, twisted.web pauses the upstream, so a
 slow reader holds a few buffers in the proxy, not the whole answer. When the
 client leaves, the upstream connection is closed, so the provider stops
-generating (and billing) tokens for nobody.
+generating (and billing) tokens for nobody. An upstream that goes silent
+mid-body for longer than the idle timeout is cut off the same way.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import enum
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
+from stasis.streams.recorder import Recorder
 from stasis.web.exchange import Exchange
 
 __all__ = ["Outcome", "Relay"]
@@ -31,7 +33,7 @@ class Outcome(enum.Enum):
     COMPLETE = "complete"
     #: The upstream closed without framing, so completeness cannot be known.
     UNCERTAIN = "uncertain"
-    #: The upstream connection failed part-way.
+    #: The upstream connection failed part-way, or went silent too long.
     BROKEN = "broken"
     #: The client left before the end.
     ABANDONED = "abandoned"
@@ -41,21 +43,24 @@ class Relay(Protocol):
     """
     Receives an upstream response body (``IResponse.deliverBody``).
 
-    ``done`` fires with the :class:`Outcome`; ``recorded`` then holds the whole
-    body when it was recorded and stayed within ``record_limit`` bytes, else None.
+    Each chunk is written to the client as it arrives and fed to ``recorder``
+    (when recording); ``done`` fires with the :class:`Outcome`.
     """
 
-    def __init__(self, exchange: Exchange, record: bool, record_limit: int) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        recorder: Recorder | None,
+        clock: IReactorTime,
+        idle_timeout: float,
+    ) -> None:
         self.exchange = exchange
+        self.recorder = recorder
         self.done: Deferred[Outcome] = Deferred()
-        self._chunks: list[bytes] | None = [] if record else None
-        self._size = 0
-        self._record_limit = record_limit
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall | None = None
         self._forget_gone: Callable[[], None] = lambda: None
-
-    @property
-    def recorded(self) -> bytes | None:
-        return None if self._chunks is None else b"".join(self._chunks)
 
     def connectionMade(self) -> None:
         producer = IPushProducer(self.transport)
@@ -64,19 +69,20 @@ class Relay(Protocol):
             return
         self.exchange.request.registerProducer(producer, True)
         self._forget_gone = self.exchange.on_gone(producer.stopProducing)
+        self._idle = self._clock.callLater(self._idle_timeout, producer.stopProducing)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self._idle_timeout)
         if not self.exchange.open:
             return
         self.exchange.request.write(data)
-        if self._chunks is not None:
-            self._size += len(data)
-            if self._size > self._record_limit:
-                self._chunks = None
-            else:
-                self._chunks.append(data)
+        if self.recorder is not None:
+            self.recorder.feed(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
         self._forget_gone()
         if self.exchange.open:
             self.exchange.request.unregisterProducer()
@@ -88,6 +94,4 @@ class Relay(Protocol):
             outcome = Outcome.UNCERTAIN
         else:
             outcome = Outcome.BROKEN
-        if outcome is not Outcome.COMPLETE:
-            self._chunks = None
         self.done.callback(outcome)

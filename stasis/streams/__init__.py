@@ -1,0 +1,1 @@
+"""Streamed answers: finding event boundaries, reading events, recording, pacing replays."""

@@ -1,0 +1,78 @@
+"""
+A streamed event's meaning: its name and its (JSON) data, whatever the format.
+
+Providers look at events only to know when a stream is complete and how many
+tokens it cost; the bytes themselves are recorded and replayed untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from typing import Any
+
+from attrs import frozen
+
+__all__ = ["StreamEvent", "decode_eventstream", "decode_sse"]
+
+
+@frozen
+class StreamEvent:
+    #: The SSE ``event:`` field or the AWS ``:event-type`` header; None when absent.
+    name: str | None
+    #: The data parsed as JSON when it is JSON, else the text (``"[DONE]"``).
+    data: Any
+
+    @property
+    def kind(self) -> str | None:
+        """The event's type: its data's ``"type"`` field (OpenAI, Anthropic), else its name."""
+        if isinstance(self.data, dict) and isinstance(self.data.get("type"), str):
+            return str(self.data["type"])
+        return self.name
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def decode_sse(raw: bytes) -> StreamEvent:
+    name: str | None = None
+    data: list[str] = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+    return StreamEvent(name=name, data=_json_or_text("\n".join(data)))
+
+
+def decode_eventstream(raw: bytes) -> StreamEvent | None:
+    """
+    Decode one AWS event stream message with botocore's parser (it checks the CRCs).
+
+    Bedrock's ``invoke-with-response-stream`` wraps the model's own events as
+    base64 in ``{"bytes": …}``; they are unwrapped here. Without botocore (the
+    ``stasis[bedrock]`` extra) events cannot be read, only recorded.
+    """
+    try:
+        from botocore.eventstream import EventStreamBuffer
+    except ImportError:  # pragma: no cover - botocore comes with the bedrock extra
+        return None
+    buffer = EventStreamBuffer()
+    buffer.add_data(raw)
+    try:
+        message = next(iter(buffer))
+    except Exception:
+        return None
+    name = message.headers.get(":event-type") or message.headers.get(":exception-type")
+    data = _json_or_text(message.payload.decode("utf-8", "replace"))
+    if isinstance(data, dict) and isinstance(data.get("bytes"), str):
+        with contextlib.suppress(ValueError):
+            data = _json_or_text(base64.b64decode(data["bytes"]).decode("utf-8", "replace"))
+    return StreamEvent(name=name, data=data)
