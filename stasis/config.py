@@ -4,21 +4,22 @@ The daemon's settings, as one frozen value built from options or by an embedder.
 
 from __future__ import annotations
 
-from attrs import frozen
+from collections.abc import Mapping
+
+from attrs import field, frozen
 
 from stasis.modes import Mode
+from stasis.routing import Routes
 
 __all__ = [
     "DEFAULT_DB",
     "DEFAULT_PORT",
-    "DEFAULT_UPSTREAM",
     "Config",
     "listen_on_port",
 ]
 
 DEFAULT_PORT = 4000
 DEFAULT_DB = "./stasis-cache.db"
-DEFAULT_UPSTREAM = "https://api.openai.com"
 DEFAULT_UPSTREAM_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -33,9 +34,16 @@ class Config:
     """Everything a :class:`~stasis.service.StasisService` needs to know."""
 
     listen: str = listen_on_port(DEFAULT_PORT)
-    upstream: str = DEFAULT_UPSTREAM
+    #: One upstream for every request (the original tool's behaviour); None: route by provider.
+    upstream: str | None = None
+    #: Per-provider upstreams (``--upstream NAME=URL``), overriding the above.
+    upstreams: Mapping[str, str] = field(factory=dict)
     db: str = DEFAULT_DB
     mode: Mode = Mode.CACHE
     log_level: str = "info"
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def routes(self) -> Routes:
+        return Routes(everything=self.upstream, overrides=dict(self.upstreams))

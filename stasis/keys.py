@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl
 
 from attrs import field, frozen
 
+from stasis.sigv4 import parse_authorization
+
 __all__ = [
     "KEY_VERSION",
     "KeyPolicy",
@@ -59,6 +61,8 @@ class KeyPolicy:
         {"openai-organization", "openai-project", "anthropic-version", "anthropic-beta"}
     )
     credential_headers: tuple[str, ...] = ("authorization", "x-api-key", "api-key")
+    #: Header name prefixes that change the answer (Bedrock's ``x-amzn-bedrock-``).
+    varying_prefixes: tuple[str, ...] = ()
     #: Query parameters that carry a credential: fingerprinted, never part of the key.
     credential_query_params: frozenset[str] = frozenset()
 
@@ -224,6 +228,11 @@ def credential_values(
         value = request.headers.get(name)
         if not value:
             continue
+        signed = parse_authorization(value) if name == "authorization" else None
+        if signed is not None:
+            # Who signed, not the signature: that changes every second.
+            found.add(("sigv4", f"{signed.access_key}/{signed.region}"))
+            continue
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             found.add(("token", token.strip()))
@@ -253,7 +262,7 @@ def _varying(request: KeyRequest, policy: KeyPolicy) -> str:
     chosen = sorted(
         (name, " ".join(value.split()))
         for name, value in request.headers.items()
-        if name in policy.varying_headers
+        if name in policy.varying_headers or name.startswith(policy.varying_prefixes)
     )
     accept = request.headers.get("accept", "").lower()
     if any(media_type in accept for media_type in STREAM_MEDIA_TYPES):

@@ -56,7 +56,7 @@ class StasisService(MultiService):
         self.proxy = ProxyResource(
             store=self.store,
             upstream=UpstreamClient(http, reactor, config.upstream_timeout),
-            upstream_url=config.upstream,
+            routes=config.routes,
             clock=reactor,
             counters=self.counters,
             default_mode=config.mode,
@@ -102,7 +102,7 @@ class StasisService(MultiService):
         log.info(
             "stasis listening on {where}, upstream {upstream}, cache {db}, mode {mode}",
             where=where,
-            upstream=self.config.upstream,
+            upstream=self.config.routes.describe(),
             db=self.config.db,
             mode=self.config.mode.value,
         )

@@ -20,13 +20,13 @@ from stasis.config import (
     DEFAULT_DB,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
-    DEFAULT_UPSTREAM,
     DEFAULT_UPSTREAM_TIMEOUT,
     Config,
     listen_on_port,
 )
 from stasis.log import LOG_LEVELS
 from stasis.modes import Mode
+from stasis.providers import PROVIDERS
 from stasis.service import StartupError, StasisService
 
 __all__ = ["Options", "makeService"]
@@ -56,7 +56,7 @@ def _positive(name: str) -> Any:
     return coerce
 
 
-def _upstream(value: str) -> str:
+def _url(value: str) -> str:
     try:
         url = URL.from_text(value)
     except URLParseError as e:
@@ -66,6 +66,20 @@ def _upstream(value: str) -> str:
     if url.query or url.fragment:
         raise ValueError(f"--upstream {value!r} must not carry a query or fragment")
     return value.rstrip("/")
+
+
+def parse_upstream(value: str) -> tuple[str | None, str]:
+    """``URL`` or ``NAME=URL`` as (provider name or None, URL); ``ValueError`` if neither."""
+    name, equals, url = value.partition("=")
+    if equals and "://" not in name:
+        name = name.strip().lower()
+        if name not in PROVIDER_NAMES:
+            raise ValueError(
+                f"--upstream {value!r}: unknown provider {name!r}; "
+                f"known: {', '.join(PROVIDER_NAMES)}"
+            )
+        return name, _url(url.strip())
+    return None, _url(value.strip())
 
 
 def _choice(name: str, choices: list[str]) -> Any:
@@ -79,7 +93,8 @@ def _choice(name: str, choices: list[str]) -> Any:
 
 
 _port.coerceDoc = ""  # type: ignore[attr-defined]
-_upstream.coerceDoc = ""  # type: ignore[attr-defined]
+
+PROVIDER_NAMES = [provider.name for provider in PROVIDERS]
 
 
 def fail_usage(message: str, command: str = "stasis") -> NoReturn:
@@ -106,13 +121,6 @@ class Options(usage.Options):
             None,
             "Twisted server endpoint to listen on instead of --port, e.g. "
             "tcp:4000:interface=0.0.0.0, unix:/run/stasis.sock, systemd:domain=INET:index=0.",
-        ],
-        [
-            "upstream",
-            "u",
-            os.environ.get("STASIS_UPSTREAM", DEFAULT_UPSTREAM),
-            "Upstream API base URL that requests are forwarded to ($STASIS_UPSTREAM).",
-            _upstream,
         ],
         [
             "db",
@@ -171,14 +179,41 @@ class Options(usage.Options):
         except usage.UsageError as e:
             fail_usage(str(e))
 
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["upstream"] = None
+        self["upstreams"] = {}
+
+    def opt_upstream(self, value: str) -> None:
+        """
+        Where requests go: a URL for everything, or NAME=URL for one provider
+        (openai, anthropic, bedrock, gemini, azure); repeatable. Default: each
+        provider's public API ($STASIS_UPSTREAM). A URL may carry a path prefix.
+        """
+        try:
+            name, url = parse_upstream(value)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if name is None:
+            if self["upstream"] is not None:
+                raise usage.UsageError("--upstream URL (for everything) may be given once")
+            self["upstream"] = url
+        else:
+            self["upstreams"][name] = url
+
+    opt_u = opt_upstream
+
     def postOptions(self) -> None:
         # twistd applies a coerce only to values given on the command line, so
         # the defaults (which may come from the environment) are checked here.
-        for name, check in (("upstream", _upstream), ("port", _port)):
-            try:
-                self[name] = check(str(self[name]))
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
+        try:
+            self["port"] = _port(str(self["port"]))
+            environment = os.environ.get("STASIS_UPSTREAM")
+            if environment and self["upstream"] is None and not self["upstreams"]:
+                for value in environment.split(","):
+                    self.opt_upstream(value)
+        except (ValueError, usage.UsageError) as e:
+            raise usage.UsageError(str(e)) from None
         if not self["db"]:
             raise usage.UsageError("--db must name a file")
 
@@ -186,6 +221,7 @@ class Options(usage.Options):
         return Config(
             listen=self["listen"] or listen_on_port(self["port"]),
             upstream=self["upstream"],
+            upstreams=dict(self["upstreams"]),
             db=self["db"],
             mode=Mode.parse(self["mode"]),
             log_level=self["log-level"],

@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from stasis.modes import Mode
+from stasis.routing import Routes
 from stasis.stats import Counters
 from stasis.upstream import UpstreamClient
 from stasis.web.proxy import ProxyResource
@@ -70,7 +71,7 @@ class Harness:
         proxy = ProxyResource(
             store=self.store,
             upstream=UpstreamClient(self.upstream, self.clock, 30.0),  # type: ignore[arg-type]
-            upstream_url="http://upstream.test",
+            routes=Routes(everything="http://upstream.test"),
             clock=self.clock,
             counters=self.counters,
             default_mode=self.mode,

@@ -2,12 +2,14 @@
 What stasis knows about one LLM API: data plus a few small functions.
 
 Adding a provider means writing one module that builds a :class:`Provider`;
-the proxy asks it whether a request is its own, whether it may be cached, and
-how to read the model and the token usage.
+the proxy asks it whether a request is its own, where its upstream is,
+whether it may be cached, and how to read the model and the token usage of
+an answer, streamed or not.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +19,18 @@ from stasis.keys import DEFAULT_POLICY, KeyPolicy
 from stasis.store import TokenUsage
 from stasis.streams.events import StreamEvent
 
-__all__ = ["Provider", "int_field"]
+__all__ = ["Provider", "RequestView", "fixed_upstream", "int_field", "last_usage"]
+
+
+@frozen
+class RequestView:
+    """What a provider may look at to recognise and route a request."""
+
+    method: str
+    path: str
+    query: str
+    #: Lower-case names.
+    headers: Mapping[str, str]
 
 
 def int_field(mapping: Any, name: str) -> int:
@@ -30,15 +43,23 @@ def int_field(mapping: Any, name: str) -> int:
     return max(int(value), 0)
 
 
-def _body_stream(path: str, document: Any) -> bool:
-    return isinstance(document, dict) and document.get("stream") is True
+def last_usage(
+    event: StreamEvent, usage: TokenUsage, read: Callable[[Any], TokenUsage]
+) -> TokenUsage:
+    """For streams whose events each may carry the usage so far: keep the latest seen."""
+    found = read(event.data)
+    return found if found.total else usage
+
+
+def fixed_upstream(url: str) -> Callable[[RequestView], str | None]:
+    return lambda request: url
 
 
 def _no_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return usage
 
 
-def _body_model(document: Any) -> str | None:
+def _body_model(path: str, document: Any) -> str | None:
     if isinstance(document, dict):
         model = document.get("model")
         if isinstance(model, str):
@@ -51,28 +72,31 @@ class Provider:
     """
     One API's routing and caching facts.
 
-    ``cacheable_paths`` are path suffixes of the inference endpoints: only a
-    POST to one of them is ever stored, so calls that create or change state
+    ``cacheable`` matches the paths of the inference endpoints: only a POST
+    to one of them is ever stored, so calls that create or change state
     (files, batches, fine-tunes) can never be answered from the cache.
 
     A streamed answer is stored only when it is whole: when ``stream_done``
-    saw the format's terminal event, so that a stream the upstream cut short
-    after a clean-looking chunk is never replayed as if it were complete.
+    saw the format's terminal event (or, for formats without one, when the
+    body ended cleanly), so a stream cut short is never replayed as complete.
     """
 
     name: str
-    public_upstream: str
-    cacheable_paths: tuple[str, ...]
-    recognise: Callable[[str, Mapping[str, str]], bool]
-    usage: Callable[[Any], TokenUsage]
+    #: The public API a request goes to when no --upstream says otherwise; None: unknown.
+    public_upstream: Callable[[RequestView], str | None]
+    cacheable: re.Pattern[str]
+    recognise: Callable[[RequestView], bool]
+    #: Token usage of a whole answer: (parsed body, lower-case response headers).
+    usage: Callable[[Any, Mapping[str, str]], TokenUsage]
     key_policy: KeyPolicy = DEFAULT_POLICY
-    model: Callable[[Any], str | None] = field(default=_body_model)
-    #: Whether a request (path, parsed body) asks for a streamed answer.
-    is_stream: Callable[[str, Any], bool] = field(default=_body_stream)
+    #: The model a request is for: (path, parsed body).
+    model: Callable[[str, Any], str | None] = field(default=_body_model)
     #: The event that says a stream is whole; None: the clean end of the body says so.
     stream_done: Callable[[StreamEvent], bool] | None = None
     #: The token usage after one more event of a stream.
     stream_usage: Callable[[StreamEvent, TokenUsage], TokenUsage] = field(default=_no_usage)
+    #: Said in a 400 when the request cannot be routed (no public upstream known).
+    routing_hint: str = ""
 
     def is_cacheable(self, method: str, path: str) -> bool:
-        return method == "POST" and path.rstrip("/").endswith(self.cacheable_paths)
+        return method == "POST" and self.cacheable.search(path.rstrip("/")) is not None

@@ -6,17 +6,20 @@ header alone is not enough.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from stasis.providers._base import Provider, int_field
+from stasis.providers._base import Provider, RequestView, fixed_upstream, int_field
 from stasis.store import TokenUsage
 from stasis.streams.events import StreamEvent
 
 __all__ = ["ANTHROPIC"]
 
+_MESSAGES = re.compile(r"/v1/messages(/count_tokens)?$")
 
-def anthropic_usage(document: Any) -> TokenUsage:
+
+def anthropic_usage(document: Any, headers: Mapping[str, str] | None = None) -> TokenUsage:
     """``input_tokens`` + ``output_tokens`` of a message (count_tokens has only input)."""
     if not isinstance(document, dict):
         return TokenUsage()
@@ -39,14 +42,12 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     cumulative output tokens (and, in newer API versions, input tokens again).
     """
     data = event.data
-    kind = event.kind
     if not isinstance(data, dict):
         return usage
-    if kind == "message_start":
-        found = (
-            data.get("message", {}).get("usage") if isinstance(data.get("message"), dict) else None
-        )
-    elif kind == "message_delta":
+    if event.kind == "message_start":
+        message = data.get("message")
+        found = message.get("usage") if isinstance(message, dict) else None
+    elif event.kind == "message_delta":
         found = data.get("usage")
     else:
         return usage
@@ -57,18 +58,18 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return TokenUsage(input=input_tokens, output=output_tokens, total=input_tokens + output_tokens)
 
 
-def _recognise(path: str, headers: Mapping[str, str]) -> bool:
+def _recognise(request: RequestView) -> bool:
     return (
-        "anthropic-version" in headers
-        or "x-api-key" in headers
-        or path.rstrip("/").endswith(("/v1/messages", "/v1/messages/count_tokens"))
+        "anthropic-version" in request.headers
+        or "x-api-key" in request.headers
+        or _MESSAGES.search(request.path.rstrip("/")) is not None
     )
 
 
 ANTHROPIC = Provider(
     name="anthropic",
-    public_upstream="https://api.anthropic.com",
-    cacheable_paths=("/v1/messages", "/v1/messages/count_tokens"),
+    public_upstream=fixed_upstream("https://api.anthropic.com"),
+    cacheable=_MESSAGES,
     recognise=_recognise,
     usage=anthropic_usage,
     stream_done=_stream_done,

@@ -5,17 +5,27 @@ API and moderations are cacheable; everything that changes state is not.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from stasis.providers._base import Provider, int_field
+from stasis.providers._base import Provider, RequestView, fixed_upstream, int_field
 from stasis.store import TokenUsage
 from stasis.streams.events import StreamEvent
 
-__all__ = ["OPENAI"]
+__all__ = [
+    "OPENAI",
+    "OPENAI_CACHEABLE",
+    "openai_stream_done",
+    "openai_stream_usage",
+    "openai_usage",
+]
+
+#: The inference endpoints, also under Azure's /openai/deployments/{name}/ prefix.
+OPENAI_CACHEABLE = re.compile(r"/(chat/completions|completions|embeddings|responses|moderations)$")
 
 
-def openai_usage(document: Any) -> TokenUsage:
+def openai_usage(document: Any, headers: Mapping[str, str] | None = None) -> TokenUsage:
     """
     Read ``usage`` from a chat/completions/embeddings or Responses API answer.
 
@@ -31,14 +41,12 @@ def openai_usage(document: Any) -> TokenUsage:
     return TokenUsage(input=input_tokens, output=output_tokens, total=total)
 
 
-def _stream_done(event: StreamEvent) -> bool:
+def openai_stream_done(event: StreamEvent) -> bool:
     """Chat and completions end at ``data: [DONE]``, the Responses API at ``response.completed``."""
-    if event.data == "[DONE]":
-        return True
-    return event.kind == "response.completed"
+    return event.data == "[DONE]" or event.kind == "response.completed"
 
 
-def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
+def openai_stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     """The usage chunk (``stream_options.include_usage``) or ``response.completed``'s usage."""
     data = event.data
     if not isinstance(data, dict):
@@ -50,22 +58,16 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return usage
 
 
-def _recognise(path: str, headers: Mapping[str, str]) -> bool:
+def _recognise(request: RequestView) -> bool:
     return True  # OpenAI's is the API every other provider is told apart from.
 
 
 OPENAI = Provider(
     name="openai",
-    public_upstream="https://api.openai.com",
-    cacheable_paths=(
-        "/chat/completions",
-        "/completions",
-        "/embeddings",
-        "/responses",
-        "/moderations",
-    ),
+    public_upstream=fixed_upstream("https://api.openai.com"),
+    cacheable=OPENAI_CACHEABLE,
     recognise=_recognise,
     usage=openai_usage,
-    stream_done=_stream_done,
-    stream_usage=_stream_usage,
+    stream_done=openai_stream_done,
+    stream_usage=openai_stream_usage,
 )

@@ -27,12 +27,15 @@ from stasis.errors import BadRequest, InternalError, ReplayMiss, StasisError
 from stasis.keys import KeyRequest, derive_key, parse_json
 from stasis.log import RateLimitedWarning, logger
 from stasis.modes import BadDirective, Directives, Mode, parse_directives
-from stasis.providers import Provider, identify
+from stasis.providers import Provider, RequestView, identify
+from stasis.routing import Routes
+from stasis.sigv4 import SigV4Authorization, sigv4_of
 from stasis.stats import Counters
-from stasis.store import Entry, Store, TokenUsage
+from stasis.store import Entry, Store
 from stasis.streams.recorder import Recorder
 from stasis.streams.replay import pace
 from stasis.upstream import UpstreamClient
+from stasis.upstream.aws import AwsSigner
 from stasis.upstream.headers import content_coding, for_client, for_storage, for_upstream
 from stasis.web.exchange import Exchange
 from stasis.web.relay import Outcome, Relay
@@ -73,6 +76,8 @@ class _Call:
     """The facts of one proxied request, gathered once."""
 
     method: str
+    #: The request target as sent (path and query, still percent-encoded).
+    target: str
     path: str
     query: str
     headers: dict[str, str]
@@ -81,6 +86,8 @@ class _Call:
     provider: Provider
     directives: Directives
     document: Any
+    #: The client's SigV4 signature, when it sent one (Bedrock).
+    signed: SigV4Authorization | None
     key: str | None = None
 
 
@@ -95,11 +102,12 @@ class ProxyResource(Resource):
 
     store: Store
     upstream: UpstreamClient
-    upstream_url: str
+    routes: Routes
     clock: IReactorTime
     counters: Counters
     default_mode: Mode = Mode.CACHE
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
+    aws: AwsSigner = field(factory=AwsSigner)
     _inflight: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
     _read_warning: RateLimitedWarning = field(init=False)
 
@@ -151,21 +159,37 @@ class ProxyResource(Resource):
                 document = parse_json(body)
             except (ValueError, RecursionError):
                 document = None
+        method = request.method.decode("ascii", "replace").upper()
+        view = RequestView(method=method, path=path, query=query, headers=headers)
+        provider = identify(view)
         return _Call(
-            method=request.method.decode("ascii", "replace").upper(),
+            method=method,
+            target=target,
             path=path,
             query=query,
             headers=headers,
             body=body,
-            url=self.upstream_url.rstrip("/") + target,
-            provider=identify(path, headers),
+            url=self.routes.upstream_for(provider, view) + target,
+            provider=provider,
             directives=directives,
             document=document,
+            signed=sigv4_of(headers),
         )
 
     async def _serve(self, exchange: Exchange) -> None:
         request = exchange.request
         call = self._gather(request)
+        if call.signed is not None:
+            # Before anything is read or forwarded: only the holder of the secret
+            # key may see what was cached under its access key.
+            await self.aws.verify(
+                call.signed,
+                call.method,
+                call.headers.get("host", ""),
+                call.target,
+                call.headers,
+                call.body,
+            )
         mode = call.directives.mode
         if mode is Mode.BYPASS or not call.provider.is_cacheable(call.method, call.path):
             self.counters.bypasses += 1
@@ -258,9 +282,12 @@ class ProxyResource(Resource):
     async def _forward(self, exchange: Exchange, call: _Call, record: bool) -> None:
         request = exchange.request
         cacheable = call.key is not None
-        pending = self.upstream.request(
-            call.method, call.url, for_upstream(request.requestHeaders), call.body
-        )
+        headers = for_upstream(request.requestHeaders)
+        if call.signed is not None:
+            headers = await self.aws.sign(call.signed, call.method, call.url, headers, call.body)
+        if not exchange.open:
+            return
+        pending = self.upstream.request(call.method, call.url, headers, call.body)
         forget = exchange.on_gone(pending.cancel)
         try:
             response: IResponse = await pending
@@ -319,9 +346,10 @@ class ProxyResource(Resource):
             usage = recorder.usage
         else:
             try:
-                usage = call.provider.usage(json.loads(body))
+                document = json.loads(body)
             except (ValueError, RecursionError):
-                usage = TokenUsage()
+                document = None
+            usage = call.provider.usage(document, _header_map(response.headers))
         now = self.clock.seconds()
         ttl = call.directives.ttl
         entry = Entry(
@@ -333,7 +361,7 @@ class ProxyResource(Resource):
             method=call.method,
             path=call.path,
             provider=call.provider.name,
-            model=call.provider.model(call.document),
+            model=call.provider.model(call.path, call.document),
             namespace=call.directives.namespace,
             usage=usage,
             expires_at=None if ttl is None else now + ttl,
