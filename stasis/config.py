@@ -22,6 +22,7 @@ DEFAULT_PORT = 4000
 DEFAULT_DB = "./stasis-cache.db"
 DEFAULT_UPSTREAM_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MEMORY_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def listen_on_port(port: int) -> str:
@@ -43,6 +44,8 @@ class Config:
     log_level: str = "info"
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Bytes of hot entries kept in memory in front of the database; 0 turns it off.
+    memory_cache_bytes: int = DEFAULT_MEMORY_CACHE_BYTES
 
     @property
     def routes(self) -> Routes:

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IListeningPort
 from stasis.config import Config
 from stasis.log import logger, set_log_level
 from stasis.stats import Counters
-from stasis.store import SQLiteStore, Store, StoreError
+from stasis.store import HotCache, SQLiteStore, Store, StoreError
 from stasis.upstream import UpstreamClient, make_client
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
@@ -51,7 +51,7 @@ class StasisService(MultiService):
         self.config = config
         self.reactor = reactor
         self.counters = Counters()
-        self.store: Store = SQLiteStore(config.db, reactor)
+        self.store: Store = HotCache(SQLiteStore(config.db, reactor), config.memory_cache_bytes)
         http, self._pool = make_client(reactor)
         self.proxy = ProxyResource(
             store=self.store,

@@ -19,6 +19,7 @@ from twisted.python import usage
 from stasis.config import (
     DEFAULT_DB,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MEMORY_CACHE_BYTES,
     DEFAULT_PORT,
     DEFAULT_UPSTREAM_TIMEOUT,
     Config,
@@ -80,6 +81,16 @@ def parse_upstream(value: str) -> tuple[str | None, str]:
             )
         return name, _url(url.strip())
     return None, _url(value.strip())
+
+
+def _count(name: str) -> Any:
+    def coerce(value: str) -> int:
+        if not value.isdigit():
+            raise ValueError(f"{name} must be a whole number of bytes, not {value!r}")
+        return int(value)
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
 
 
 def _choice(name: str, choices: list[str]) -> Any:
@@ -148,6 +159,13 @@ class Options(usage.Options):
             DEFAULT_UPSTREAM_TIMEOUT,
             "Seconds to wait for the upstream's response headers.",
             _positive("--upstream-timeout"),
+        ],
+        [
+            "memory-cache",
+            None,
+            DEFAULT_MEMORY_CACHE_BYTES,
+            "Bytes of hot entries kept in memory in front of the database (0: none).",
+            _count("--memory-cache"),
         ],
         [
             "max-body",
@@ -227,6 +245,7 @@ class Options(usage.Options):
             log_level=self["log-level"],
             upstream_timeout=float(self["upstream-timeout"]),
             max_body_bytes=int(self["max-body"]),
+            memory_cache_bytes=int(self["memory-cache"]),
         )
 
 

@@ -65,6 +65,9 @@ class MemoryStore:
             del self.entries[key]
         return succeed(len(old))
 
+    def on_external_change(self, callback: object) -> None:
+        pass
+
     def record_hit(self, key: str, when: float) -> None:
         entry = self.entries.get(key)
         if entry is not None:

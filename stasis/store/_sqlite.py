@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 from attrs import define, field
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 
 from stasis.log import logger
 from stasis.store._entry import Entry, StoreStats, TokenUsage
@@ -41,6 +42,8 @@ log = logger("stasis.store")
 WRITE_RETRY_SECONDS = 60.0
 #: Hits are written to the database this long after the first unwritten one.
 HIT_FLUSH_SECONDS = 1.0
+#: How often to look for other processes' changes (management commands, other daemons).
+WATCH_SECONDS = 1.0
 
 _ENTRY_COLUMNS = (
     "key, namespace, provider, model, method, path, status, headers, body, "
@@ -137,6 +140,9 @@ class SQLiteStore:
     _flush_call: IDelayedCall | None = field(default=None, init=False)
     _write_failed_at: float | None = field(default=None, init=False)
     _read_only: bool = field(default=False, init=False)
+    _watchers: list[Callable[[], object]] = field(factory=list, init=False)
+    _watch: LoopingCall | None = field(default=None, init=False)
+    _data_version: int | None = field(default=None, init=False)
 
     @property
     def secret(self) -> bytes:
@@ -192,6 +198,9 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._pool is None:
             return
+        if self._watch is not None and self._watch.running:
+            self._watch.stop()
+        self._watch = None
         try:
             await self.flush_hits()
         finally:
@@ -208,6 +217,38 @@ class SQLiteStore:
         """Run ``interaction(cursor)`` in the pool's thread, in one transaction."""
         d: Deferred[_T] = self.pool.runInteraction(interaction)
         return d
+
+    def on_external_change(self, callback: Callable[[], object]) -> None:
+        """
+        Call ``callback`` when another connection commits to the database.
+
+        SQLite's ``PRAGMA data_version`` changes only for other connections'
+        commits, and the pool has exactly one, so the daemon's own writes
+        never count. Checked every :data:`WATCH_SECONDS`.
+        """
+        self._watchers.append(callback)
+        if self._watch is None:
+            self._watch = LoopingCall(lambda: ensureDeferred(self._check_data_version()))
+            self._watch.clock = self.reactor
+            self._watch.start(WATCH_SECONDS, now=True).addErrback(
+                lambda failure: log.failure("watching the cache database failed", failure)
+            )
+
+    async def _check_data_version(self) -> None:
+        if self._pool is None:
+            return
+        try:
+            version = await self._interact(
+                lambda cursor: int(cursor.execute("PRAGMA data_version").fetchone()[0])
+            )
+        except Exception as e:
+            log.debug("cannot read the data version: {error}", error=e)
+            return
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        if changed:
+            for callback in list(self._watchers):
+                callback()
 
     # Reads
 
