@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache_status import HIT, CacheOutcome, Status
 from stasis.errors import BadRequest, InternalError, ReplayMiss, StasisError
-from stasis.keys import KeyRequest, derive_key, parse_json
+from stasis.keys import KeyRequest, derive_key
 from stasis.log import RateLimitedWarning, logger
 from stasis.modes import BadDirective, Directives, Mode, parse_directives
 from stasis.providers import Provider, RequestView, identify
@@ -66,6 +66,14 @@ def _set_headers(request: Request, pairs: Any) -> None:
         request.responseHeaders.setRawHeaders(name, values)
 
 
+def _json_or_none(body: bytes) -> Any:
+    """Parsed JSON for reading a model name or token usage; None for anything else."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _mark(request: Request, outcome: CacheOutcome) -> None:
     request.setHeader(b"x-stasis-status", outcome.status.value)
     request.setHeader(b"cache-status", outcome.cache_status())
@@ -85,7 +93,6 @@ class _Call:
     url: str
     provider: Provider
     directives: Directives
-    document: Any
     #: The client's SigV4 signature, when it sent one (Bedrock).
     signed: SigV4Authorization | None
     key: str | None = None
@@ -153,12 +160,6 @@ class ProxyResource(Resource):
             raise BadRequest("the request target must be ASCII (percent-encode it)") from None
         path, _, query = target.partition("?")
         body = request.content.read() if request.content is not None else b""
-        document: Any = None
-        if body[:1] in (b"{", b"["):
-            try:
-                document = parse_json(body)
-            except (ValueError, RecursionError):
-                document = None
         method = request.method.decode("ascii", "replace").upper()
         view = RequestView(method=method, path=path, query=query, headers=headers)
         provider = identify(view)
@@ -172,7 +173,6 @@ class ProxyResource(Resource):
             url=self.routes.upstream_for(provider, view) + target,
             provider=provider,
             directives=directives,
-            document=document,
             signed=sigv4_of(headers),
         )
 
@@ -345,11 +345,7 @@ class ProxyResource(Resource):
         if recorder.is_stream:
             usage = recorder.usage
         else:
-            try:
-                document = json.loads(body)
-            except (ValueError, RecursionError):
-                document = None
-            usage = call.provider.usage(document, _header_map(response.headers))
+            usage = call.provider.usage(_json_or_none(body), _header_map(response.headers))
         now = self.clock.seconds()
         ttl = call.directives.ttl
         entry = Entry(
@@ -361,7 +357,7 @@ class ProxyResource(Resource):
             method=call.method,
             path=call.path,
             provider=call.provider.name,
-            model=call.provider.model(call.path, call.document),
+            model=call.provider.model(call.path, _json_or_none(call.body)),
             namespace=call.directives.namespace,
             usage=usage,
             expires_at=None if ttl is None else now + ttl,
