@@ -8,6 +8,7 @@ says the same in the standard vocabulary that HTTP tooling understands.
 from __future__ import annotations
 
 import enum
+import functools
 
 from attrs import frozen
 
@@ -34,6 +35,7 @@ class CacheOutcome:
     detail: bytes | None = None
     forward_status: int | None = None
 
+    @functools.cache  # noqa: B019 - a handful of distinct frozen values, kept for the process
     def cache_status(self) -> bytes:
         parts = [CACHE_NAME]
         if self.status is Status.HIT:

@@ -18,7 +18,7 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
-__all__ = ["LOG_LEVELS", "RateLimitedWarning", "set_log_level"]
+__all__ = ["LOG_LEVELS", "RateLimitedWarning", "enabled", "logger", "set_log_level"]
 
 #: The original tool's level names, as twisted.logger levels.
 LOG_LEVELS: dict[str, LogLevel] = {
@@ -37,6 +37,12 @@ _observer = FilteringLogObserver(globalLogPublisher, [_predicate])
 def logger(namespace: str) -> Logger:
     """A logger for one stasis module, subject to ``--log-level``."""
     return Logger(namespace=namespace, observer=_observer)
+
+
+def enabled(namespace: str, level: LogLevel) -> bool:
+    """Whether an event would pass ``--log-level``: lets a hot path skip building it."""
+    threshold: LogLevel = _predicate.logLevelForNamespace(namespace)
+    return not level < threshold
 
 
 def set_log_level(name: str) -> None:

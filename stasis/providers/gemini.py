@@ -48,7 +48,7 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
 def _recognise(request: RequestView) -> bool:
     return (
         "x-goog-api-key" in request.headers
-        or any(name == "key" for name, _ in parse_qsl(request.query))
+        or ("key=" in request.query and any(name == "key" for name, _ in parse_qsl(request.query)))
         or _MODEL.search(request.path) is not None
     )
 

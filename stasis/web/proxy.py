@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache_status import HIT, CacheOutcome, Status
 from stasis.errors import BadRequest, InternalError, ReplayMiss, StasisError
-from stasis.keys import KeyRequest, derive_key
+from stasis.keys import KeyMemo, KeyRequest
 from stasis.log import RateLimitedWarning, logger
 from stasis.modes import BadDirective, Directives, Mode, parse_directives
 from stasis.providers import Provider, RequestView, identify
@@ -117,6 +117,8 @@ class ProxyResource(Resource):
     aws: AwsSigner = field(factory=AwsSigner)
     _inflight: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
     _read_warning: RateLimitedWarning = field(init=False)
+    #: Made on first use: the store's secret is known only once it is open.
+    _keys: KeyMemo | None = field(default=None, init=False)
 
     isLeaf = True
 
@@ -196,7 +198,9 @@ class ProxyResource(Resource):
             await self._forward(exchange, call, record=False)
             return
 
-        call.key = derive_key(
+        if self._keys is None:
+            self._keys = KeyMemo(self.store.secret)
+        call.key = self._keys.derive(
             KeyRequest(
                 method=call.method,
                 path=call.path,
@@ -205,7 +209,6 @@ class ProxyResource(Resource):
                 body=call.body,
                 namespace=call.directives.namespace,
             ),
-            self.store.secret,
             call.provider.key_policy,
         )
         request.setHeader(b"x-stasis-key", call.key.encode("ascii"))

@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import IResource
 
 from stasis.errors import BadRequest, BodyTooLarge, InternalError, StasisError
-from stasis.log import logger
+from stasis.log import enabled, logger
 
 __all__ = ["StasisRequest", "StasisSite", "write_error"]
 
@@ -133,6 +134,8 @@ class StasisSite(server.Site):
         self.max_body_bytes = max_body_bytes
 
     def log(self, request: Any) -> None:
+        if not enabled("stasis.http", LogLevel.info):
+            return
         status = request.responseHeaders.getRawHeaders(b"x-stasis-status", [b"-"])[0]
         log.info(
             "{method} {path} {code} {cache} {ms:.1f}ms",
