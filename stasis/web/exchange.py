@@ -51,12 +51,16 @@ class Exchange:
         return not (self.gone or self.finished)
 
     def abort(self) -> None:
-        """Drop the client's connection: the answer cannot be completed truthfully."""
+        """
+        End the answer without its proper end (no terminating chunk), so the client
+        knows it is incomplete, yet keeps every byte already sent: a reset would
+        make the client's kernel discard what it had received but not yet read.
+        """
         if self.open:
             self.finished = True
             transport = self.request.channel.transport
             if transport is not None:
-                transport.abortConnection()  # type: ignore[attr-defined]
+                transport.loseConnection()
 
     def finish(self) -> None:
         if self.open:
