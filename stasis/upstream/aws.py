@@ -52,8 +52,16 @@ class AwsCredentialsMissing(StasisError):
     type = "stasis_aws_credentials_missing"
 
 
+_resolved: list[Any] = []
+
+
 def _load_credentials() -> Any:
-    """The daemon's credentials from botocore's chain, frozen; blocking (runs in a thread)."""
+    """
+    The daemon's credentials from botocore's chain, frozen; blocking (runs in a thread).
+
+    The chain is resolved once; botocore's refreshable credentials (SSO, assumed
+    roles) then refresh themselves inside ``get_frozen_credentials``.
+    """
     try:
         import botocore.session
     except ImportError:
@@ -61,9 +69,13 @@ def _load_credentials() -> Any:
             "Bedrock requests need botocore: pip install 'stasis[bedrock]'"
         ) from None
     try:
-        credentials = botocore.session.get_session().get_credentials()
-        frozen = None if credentials is None else credentials.get_frozen_credentials()
+        if not _resolved:
+            credentials = botocore.session.get_session().get_credentials()
+            if credentials is not None:
+                _resolved.append(credentials)
+        frozen = _resolved[0].get_frozen_credentials() if _resolved else None
     except Exception as e:  # botocore raises many kinds (SSO token expired, bad profile, …)
+        _resolved.clear()
         raise AwsCredentialsMissing(f"cannot load stasis's AWS credentials: {e}") from e
     if frozen is None or not frozen.access_key:
         raise AwsCredentialsMissing(
