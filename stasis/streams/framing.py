@@ -17,8 +17,10 @@ __all__ = ["EventStreamSplitter", "SSESplitter", "Splitter", "splitter_for"]
 SSE_MEDIA_TYPE = b"text/event-stream"
 EVENTSTREAM_MEDIA_TYPE = b"application/vnd.amazon.eventstream"
 
-# An event ends at an empty line; lines end in CRLF, LF or CR (WHATWG HTML §9.2.5).
-_EVENT_END = re.compile(rb"(?:\r\n|\n|\r)(?:\r\n|\n|\r)")
+# An event ends at an empty line; lines end in CRLF, LF or CR (WHATWG HTML §9.2.5), and a
+# CR followed by LF is one line end, never two.
+_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
+_EVENT_END = re.compile(_LINE_END + _LINE_END)
 
 
 class Splitter(Protocol):
