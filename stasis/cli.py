@@ -55,7 +55,9 @@ def _run_start(options: StartOptions) -> None:
     from twisted.scripts.twistd import ServerOptions, runApp  # type: ignore[attr-defined]
 
     config = ServerOptions()
-    config.parseOptions(["--nodaemon", "--pidfile", options["pidfile"]])
+    config.parseOptions(
+        ["--nodaemon", "--pidfile", options["pidfile"], "--logger", "stasis.log.observer"]
+    )
     # Hand twistd the options already parsed, as if it had read them itself.
     config.subCommand = "stasis"
     config.subOptions = options

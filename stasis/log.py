@@ -1,24 +1,44 @@
 """
-Logging: the level filter behind ``--log-level``, and warnings that repeat at most once a minute.
+Logging: the level filter behind ``--log-level``, warnings that repeat at most
+once a minute, and a fast log observer for twistd.
 
 stasis's loggers publish through one filtering observer, so the level option
 governs stasis's own lines without replacing the observer twistd installs.
+
+twistd's own text observer spends ~25 µs formatting each event, more than a
+cache hit costs: with one line per request that halves a busy daemon's
+throughput. :func:`observer` writes the same text in a fraction of the time
+(``stasis start`` uses it; ``twistd --logger stasis.log.observer -n stasis``
+opts in).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import IO, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    formatEventAsClassicLogText,
+    formatTime,
     globalLogPublisher,
 )
+from zope.interface import implementer
 
-__all__ = ["LOG_LEVELS", "RateLimitedWarning", "enabled", "logger", "set_log_level"]
+__all__ = [
+    "LOG_LEVELS",
+    "RateLimitedWarning",
+    "enabled",
+    "logger",
+    "observer",
+    "set_log_level",
+]
 
 #: The original tool's level names, as twisted.logger levels.
 LOG_LEVELS: dict[str, LogLevel] = {
@@ -64,3 +84,46 @@ class RateLimitedWarning:
         if self._last is None or now - self._last >= self._interval:
             self._last = now
             self._log.warn(format, **kwargs)
+
+
+@implementer(ILogObserver)
+class _ClassicTextObserver:
+    """
+    twistd's classic text format (``TIME [namespace#level] text``), written fast.
+
+    The timestamp is formatted once a second, and events whose format is just
+    ``{line}`` (stasis's per-request lines, pre-formatted) skip the formatter.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, when: float | None) -> str:
+        if when is None:
+            return "-"
+        second = int(when)
+        if second != self._second:
+            self._second, self._stamp = second, formatTime(second)
+        return self._stamp
+
+    def __call__(self, event: LogEvent) -> None:
+        line = event.get("line")
+        if event.get("log_format") == "{line}" and isinstance(line, str):
+            level = event.get("log_level")
+            system = event.get("log_system") or (
+                f"{event.get('log_namespace', '-')}#{level.name if level else '-'}"
+            )
+            text: str | None = f"{self._time(event.get('log_time'))} [{system}] {line}\n"
+        else:
+            text = formatEventAsClassicLogText(event, formatTime=self._time)
+        if text is None:
+            return
+        self._out.write(text)
+        self._out.flush()
+
+
+def observer() -> ILogObserver:
+    """A log observer factory for ``twistd --logger``: classic text on stdout, fast."""
+    return _ClassicTextObserver(sys.stdout)
