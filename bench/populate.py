@@ -1,0 +1,89 @@
+"""
+Filling a cache database with many entries, fast, as stasis itself would have.
+
+Recording a million answers through the daemon would take hours; instead one
+real entry is recorded through stasis (so the schema, the columns and the
+measured request's key are genuine) and then copied, with a fresh random
+32-byte key, a different gzip-compressed answer and its own ``created_at``
+per row, in a single transaction. Every other column is copied as stasis
+wrote it, whatever the schema version. The daemon must be stopped
+meanwhile: the journal is switched out of WAL for the bulk load and stasis
+switches it back when it opens the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from bench.payloads import completion
+
+__all__ = ["column_sizes", "populate", "template_row"]
+
+_BATCH = 50_000
+_DISTINCT_BODIES = 1024
+#: Columns given per row; every other column is the recorded entry's.
+_VARIED = ("key", "body", "body_size", "created_at")
+_RESET = {"hit_count": 0, "last_hit_at": None}
+
+
+def template_row(db: Path) -> dict[str, Any]:
+    """The recorded entry, column by column: the row every copy is made from."""
+    with closing(sqlite3.connect(db)) as connection:
+        cursor = connection.execute("SELECT * FROM entries LIMIT 1")
+        row = cursor.fetchone()
+        names = [column[0] for column in cursor.description]
+    if row is None:
+        raise ValueError(f"{db} holds no entry to copy")
+    return {**dict(zip(names, row, strict=True)), **_RESET}
+
+
+def _rows(
+    template: dict[str, Any], names: list[str], count: int, rng: random.Random, seed: int
+) -> Iterator[tuple[Any, ...]]:
+    bodies = []
+    for i in range(_DISTINCT_BODIES):
+        raw = completion(seed * _DISTINCT_BODIES + i)
+        bodies.append((gzip.compress(raw, compresslevel=6, mtime=0), len(raw)))
+    fixed = tuple(template[name] for name in names)
+    created_at = template["created_at"]
+    for start in range(0, count, _BATCH):
+        # Sorted keys fill the key index in order: the same tree, built faster.
+        keys = sorted(rng.randbytes(32) for _ in range(min(_BATCH, count - start)))
+        for i, key in enumerate(keys):
+            body, size = bodies[(start + i) % _DISTINCT_BODIES]
+            yield (key, body, size, created_at - (start + i + 1) * 1e-3, *fixed)
+
+
+def populate(db: Path, template: dict[str, Any], count: int, seed: int) -> None:
+    """Add ``count`` entries like ``template`` to ``db``, with new keys and bodies."""
+    names = [name for name in template if name not in _VARIED]
+    columns = ", ".join((*_VARIED, *names))
+    marks = ", ".join("?" * (len(_VARIED) + len(names)))
+    connection = sqlite3.connect(db, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=DELETE")
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("PRAGMA cache_size=-262144")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(
+            f"INSERT INTO entries ({columns}) VALUES ({marks})",
+            _rows(template, names, count, random.Random(seed), seed),
+        )
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def column_sizes(db: Path) -> dict[str, float]:
+    """Average stored sizes per entry: the raw answer, the compressed body, the headers."""
+    with closing(sqlite3.connect(db)) as connection:
+        raw, body, headers, count = connection.execute(
+            "SELECT AVG(body_size), AVG(LENGTH(body)), AVG(LENGTH(headers)), COUNT(*) FROM entries"
+        ).fetchone()
+    return {"raw_body": raw, "stored_body": body, "headers": headers, "entries": count}

@@ -1,0 +1,14 @@
+"""
+The benchmark's sections, one module each, in the order they run.
+
+Each module has ``KEY``, ``TITLE`` and ``run(ctx) -> Section``; ``--only``
+selects by key.
+"""
+
+from __future__ import annotations
+
+from bench.sections import growth, hits, memory, misses, streaming
+
+__all__ = ["ALL"]
+
+ALL = (hits, misses, streaming, growth, memory)

@@ -1,0 +1,105 @@
+"""
+(b) Misses: what a cache miss costs on top of calling the upstream directly.
+
+Every request carries a unique counter in its JSON body (see ``lua/post.lua``)
+so that each one is a real miss: a key derived, a lookup that finds nothing,
+an upstream call, the answer relayed, compressed and committed. The same
+script is run straight at the fake upstream; the difference is stasis's cost.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.client import get_json, post
+from bench.context import Context
+from bench.payloads import ID_MARK, chat_request
+from bench.procs import BenchError
+from bench.report import Section, Target, ms, ratio
+from bench.wrk import WrkResult
+
+__all__ = ["KEY", "TITLE", "run"]
+
+KEY = "b"
+TITLE = "miss overhead: through stasis minus straight to the upstream"
+CONCURRENCY = (1, 16)
+PATH = "/v1/chat/completions"
+
+
+def run(ctx: Context) -> Section:
+    stasis = ctx.stasis("misses")
+    template = chat_request(ID_MARK)
+    body_file = ctx.file("miss.json", template)
+    url = stasis.url + PATH
+    direct = ctx.upstream.url + PATH
+    probe = template.replace(ID_MARK.encode(), b"probe")
+    statuses = [post(url, probe).cache_status, post(url, probe).cache_status]
+    if statuses != ["MISS", "HIT"]:
+        raise BenchError(f"a new request then its repeat gave {statuses}, not MISS then HIT")
+
+    run_id = str(time.time_ns())
+    ctx.load(url, body_file, 16, unique=True, nonce=f"{run_id}-warm", seconds=ctx.warmup)
+    ctx.load(direct, body_file, 16, unique=True, nonce=f"{run_id}-warm", seconds=ctx.warmup)
+    results: dict[int, tuple[WrkResult, WrkResult]] = {}
+    counted = 0
+    for c in CONCURRENCY:
+        before = get_json(stasis.url + "/stats")["misses"]
+        s = ctx.load(url, body_file, c, unique=True, nonce=f"{run_id}-{c}")
+        counted += get_json(stasis.url + "/stats")["misses"] - before
+        d = ctx.load(direct, body_file, c, unique=True, nonce=f"{run_id}-{c}")
+        results[c] = (s, d)
+    stasis.stop()
+
+    measured = sum(s.requests for s, _ in results.values())
+    errors = sum(s.error_count + d.error_count for s, d in results.values())
+    section = Section(
+        KEY,
+        TITLE,
+        header=[
+            "conc",
+            "stasis/s",
+            "p50 ms",
+            "p99 ms",
+            "direct/s",
+            "p50 ms",
+            "p99 ms",
+            "+p50 ms",
+            "+p99 ms",
+            "thr ratio",
+        ],
+        rows=[
+            [
+                str(c),
+                f"{s.rps:,.0f}",
+                ms(s.p50_us),
+                ms(s.p99_us),
+                f"{d.rps:,.0f}",
+                ms(d.p50_us),
+                ms(d.p99_us),
+                ms(s.p50_us - d.p50_us),
+                ms(s.p99_us - d.p99_us),
+                f"{ratio(s.rps, d.rps):.2f}",
+            ]
+            for c, (s, d) in results.items()
+        ],
+        notes=[
+            f"stasis counted {counted:,} misses for {measured:,} completed wrk requests; "
+            f"{errors} wrk errors; the fake upstream answers in-process, with no think time",
+        ],
+        data={
+            "misses_counted": counted,
+            "runs": {
+                str(c): {"stasis": s.as_json(), "direct": d.as_json()}
+                for c, (s, d) in results.items()
+            },
+        },
+    )
+    s1, d1 = results[1]
+    s16, d16 = results[16]
+    section.targets = [
+        Target("miss p50 overhead c=1", (s1.p50_us - d1.p50_us) / 1000, 1.0, "ms"),
+        Target("miss throughput c=16 / direct", ratio(s16.rps, d16.rps), 0.3, "x", at_most=False),
+    ]
+    if counted < measured:
+        section.notes.append("WARNING: fewer misses counted than requests: some were not misses")
+    return section
