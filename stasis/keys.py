@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -28,7 +27,6 @@ from stasis.sigv4 import parse_authorization
 
 __all__ = [
     "KEY_VERSION",
-    "KeyMemo",
     "KeyPolicy",
     "KeyRequest",
     "canonical_json",
@@ -289,53 +287,3 @@ def derive_key(request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_P
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
-
-
-def _inputs(request: KeyRequest, policy: KeyPolicy) -> list[tuple[str, str]]:
-    """Every header :func:`derive_key` can read under ``policy``, as sent."""
-    return sorted(
-        (name, value)
-        for name, value in request.headers.items()
-        if name in policy.varying_headers
-        or name in policy.credential_headers
-        or name == "accept"
-        or (policy.varying_prefixes and name.startswith(policy.varying_prefixes))
-    )
-
-
-class KeyMemo:
-    """
-    :func:`derive_key` with a memory of recent requests, byte for byte.
-
-    Canonicalising a JSON body costs far more than hashing its bytes, and a
-    repeated call usually repeats its bytes exactly (SDKs serialise
-    deterministically). So the raw inputs of ``derive_key`` are hashed (keyed
-    with the secret, so not even memory holds a plain hash of a credential)
-    and looked up first; only a request not seen recently is canonicalised.
-    Because the memo covers every input ``derive_key`` reads, it can only
-    return what ``derive_key`` would.
-    """
-
-    def __init__(self, secret: bytes, size: int = 8192) -> None:
-        self._secret = secret
-        self._blake_key = hashlib.sha256(secret).digest()
-        self._size = size
-        self._memo: OrderedDict[bytes, str] = OrderedDict()
-
-    def derive(self, request: KeyRequest, policy: KeyPolicy = DEFAULT_POLICY) -> str:
-        raw = hashlib.blake2b(key=self._blake_key, digest_size=32)
-        for part in (
-            repr((request.method, request.path, request.query, request.namespace, hash(policy))),
-            repr(_inputs(request, policy)),
-        ):
-            encoded = part.encode("utf-8", "surrogatepass")
-            raw.update(len(encoded).to_bytes(8, "big") + encoded)
-        raw.update(request.body)
-        digest = raw.digest()
-        key = self._memo.get(digest)
-        if key is None:
-            key = derive_key(request, self._secret, policy)
-            self._memo[digest] = key
-            if len(self._memo) > self._size:
-                self._memo.popitem(last=False)
-        return key

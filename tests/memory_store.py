@@ -22,6 +22,8 @@ class MemoryStore:
     fail_writes: bool = False
     writable: bool = True
     secret: bytes = b"s" * 32
+    #: How many lookups went to the "database" (``get``), as opposed to ``peek``.
+    gets: int = 0
 
     def open(self) -> None:
         pass
@@ -30,9 +32,13 @@ class MemoryStore:
         pass
 
     def get(self, key: str) -> Deferred[Entry | None]:
+        self.gets += 1
         if self.fail_reads:
             return fail(OSError("disk I/O error"))
         return succeed(self.entries.get(key))
+
+    def peek(self, key: str) -> Entry | None:
+        return None if self.fail_reads else self.entries.get(key)
 
     def put(self, entry: Entry) -> Deferred[None]:
         if self.fail_writes:

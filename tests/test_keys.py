@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 from stasis.keys import (
     DEFAULT_POLICY,
-    KeyMemo,
     KeyPolicy,
     KeyRequest,
     canonical_json,
@@ -863,27 +862,3 @@ def test_query_credential_spelling() -> None:
     assert key(gemini("key=%41"), policy=GEMINI) == key(gemini("key=A"), policy=GEMINI)
     assert key(gemini("%6Bey=A"), policy=GEMINI) == key(gemini("key=A"), policy=GEMINI)
     assert key(gemini("key=%FF"), policy=GEMINI) != key(gemini("key=%FE"), policy=GEMINI)
-
-
-@given(
-    body=st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()),
-    token=st.text(min_size=1, max_size=20),
-    accept=st.sampled_from(["", "application/json", "text/event-stream"]),
-    noise=st.text(max_size=10),
-)
-def test_the_memo_always_agrees_with_derive_key(
-    body: bytes, token: str, accept: str, noise: str
-) -> None:
-    memo = KeyMemo(SECRET, size=4)
-    request = KeyRequest(
-        method="POST",
-        path="/v1/chat/completions",
-        headers={"authorization": f"Bearer {token}", "accept": accept, "user-agent": noise},
-        body=body,
-    )
-    for _ in range(2):  # computed, then remembered
-        assert memo.derive(request) == derive_key(request, SECRET)
-    other = KeyRequest(
-        method="POST", path="/v1/chat/completions", headers={"x-api-key": token + "x"}, body=body
-    )
-    assert memo.derive(other) == derive_key(other, SECRET)

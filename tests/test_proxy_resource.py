@@ -257,3 +257,35 @@ def test_the_server_default_mode_applies(harness: Harness) -> None:
     assert response.code == 504
     assert json.loads(body)["error"]["type"] == "stasis_replay_miss"
     assert replaying.api.seen == []
+
+
+def test_a_byte_identical_repeat_is_answered_from_memory_without_a_lookup(harness: Harness) -> None:
+    harness.call()
+    harness.call()  # the full path: parsed, keyed, looked up, then remembered
+    lookups = harness.store.gets
+    response, body = harness.call()
+    assert header(response, "x-stasis-status") == "HIT"
+    assert header(response, "x-stasis-key") == next(iter(harness.store.entries))
+    assert harness.store.gets == lookups
+    assert json.loads(body)["n"] == 1
+    # Any other byte takes the full path, and is still a hit when it means the same.
+    other, _ = harness.call(**{"User-Agent": "another-sdk/2.0"})
+    assert header(other, "x-stasis-status") == "HIT"
+    assert harness.store.gets == lookups + 1
+
+
+def test_a_remembered_request_is_not_served_once_its_entry_is_gone(harness: Harness) -> None:
+    harness.call()
+    harness.call()
+    harness.store.entries.clear()
+    response, body = harness.call()
+    assert header(response, "x-stasis-status") == "MISS"
+    assert json.loads(body)["n"] == 2
+
+
+def test_fresh_and_realtime_requests_are_never_answered_from_memory(harness: Harness) -> None:
+    harness.call()
+    for _ in range(2):
+        fresh, _ = harness.call(**{"X-Stasis-Mode": "fresh"})
+        assert header(fresh, "x-stasis-status") == "MISS"
+    assert len(harness.api.seen) == 3

@@ -85,10 +85,15 @@ class HotCache:
             _, evicted = self._entries.popitem(last=False)
             self._used -= _weight(evicted)
 
-    def get(self, key: str) -> Deferred[Entry | None]:
+    def peek(self, key: str) -> Entry | None:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
+        return entry
+
+    def get(self, key: str) -> Deferred[Entry | None]:
+        entry = self.peek(key)
+        if entry is not None:
             return succeed(entry)
 
         def found(entry: Entry | None) -> Entry | None:

@@ -32,6 +32,9 @@ class Store(Protocol):
 
     def get(self, key: str) -> Deferred[Entry | None]: ...
 
+    def peek(self, key: str) -> Entry | None:
+        """The entry if it is at hand without I/O (in memory), else None."""
+
     def put(self, entry: Entry) -> Deferred[None]: ...
 
     def delete(self, key: str) -> Deferred[bool]: ...

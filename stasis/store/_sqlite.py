@@ -262,6 +262,9 @@ class SQLiteStore:
 
         return self._interact(select)
 
+    def peek(self, key: str) -> Entry | None:
+        return None  # every read is I/O
+
     def stats(self) -> Deferred[StoreStats]:
         def select(cursor: Any) -> StoreStats:
             cursor.execute(

@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache_status import HIT, CacheOutcome, Status
 from stasis.errors import BadRequest, InternalError, ReplayMiss, StasisError
-from stasis.keys import KeyMemo, KeyRequest
+from stasis.keys import KeyRequest, derive_key
 from stasis.log import RateLimitedWarning, logger
 from stasis.modes import BadDirective, Directives, Mode, parse_directives
 from stasis.providers import Provider, RequestView, identify
@@ -38,6 +38,7 @@ from stasis.upstream import UpstreamClient
 from stasis.upstream.aws import AwsSigner
 from stasis.upstream.headers import content_coding, for_client, for_storage, for_upstream
 from stasis.web.exchange import Exchange
+from stasis.web.recent import RecentRequests
 from stasis.web.relay import Outcome, Relay
 from stasis.web.site import write_error
 
@@ -118,7 +119,7 @@ class ProxyResource(Resource):
     _inflight: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
     _read_warning: RateLimitedWarning = field(init=False)
     #: Made on first use: the store's secret is known only once it is open.
-    _keys: KeyMemo | None = field(default=None, init=False)
+    _seen: RecentRequests | None = field(default=None, init=False)
 
     isLeaf = True
 
@@ -127,10 +128,36 @@ class ProxyResource(Resource):
         self._read_warning = RateLimitedWarning(log, self.clock)
 
     def render(self, request: Request) -> object:
+        body = request.content.read() if request.content is not None else b""
+        if self._seen is None:
+            self._seen = RecentRequests(self.store.secret)
+        fingerprint = self._seen.fingerprint(request, body)
+        if self._replay_known(request, fingerprint):
+            return NOT_DONE_YET
         exchange = Exchange(request)
-        d = ensureDeferred(self._serve(exchange))
+        d = ensureDeferred(self._serve(exchange, body, fingerprint))
         d.addErrback(self._failed, exchange)
         return NOT_DONE_YET
+
+    def _replay_known(self, request: Request, fingerprint: bytes) -> bool:
+        """
+        Answer a byte-identical repeat of a request already resolved to a key,
+        from memory, synchronously: no header parsing, no key derivation, no
+        Deferreds. Anything less certain takes the full path.
+        """
+        assert self._seen is not None
+        key = self._seen.key_of(fingerprint)
+        if key is None:
+            return False
+        entry = self.store.peek(key)
+        if entry is None or not entry.is_fresh(self.clock.seconds()):
+            return False
+        request.setHeader(b"x-stasis-key", key.encode("ascii"))
+        self._write_hit_head(request, entry)
+        request.setHeader(b"content-length", b"%d" % len(entry.body))
+        request.write(entry.body)
+        request.finish()
+        return True
 
     def _failed(self, failure: Failure, exchange: Exchange) -> None:
         if failure.check(CancelledError) or not exchange.open:
@@ -150,7 +177,7 @@ class ProxyResource(Resource):
         write_error(request, error)
         exchange.finished = True
 
-    def _gather(self, request: Request) -> _Call:
+    def _gather(self, request: Request, body: bytes) -> _Call:
         headers = _header_map(request.requestHeaders)
         try:
             directives = parse_directives(headers, self.default_mode)
@@ -161,7 +188,6 @@ class ProxyResource(Resource):
         except UnicodeDecodeError:
             raise BadRequest("the request target must be ASCII (percent-encode it)") from None
         path, _, query = target.partition("?")
-        body = request.content.read() if request.content is not None else b""
         method = request.method.decode("ascii", "replace").upper()
         view = RequestView(method=method, path=path, query=query, headers=headers)
         provider = identify(view)
@@ -178,9 +204,9 @@ class ProxyResource(Resource):
             signed=sigv4_of(headers),
         )
 
-    async def _serve(self, exchange: Exchange) -> None:
+    async def _serve(self, exchange: Exchange, body: bytes, fingerprint: bytes) -> None:
         request = exchange.request
-        call = self._gather(request)
+        call = self._gather(request, body)
         if call.signed is not None:
             # Before anything is read or forwarded: only the holder of the secret
             # key may see what was cached under its access key.
@@ -198,9 +224,7 @@ class ProxyResource(Resource):
             await self._forward(exchange, call, record=False)
             return
 
-        if self._keys is None:
-            self._keys = KeyMemo(self.store.secret)
-        call.key = self._keys.derive(
+        call.key = derive_key(
             KeyRequest(
                 method=call.method,
                 path=call.path,
@@ -209,8 +233,13 @@ class ProxyResource(Resource):
                 body=call.body,
                 namespace=call.directives.namespace,
             ),
+            self.store.secret,
             call.provider.key_policy,
         )
+        if mode in (Mode.CACHE, Mode.REPLAY) and not call.directives.realtime and not call.signed:
+            # The same bytes again will mean the same key and the same decision.
+            assert self._seen is not None
+            self._seen.remember(fingerprint, call.key)
         request.setHeader(b"x-stasis-key", call.key.encode("ascii"))
 
         if mode is Mode.FRESH:
@@ -251,8 +280,8 @@ class ProxyResource(Resource):
             return None
         return entry
 
-    def _serve_hit(self, exchange: Exchange, entry: Entry, realtime: bool) -> None:
-        request = exchange.request
+    def _write_hit_head(self, request: Request, entry: Entry) -> None:
+        """Status and headers of a hit, and the hit counted."""
         now = self.clock.seconds()
         request.setResponseCode(entry.status)
         _set_headers(request, entry.headers)
@@ -260,6 +289,10 @@ class ProxyResource(Resource):
         request.setHeader(b"age", b"%d" % max(0, int(now - entry.created_at)))
         self.counters.hits += 1
         self.store.record_hit(entry.key, now)
+
+    def _serve_hit(self, exchange: Exchange, entry: Entry, realtime: bool) -> None:
+        request = exchange.request
+        self._write_hit_head(request, entry)
         if realtime and entry.timeline is not None:
             stop = pace(self.clock, entry.body, entry.timeline, request.write, exchange.finish)
             exchange.on_gone(stop)

@@ -1,0 +1,47 @@
+"""
+Requests seen recently, by their exact bytes, and the cache key each resolved to.
+
+Most repeated LLM calls repeat their bytes exactly: SDKs serialise the same
+call the same way, headers and all. Hashing those bytes costs far less than
+parsing the headers, canonicalising the JSON body and deriving the key, so a
+repeat is recognised by a keyed hash of the whole request (method, target,
+every header but Content-Length, body) and answered from the hot entries
+straight away. The hash is keyed with the database secret, so not even memory
+holds a plain hash of a credential. A request that differs in any byte, even
+in a header that cannot change the key, simply takes the full path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from twisted.web.server import Request
+
+__all__ = ["RecentRequests"]
+
+
+class RecentRequests:
+    """A bounded map from request fingerprints to cache keys (oldest forgotten first)."""
+
+    def __init__(self, secret: bytes, size: int = 8192) -> None:
+        self._hash_key = hashlib.sha256(b"stasis recent requests" + secret).digest()
+        self._size = size
+        self._keys: dict[bytes, str] = {}
+
+    def fingerprint(self, request: Request, body: bytes) -> bytes:
+        digest = hashlib.blake2b(key=self._hash_key, digest_size=32)
+        digest.update(request.method + b" " + request.uri + b"\n")
+        for name, values in sorted(request.requestHeaders.getAllRawHeaders()):
+            if name.lower() != b"content-length":
+                digest.update(name.lower() + b":" + b"\x00".join(values) + b"\n")
+        digest.update(b"\n")
+        digest.update(body)
+        return digest.digest()
+
+    def key_of(self, fingerprint: bytes) -> str | None:
+        return self._keys.get(fingerprint)
+
+    def remember(self, fingerprint: bytes, key: str) -> None:
+        if fingerprint not in self._keys and len(self._keys) >= self._size:
+            del self._keys[next(iter(self._keys))]
+        self._keys[fingerprint] = key
