@@ -643,3 +643,27 @@ async def test_a_stream_timeline_round_trips(tmp_path: Path) -> None:
         assert plain.timeline is None
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_puts_made_while_a_commit_runs_are_committed_together(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "g.db")
+    try:
+        first = store.put(make_entry(100))
+        rest = [store.put(make_entry(n)) for n in range(101, 120)]
+        await first
+        for stored in rest:
+            await stored
+        found = [await store.get(key(n)) for n in range(100, 120)]
+        assert all(entry is not None for entry in found)
+        assert (await store.stats()).entries == 20
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_after_close_fails_instead_of_hanging(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "c.db")
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.put(make_entry(1))

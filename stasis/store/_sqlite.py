@@ -2,12 +2,14 @@
 The cache store on SQLite, through a one-connection adbapi pool.
 
 The reactor thread never waits on the database: every query runs in adbapi's
-thread pool. One connection serves reads and writes, because SQLite allows one
-writer anyway and a single connection cannot deadlock against itself; WAL lets
-management commands read while the daemon writes.
+thread pools. Writes go through one connection, because SQLite allows one
+writer anyway and a single writer cannot deadlock against itself; reads have
+connections of their own, so a lookup never queues behind a commit (WAL lets
+readers and the writer, and management commands, work side by side).
 
-Hit counters are batched: a hit is counted in memory and written at most a
-second later, so a hit costs no write transaction.
+Writes are batched: entries stored while a commit is under way go into the
+next transaction together (group commit), and a hit is counted in memory and
+written at most a second later, so a hit costs no write transaction at all.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from typing import Any, TypeVar
 
 from attrs import define, field
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from stasis.log import logger
 from stasis.store._entry import Entry, StoreStats, TokenUsage
@@ -115,6 +118,35 @@ def _configure(connection: sqlite3.Connection) -> None:
             raise
 
 
+_INSERT = (
+    f"INSERT OR REPLACE INTO entries ({_ENTRY_COLUMNS}, body_size) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _entry_row(entry: Entry) -> tuple[Any, ...]:
+    return (
+        bytes.fromhex(entry.key),
+        entry.namespace,
+        entry.provider,
+        entry.model,
+        entry.method,
+        entry.path,
+        entry.status,
+        _encode_headers(entry.headers),
+        gzip.compress(entry.body, compresslevel=6, mtime=0),
+        entry.usage.input,
+        entry.usage.output,
+        entry.usage.total,
+        entry.created_at,
+        entry.expires_at,
+        entry.last_hit_at,
+        entry.hit_count,
+        _encode_timeline(entry.timeline),
+        len(entry.body),
+    )
+
+
 def _file_size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -134,7 +166,12 @@ class SQLiteStore:
 
     path: str
     reactor: IReactorTime
+    #: Concurrent lookups; more threads than cores buys nothing.
+    readers: int = 2
     _pool: adbapi.ConnectionPool | None = field(default=None, init=False)
+    _read_pool: adbapi.ConnectionPool | None = field(default=None, init=False)
+    _queued: list[tuple[Entry, Deferred[None]]] = field(factory=list, init=False)
+    _committing: bool = field(default=False, init=False)
     _secret: bytes = field(default=b"", init=False)
     _pending_hits: dict[str, tuple[int, float]] = field(factory=dict, init=False)
     _flush_call: IDelayedCall | None = field(default=None, init=False)
@@ -183,16 +220,19 @@ class SQLiteStore:
             raise StoreError(f"cannot use the cache database {self.path!r}: {e}") from e
         finally:
             connection.close()
-        self._pool = adbapi.ConnectionPool(
-            "sqlite3",
-            self.path,
-            check_same_thread=False,
-            isolation_level=None,
-            timeout=5.0,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_configure,
-            cp_reactor=self.reactor,
+        self._pool, self._read_pool = (
+            adbapi.ConnectionPool(
+                "sqlite3",
+                self.path,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=5.0,
+                cp_min=1,
+                cp_max=size,
+                cp_openfun=_configure,
+                cp_reactor=self.reactor,
+            )
+            for size in (1, self.readers)
         )
 
     async def close(self) -> None:
@@ -206,6 +246,9 @@ class SQLiteStore:
         finally:
             self._pool.close()
             self._pool = None
+            if self._read_pool is not None:
+                self._read_pool.close()
+                self._read_pool = None
 
     @property
     def pool(self) -> adbapi.ConnectionPool:
@@ -214,8 +257,15 @@ class SQLiteStore:
         return self._pool
 
     def _interact(self, interaction: Callable[[Any], _T]) -> Deferred[_T]:
-        """Run ``interaction(cursor)`` in the pool's thread, in one transaction."""
+        """Run ``interaction(cursor)`` on the writer's connection, in one transaction."""
         d: Deferred[_T] = self.pool.runInteraction(interaction)
+        return d
+
+    def _read(self, query: Callable[[Any], _T]) -> Deferred[_T]:
+        """Run ``query(cursor)`` on a reader's connection."""
+        if self._read_pool is None:
+            raise StoreError("the store is not open")
+        d: Deferred[_T] = self._read_pool.runInteraction(query)
         return d
 
     def on_external_change(self, callback: Callable[[], object]) -> None:
@@ -223,8 +273,9 @@ class SQLiteStore:
         Call ``callback`` when another connection commits to the database.
 
         SQLite's ``PRAGMA data_version`` changes only for other connections'
-        commits, and the pool has exactly one, so the daemon's own writes
-        never count. Checked every :data:`WATCH_SECONDS`.
+        commits; it is read on the writer's connection, the only one the
+        daemon writes with, so the daemon's own writes never count. Checked
+        every :data:`WATCH_SECONDS`.
         """
         self._watchers.append(callback)
         if self._watch is None:
@@ -260,7 +311,7 @@ class SQLiteStore:
             row = cursor.fetchone()
             return None if row is None else _row_to_entry(row)
 
-        return self._interact(select)
+        return self._read(select)
 
     def peek(self, key: str) -> Entry | None:
         return None  # every read is I/O
@@ -277,7 +328,7 @@ class SQLiteStore:
                 entries=count, tokens_saved=saved, db_size_bytes=size, oldest=oldest, newest=newest
             )
 
-        return self._interact(select)
+        return self._read(select)
 
     def list_entries(self, limit: int = 100, offset: int = 0) -> Deferred[list[Entry]]:
         def select(cursor: Any) -> list[Entry]:
@@ -287,7 +338,7 @@ class SQLiteStore:
             )
             return [_row_to_entry(row) for row in cursor.fetchall()]
 
-        return self._interact(select)
+        return self._read(select)
 
     # Writes
 
@@ -310,7 +361,7 @@ class SQLiteStore:
         d.addErrback(failed)
         return d
 
-    def _note_write_failure(self, error: BaseException) -> None:
+    def _note_write_failure(self, error: BaseException | None) -> None:
         first = self.writable
         self._write_failed_at = self.reactor.seconds()
         if first:
@@ -326,51 +377,41 @@ class SQLiteStore:
         """
         Store ``entry``, replacing any entry of the same key.
 
-        The body is compressed in the pool's thread, not the reactor's. The
-        returned Deferred fires once the row is committed.
+        The returned Deferred fires once the row is committed. Entries put
+        while a commit is under way are written together in the next one.
         """
-
-        def insert(cursor: Any) -> None:
-            body = gzip.compress(entry.body, compresslevel=6, mtime=0)
-            cursor.execute("BEGIN IMMEDIATE")
-            cursor.execute(
-                f"INSERT OR REPLACE INTO entries ({_ENTRY_COLUMNS}, body_size) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    bytes.fromhex(entry.key),
-                    entry.namespace,
-                    entry.provider,
-                    entry.model,
-                    entry.method,
-                    entry.path,
-                    entry.status,
-                    _encode_headers(entry.headers),
-                    body,
-                    entry.usage.input,
-                    entry.usage.output,
-                    entry.usage.total,
-                    entry.created_at,
-                    entry.expires_at,
-                    entry.last_hit_at,
-                    entry.hit_count,
-                    _encode_timeline(entry.timeline),
-                    len(entry.body),
-                ),
-            )
-
         # Hits counted for the entry being replaced are not the new entry's.
         self._pending_hits.pop(entry.key, None)
-        d = self._interact(insert)
+        stored: Deferred[None] = Deferred()
+        self._queued.append((entry, stored))
+        if not self._committing:
+            self._commit_queued()
+        return stored
 
-        def stored(result: None) -> None:
-            self._write_failed_at = None
+    def _commit_queued(self) -> None:
+        batch, self._queued = self._queued, []
+        self._committing = True
 
-        def failed(failure: Any) -> Any:
-            self._note_write_failure(failure.value)
-            return failure
+        def insert(cursor: Any) -> None:
+            # Compressing here keeps it off the reactor thread.
+            rows = [_entry_row(entry) for entry, _ in batch]
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(_INSERT, rows)
 
-        d.addCallbacks(stored, failed)
-        return d
+        def settled(result: Any) -> None:
+            self._committing = False
+            if isinstance(result, Failure):
+                self._note_write_failure(result.value)
+                for _, stored in batch:
+                    stored.errback(result)
+            else:
+                self._write_failed_at = None
+                for _, stored in batch:
+                    stored.callback(None)
+            if self._queued and self._pool is not None:
+                self._commit_queued()
+
+        maybeDeferred(self._interact, insert).addBoth(settled)
 
     def delete(self, key: str) -> Deferred[bool]:
         return self._write("DELETE FROM entries WHERE key = ?", (bytes.fromhex(key),)).addCallback(
