@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -47,6 +48,14 @@ class StasisRequest(server.Request):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.started = time.perf_counter()
+        channel = self.channel
+        if not getattr(channel, "_stasis_nodelay", False):
+            # Streamed events are small writes: Nagle's algorithm would hold each
+            # back until the previous one is acknowledged.
+            channel._stasis_nodelay = True  # type: ignore[attr-defined]
+            transport = channel.transport
+            if ITCPTransport.providedBy(transport):
+                transport.setTcpNoDelay(True)
         self._received = 0
         self._refused = False
 
