@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 
 from stasis.store import Entry, SQLiteStore, StoreError, StoreStats, TokenUsage
+from stasis.store._codec import decode, encode
 from stasis.store._schema import _V1, SCHEMA_VERSION
-from stasis.store._sqlite import WRITE_RETRY_SECONDS, _decode_headers, _encode_headers
+from stasis.store._sqlite import WRITE_RETRY_SECONDS
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -225,7 +226,7 @@ async def test_empty_and_large_bodies(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_body_is_stored_gzipped_with_decoded_size(tmp_path: Path) -> None:
+async def test_body_and_headers_are_stored_compressed_with_decoded_size(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     body = b'{"choices": [{"message": {"content": "Paris"}}]}\n' * 2000
     store = open_store(path)
@@ -234,11 +235,12 @@ async def test_body_is_stored_gzipped_with_decoded_size(tmp_path: Path) -> None:
     finally:
         await store.close()
     with raw(path) as connection:
-        stored, size = connection.execute(
-            "SELECT body, body_size FROM entries WHERE key = ?", (bytes.fromhex(key(1)),)
+        stored, headers, size = connection.execute(
+            "SELECT body, headers, body_size FROM entries WHERE key = ?", (bytes.fromhex(key(1)),)
         ).fetchone()
-    assert stored.startswith(GZIP_MAGIC)
     assert len(stored) < len(body) // 10
+    assert headers == b""  # packed with the body
+    assert decode(stored, headers) == (make_entry(1).headers, body)
     assert size == len(body)
 
 
@@ -600,11 +602,22 @@ header_pairs = st.lists(st.tuples(st.binary(max_size=40), st.binary(max_size=200
 
 @settings(max_examples=200, deadline=None)
 @given(header_pairs)
-def test_header_encoding_round_trips(pairs: list[tuple[bytes, bytes]]) -> None:
+def test_headers_and_body_round_trip_through_the_codec(pairs: list[tuple[bytes, bytes]]) -> None:
     headers = tuple(pairs)
-    encoded = _encode_headers(headers)
-    assert isinstance(encoded, bytes)
-    assert _decode_headers(encoded) == headers
+    for body in (b"", b"\x00binary\x00", b'{"id": "chatcmpl-1", "object": "chat.completion"}'):
+        assert decode(encode(headers, body), b"") == (headers, body)
+
+
+def test_an_llm_answer_packs_smaller_than_gzip() -> None:
+    answer = (
+        b'{"id": "chatcmpl-AbC123", "object": "chat.completion", "created": 1700000000, '
+        b'"model": "gpt-4o-mini-2024-07-18", "choices": [{"index": 0, "message": {"role": '
+        b'"assistant", "content": "Paris is the capital of France.", "refusal": null}, '
+        b'"logprobs": null, "finish_reason": "stop"}], "usage": {"prompt_tokens": 14, '
+        b'"completion_tokens": 8, "total_tokens": 22}}'
+    )
+    headers = ((b"content-type", b"application/json"), (b"x-request-id", b"req_0a1b2c"))
+    assert len(encode(headers, answer)) < 0.8 * len(gzip.compress(answer))
 
 
 @pytest_twisted.ensureDeferred

@@ -14,8 +14,6 @@ written at most a second later, so a hit costs no write transaction at all.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import sqlite3
 import sys
@@ -32,6 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from stasis.log import logger
+from stasis.store._codec import decode, encode
 from stasis.store._entry import Entry, StoreStats, TokenUsage
 from stasis.store._schema import SchemaError, check_version, migrate, read_secret
 
@@ -59,14 +58,6 @@ class StoreError(Exception):
     """The cache database cannot be opened or used; the message says why."""
 
 
-def _encode_headers(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
-    return json.dumps([[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers]).encode()
-
-
-def _decode_headers(raw: bytes) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in json.loads(raw))
-
-
 def _encode_timeline(timeline: tuple[tuple[int, int], ...] | None) -> bytes | None:
     """Eight bytes an event (two unsigned 32-bit ints), compressed: streams have thousands."""
     if timeline is None:
@@ -88,6 +79,7 @@ def _decode_timeline(raw: bytes | None) -> tuple[tuple[int, int], ...] | None:
 
 
 def _row_to_entry(row: Any) -> Entry:
+    headers, body = decode(row[8], row[7])
     return Entry(
         key=bytes(row[0]).hex(),
         namespace=row[1],
@@ -96,8 +88,8 @@ def _row_to_entry(row: Any) -> Entry:
         method=row[4],
         path=row[5],
         status=row[6],
-        headers=_decode_headers(row[7]),
-        body=gzip.decompress(row[8]),
+        headers=headers,
+        body=body,
         usage=TokenUsage(input=row[9], output=row[10], total=row[11]),
         created_at=row[12],
         expires_at=row[13],
@@ -108,6 +100,9 @@ def _row_to_entry(row: Any) -> Entry:
 
 
 def _configure(connection: sqlite3.Connection) -> None:
+    # Rows are ~1 KB: on 16 KiB pages far less of each page is left unused than
+    # on the default 4 KiB. Only takes effect on a new, empty database.
+    connection.execute("PRAGMA page_size=16384")
     connection.execute("PRAGMA busy_timeout=5000")
     connection.execute("PRAGMA synchronous=NORMAL")
     try:
@@ -133,8 +128,8 @@ def _entry_row(entry: Entry) -> tuple[Any, ...]:
         entry.method,
         entry.path,
         entry.status,
-        _encode_headers(entry.headers),
-        gzip.compress(entry.body, compresslevel=6, mtime=0),
+        b"",  # the headers travel in the packed value now
+        encode(entry.headers, entry.body),
         entry.usage.input,
         entry.usage.output,
         entry.usage.total,
