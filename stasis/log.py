@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -92,13 +92,23 @@ class _ClassicTextObserver:
     twistd's classic text format (``TIME [namespace#level] text``), written fast.
 
     The timestamp is formatted once a second, and events whose format is just
-    ``{line}`` (stasis's per-request lines, pre-formatted) skip the formatter.
+    ``{line}`` (stasis's per-request lines, pre-formatted) skip the formatter
+    and are flushed together a moment later instead of one write each; any
+    other event flushes at once.
     """
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], clock: IReactorTime) -> None:
         self._out = out
+        self._clock = clock
         self._second = -1
         self._stamp = ""
+        self._flush: IDelayedCall | None = None
+
+    def _flush_now(self) -> None:
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
+        self._out.flush()
 
     def _time(self, when: float | None) -> str:
         if when is None:
@@ -115,15 +125,23 @@ class _ClassicTextObserver:
             system = event.get("log_system") or (
                 f"{event.get('log_namespace', '-')}#{level.name if level else '-'}"
             )
-            text: str | None = f"{self._time(event.get('log_time'))} [{system}] {line}\n"
-        else:
-            text = formatEventAsClassicLogText(event, formatTime=self._time)
-        if text is None:
+            self._out.write(f"{self._time(event.get('log_time'))} [{system}] {line}\n")
+            if self._flush is None:
+                self._flush = self._clock.callLater(LINE_FLUSH_SECONDS, self._flush_now)
             return
-        self._out.write(text)
-        self._out.flush()
+        text = formatEventAsClassicLogText(event, formatTime=self._time)
+        if text is not None:
+            self._out.write(text)
+            self._flush_now()
+
+
+#: How long a per-request line may wait in the buffer for the ones after it.
+LINE_FLUSH_SECONDS = 0.1
 
 
 def observer() -> ILogObserver:
     """A log observer factory for ``twistd --logger``: classic text on stdout, fast."""
-    return _ClassicTextObserver(sys.stdout)
+    from twisted.internet import reactor
+
+    clock: IReactorTime = reactor
+    return _ClassicTextObserver(sys.stdout, clock)
