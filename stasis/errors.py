@@ -34,9 +34,13 @@ class StasisError(Exception):
         self.details = details
 
     def to_json(self) -> bytes:
+        """
+        The body: ``{"error": {...}}`` as the OpenAI and Anthropic SDKs read it,
+        and the message again at the top level, where botocore (Bedrock) looks.
+        """
         error: dict[str, Any] = {"type": self.type, "message": self.message}
         error.update(self.details)
-        return json.dumps({"error": error}).encode("utf-8")
+        return json.dumps({"error": error, "message": self.message}).encode("utf-8")
 
 
 class BadRequest(StasisError):

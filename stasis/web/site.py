@@ -34,6 +34,8 @@ def write_error(request: server.Request, error: StasisError) -> None:
     body = error.to_json()
     request.setResponseCode(error.status, _REASONS.get(error.status))
     request.setHeader(b"content-type", b"application/json")
+    # botocore names the error by this header (Bedrock clients).
+    request.setHeader(b"x-amzn-errortype", error.type.encode("ascii"))
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
     request.finish()
