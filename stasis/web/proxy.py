@@ -46,6 +46,9 @@ __all__ = ["ProxyResource"]
 
 log = logger("stasis.proxy")
 
+#: Requests with larger bodies are never answered by the byte-identical fast path.
+_REMEMBERED_BODY_BYTES = 1024 * 1024
+
 #: A recorded body larger than this is relayed but not stored.
 DEFAULT_MAX_ENTRY_BYTES = 64 * 1024 * 1024
 
@@ -131,8 +134,11 @@ class ProxyResource(Resource):
         body = request.content.read() if request.content is not None else b""
         if self._seen is None:
             self._seen = RecentRequests(self.store.secret)
-        fingerprint = self._seen.fingerprint(request, body)
-        if self._replay_known(request, fingerprint):
+        # Large bodies (images, documents) are not worth remembering by their bytes.
+        fingerprint = (
+            self._seen.fingerprint(request, body) if len(body) <= _REMEMBERED_BODY_BYTES else None
+        )
+        if fingerprint is not None and self._replay_known(request, fingerprint):
             return NOT_DONE_YET
         exchange = Exchange(request)
         d = ensureDeferred(self._serve(exchange, body, fingerprint))
@@ -204,7 +210,7 @@ class ProxyResource(Resource):
             signed=sigv4_of(headers),
         )
 
-    async def _serve(self, exchange: Exchange, body: bytes, fingerprint: bytes) -> None:
+    async def _serve(self, exchange: Exchange, body: bytes, fingerprint: bytes | None) -> None:
         request = exchange.request
         call = self._gather(request, body)
         if call.signed is not None:
@@ -236,7 +242,12 @@ class ProxyResource(Resource):
             self.store.secret,
             call.provider.key_policy,
         )
-        if mode in (Mode.CACHE, Mode.REPLAY) and not call.directives.realtime and not call.signed:
+        if (
+            fingerprint is not None
+            and mode in (Mode.CACHE, Mode.REPLAY)
+            and not call.directives.realtime
+            and not call.signed
+        ):
             # The same bytes again will mean the same key and the same decision.
             assert self._seen is not None
             self._seen.remember(fingerprint, call.key)
