@@ -21,14 +21,44 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
+def make_upstream() -> Iterator[Callable[..., FakeUpstream]]:
+    """More fake upstreams, each on its own port (``make_upstream(**fields)``), stopped after."""
+    fakes: list[FakeUpstream] = []
+
+    def _make(**fields: object) -> FakeUpstream:
+        fake = FakeUpstream(**fields).start()  # type: ignore[arg-type]
+        fakes.append(fake)
+        return fake
+
+    try:
+        yield _make
+    finally:
+        for fake in fakes:
+            fake.stop()
+
+
+@pytest.fixture
 def start(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Daemon]]:
-    """Start a daemon (``start(*options, via="twistd"|"stasis", upstream_url=...)``)."""
+    """
+    Start a daemon: ``start(*options, via="twistd"|"stasis", upstream_url=..., bare=True,
+    routes={name: url}, env={...}, db=path)``.
+
+    By default every request goes to the ``upstream`` fixture (a bare ``-u URL``);
+    ``bare=False`` gives no bare ``-u``, only the ``routes`` (``-u NAME=URL``).
+    ``env`` (even ``{}``) isolates the daemon from this machine's AWS configuration
+    and adds these variables (see :func:`tests.daemon.start_daemon`).
+    """
     daemons: list[Daemon] = []
 
     def _start(
-        *args: str, via: str = "twistd", upstream_url: str | None = None, **kw: object
+        *args: str,
+        via: str = "twistd",
+        upstream_url: str | None = None,
+        bare: bool = True,
+        **kw: object,
     ) -> Daemon:
-        daemon = start_daemon(tmp_path, upstream_url or upstream.url, *args, via=via, **kw)  # type: ignore[arg-type]
+        url = (upstream_url or upstream.url) if bare else None
+        daemon = start_daemon(tmp_path, url, *args, via=via, **kw)  # type: ignore[arg-type]
         daemons.append(daemon)
         return daemon
 

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +116,35 @@ class Daemon:
         return self.process.returncode
 
 
-def _environment() -> dict[str, str]:
+#: Variables that point botocore's credential chain somewhere, besides ``AWS_*``.
+_AWS_LOOKALIKES = ("BOTO_CONFIG",)
+
+
+def _environment(
+    extra: Mapping[str, str] | None = None, home: Path | None = None
+) -> dict[str, str]:
+    """
+    The daemon's environment: this process's, without stasis's own variables.
+
+    With ``extra`` (even empty) the daemon gets no AWS configuration from this
+    machine: every ``AWS_*`` variable is dropped, the shared config and
+    credentials files point at files that do not exist (under ``home``), and
+    the instance metadata service is off, so botocore's credential chain finds
+    exactly what ``extra`` gives it and never tries the network.
+    """
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("STASIS_DB", None)
     env.pop("STASIS_UPSTREAM", None)
+    if extra is not None:
+        for name in list(env):
+            if name.startswith("AWS_") or name in _AWS_LOOKALIKES:
+                del env[name]
+        nowhere = home or Path("/nonexistent")
+        env["AWS_CONFIG_FILE"] = str(nowhere / "no-aws-config")
+        env["AWS_SHARED_CREDENTIALS_FILE"] = str(nowhere / "no-aws-credentials")
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        env.update(extra)
     return env
 
 
@@ -148,25 +172,38 @@ def run(
 
 def start_daemon(
     tmp_path: Path,
-    upstream: str,
+    upstream: str | None,
     *args: str,
     via: str = "twistd",
     db: Path | None = None,
+    routes: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Daemon:
+    """
+    Start a daemon and wait until it listens.
+
+    ``upstream``: the bare ``-u URL`` for everything, or None for none.
+    ``routes``: ``-u NAME=URL`` per provider. ``env``: see :func:`_environment`
+    (given, the daemon sees no AWS configuration but what it holds).
+    """
     db = db or tmp_path / "stasis-cache.db"
+    upstreams: list[str] = []
+    if upstream is not None:
+        upstreams += ["-u", upstream]
+    for name, url in (routes or {}).items():
+        upstreams += ["-u", f"{name}={url}"]
     process = subprocess.Popen(
         [
             *command(via),
             "--listen",
             "tcp:0:interface=127.0.0.1",
-            "-u",
-            upstream,
+            *upstreams,
             "-d",
             str(db),
             *args,
         ],
         cwd=tmp_path,
-        env=_environment(),
+        env=_environment(env, home=tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

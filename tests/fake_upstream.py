@@ -1,6 +1,10 @@
 """
 A fake LLM upstream on a real loopback socket, speaking the providers' wire formats.
 
+One instance answers for every provider (OpenAI, Azure OpenAI, Anthropic,
+Bedrock, Gemini), telling them apart by path, so a test may run one for
+everything or one per provider (each on its own port) to prove routing.
+
 It runs in its own thread (stdlib ``http.server``), so tests can drive it with
 the official, blocking SDKs while a real ``twistd -n stasis`` sits in between.
 Every request it receives is recorded, so a test can prove how many calls
@@ -11,35 +15,67 @@ answers the way the real APIs do: HTTP/1.1 chunked transfer-encoding, one chunk
 per event, each written to the socket at once, so events really arrive apart.
 OpenAI chat completions and Anthropic messages speak server-sent events
 (``data: ...`` / ``event: ...``), Bedrock the AWS event stream
-(:mod:`tests.eventstream`). Fields on :class:`FakeUpstream` script how a stream
+(:mod:`tests.eventstream`), Gemini's ``streamGenerateContent?alt=sse`` SSE with
+CRLF line ends, as Google writes them. Fields on :class:`FakeUpstream` script how a stream
 misbehaves: a gate after its first event, a reset after N events, a delay
 between events, and a flag for a client that went away.
+
+Like Bedrock, the fake verifies every SigV4 signature it is sent (with
+botocore's canonical request over the request exactly as received, and
+:attr:`FakeUpstream.aws_secret_key`) and answers an AWS-style ``403`` when it
+does not verify; each :class:`Received` says how its signature fared.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
+import hmac
 import itertools
 import json
 import re
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 from attrs import define, field
 
 from tests.eventstream import encode_event
 
-__all__ = ["FakeUpstream", "Received", "Reply", "stream_reply"]
+__all__ = [
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "FakeUpstream",
+    "Received",
+    "Reply",
+    "check_sigv4",
+    "stream_reply",
+]
+
+#: AWS's documented example key pair: what the fake Bedrock expects signatures from.
+AWS_ACCESS_KEY = "AKIDEXAMPLE"
+AWS_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
 #: How long one write of a stream may block before the fake gives up on it.
 STREAM_WRITE_TIMEOUT = 15.0
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
-_BEDROCK = re.compile(r"/model/[^/]+/(converse|converse-stream)$")
+_BEDROCK = re.compile(
+    r"/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)$"
+)
+_GEMINI = re.compile(
+    r"/models/([^/:]+):(generateContent|streamGenerateContent|countTokens|embedContent|"
+    r"batchEmbedContents)$"
+)
+#: SigV4 signatures more than this far from the fake's clock are refused, as AWS does.
+SIGV4_MAX_SKEW = 15 * 60
 
 
 @define
@@ -52,9 +88,21 @@ class Received:
     body: bytes
     #: The call's serial number (1 for the first request the fake received).
     serial: int = 0
+    #: A SigV4-signed request: ``"valid"``, or why its signature did not verify;
+    #: ``""`` for a request without a SigV4 signature.
+    signature: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def target(self) -> str:
+        """The path without its query."""
+        return self.path.split("?")[0]
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(self.path.partition("?")[2], keep_blank_values=True))
 
 
 @define
@@ -95,7 +143,8 @@ def stream_reply(events: list[bytes], content_type: str = SSE_CONTENT_TYPE, **kw
 @define
 class FakeUpstream:
     """
-    Answers like api.openai.com, api.anthropic.com and Bedrock, deterministically per call.
+    Answers like api.openai.com, api.anthropic.com, Bedrock, Gemini and Azure OpenAI,
+    deterministically per call.
 
     Each answer carries a serial number, so a second upstream call for the same
     request is visible in the body as well as in :attr:`received`.
@@ -125,6 +174,11 @@ class FakeUpstream:
     first_event_sent: threading.Event = field(factory=threading.Event)
     #: Set once a stream has been written whole (its terminating chunk included).
     stream_finished: threading.Event = field(factory=threading.Event)
+    #: The key pair SigV4 signatures must verify with (Bedrock's IAM, in effect).
+    aws_access_key: str = AWS_ACCESS_KEY
+    aws_secret_key: str = AWS_SECRET_KEY
+    #: False: accept any SigV4 signature unchecked (``Received.signature`` is still set).
+    verify_sigv4: bool = True
     _serial: Any = field(factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -165,10 +219,11 @@ class FakeUpstream:
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
                 )
+                refused = upstream.authenticate(received)
                 with upstream._lock:
                     serial = received.serial = next(upstream._serial)
                     upstream.received.append(received)
-                reply = (upstream.handler or upstream.default_reply)(received)
+                reply = refused or (upstream.handler or upstream.default_reply)(received)
                 if reply.status == 0:  # scripted: drop the connection without answering
                     self.close_connection = True
                     self.connection.close()
@@ -251,7 +306,10 @@ class FakeUpstream:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: stop() waits for serve_forever to notice, once per fake.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -260,8 +318,37 @@ class FakeUpstream:
             self._server.shutdown()
             self._server.server_close()
 
+    def authenticate(self, received: Received) -> Reply | None:
+        """
+        As AWS does: a SigV4 signature must verify, and a Bedrock call must carry
+        one (or a Bedrock API key as a Bearer token). Sets ``received.signature``;
+        returns the 403 to answer with, or None to go on.
+        """
+        authorization = received.headers.get("authorization", "")
+        if authorization.startswith("AWS4-HMAC-SHA256 "):
+            problem = check_sigv4(
+                received.method,
+                received.path,
+                received.headers,
+                received.body,
+                self.aws_access_key,
+                self.aws_secret_key,
+            )
+            received.signature = problem or "valid"
+            if problem and self.verify_sigv4:
+                return aws_error(403, *problem.split(": ", 1))
+            return None
+        if _BEDROCK.search(received.target) and not authorization.startswith("Bearer "):
+            return aws_error(
+                403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+            )
+        return None
+
     def default_reply(self, received: Received) -> Reply:
-        path = received.path.split("?")[0]
+        path = received.target
+        if received.method == "POST" and path.endswith("/v1/files"):
+            # multipart/form-data, as the SDKs upload files
+            return _json_reply(200, file_object(received))
         if received.method != "POST":
             return _json_reply(200, {"object": "list", "data": []})
         try:
@@ -283,15 +370,14 @@ class FakeUpstream:
             if stream:
                 return stream_reply(anthropic_stream(request))
             return _json_reply(200, anthropic_message(request))
+        if path.endswith("/v1/messages/count_tokens"):
+            return _json_reply(200, {"input_tokens": 12})
         bedrock = _BEDROCK.search(path)
-        if bedrock and bedrock.group(1) == "converse-stream":
-            return converse_stream_reply(request, received.serial)
         if bedrock:
-            reply = _json_reply(200, converse(request))
-            reply.headers = [("Content-Type", "application/json"), *_amzn_headers()]
-            return reply
-        if path.endswith("/v1/files"):
-            return _json_reply(200, {"id": "file-__SERIAL__", "object": "file"})
+            return bedrock_reply(bedrock.group(1), bedrock.group(2), request, received.serial)
+        gemini = _GEMINI.search(path)
+        if gemini:
+            return gemini_reply(received, gemini.group(1), gemini.group(2), request)
         return _json_reply(404, {"error": {"message": f"no fake for {path}"}})
 
 
@@ -314,12 +400,40 @@ def chat_completion(request: Any) -> dict[str, Any]:
     }
 
 
+EMBEDDING = [0.1, 0.2, 0.3]
+
+
 def embedding(request: Any) -> dict[str, Any]:
+    """
+    One embedding per input; base64 (little-endian float32) when asked, as the
+    openai SDK does by default.
+    """
+    given = request.get("input", "")
+    count = len(given) if isinstance(given, list) and not isinstance(given[0], int) else 1
+    vector: Any = EMBEDDING
+    if request.get("encoding_format") == "base64":
+        vector = base64.b64encode(struct.pack("<3f", *EMBEDDING)).decode()
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+        "data": [
+            {"object": "embedding", "index": index, "embedding": vector} for index in range(count)
+        ],
         "model": request.get("model", "text-embedding-3-small"),
         "usage": {"prompt_tokens": 4, "total_tokens": 4},
+    }
+
+
+def file_object(received: Received) -> dict[str, Any]:
+    """What ``POST /v1/files`` answers (the upload itself is not parsed)."""
+    return {
+        "id": "file-__SERIAL__",
+        "object": "file",
+        "bytes": len(received.body),
+        "created_at": 1700000000,
+        "filename": "upload.jsonl",
+        "purpose": "batch",
+        "status": "processed",
+        "status_details": None,
     }
 
 
@@ -577,3 +691,286 @@ def converse_stream_reply(request: Any, serial: int) -> Reply:
     )
     reply.headers = [("Content-Type", EVENTSTREAM_CONTENT_TYPE), *_amzn_headers()]
     return reply
+
+
+# --- Bedrock: SigV4 and InvokeModel -------------------------------------------------
+
+
+def aws_error(status: int, code: str, message: str) -> Reply:
+    """An AWS JSON (restJson1) error, as Bedrock answers: the code in ``x-amzn-ErrorType``."""
+    return Reply(
+        status=status,
+        headers=[
+            ("Content-Type", "application/json"),
+            (
+                "x-amzn-ErrorType",
+                f"{code}:http://internal.amazon.com/coral/com.amazon.coral.service/",
+            ),
+            *_amzn_headers(),
+        ],
+        body=json.dumps({"message": message}).encode(),
+    )
+
+
+def _sigv4_fields(authorization: str) -> dict[str, str]:
+    _, _, rest = authorization.partition(" ")
+    fields = {}
+    for part in rest.split(","):
+        name, _, value = part.strip().partition("=")
+        fields[name] = value
+    return fields
+
+
+def check_sigv4(
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    access_key: str = AWS_ACCESS_KEY,
+    secret_key: str = AWS_SECRET_KEY,
+    now: datetime | None = None,
+) -> str | None:
+    """
+    None when ``headers['authorization']`` is a valid SigV4 signature of this
+    request by ``access_key``/``secret_key``, else ``"ErrorCode: message"``.
+
+    The canonical request is botocore's, over the request exactly as received:
+    the method, the target as sent (``%3A`` and all; botocore encodes the path
+    once more, as AWS does for every service but S3), its query, the signed
+    headers with their values (``host`` included) and the hash of the body.
+    ``headers`` has lower-case names.
+    """
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    mismatch = (
+        "InvalidSignatureException: The request signature we calculated does not match the "
+        "signature you provided. Check your AWS Secret Access Key and signing method."
+    )
+    fields = _sigv4_fields(headers.get("authorization", ""))
+    scope = fields.get("Credential", "").split("/")
+    signed = [name for name in fields.get("SignedHeaders", "").split(";") if name]
+    if len(scope) != 5 or scope[4] != "aws4_request" or not fields.get("Signature"):
+        return (
+            "IncompleteSignatureException: Authorization needs Credential, SignedHeaders, Signature"
+        )
+    if scope[0] != access_key:
+        return "UnrecognizedClientException: The security token included in the request is invalid."
+    if "host" not in signed:
+        return "InvalidSignatureException: 'Host' must be a signed header."
+    missing = [name for name in signed if name not in headers]
+    if missing:
+        return f"InvalidSignatureException: signed headers are missing: {', '.join(missing)}"
+    timestamp = headers.get("x-amz-date", "")
+    try:
+        signed_at = datetime.strptime(timestamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return "IncompleteSignatureException: the request has no valid X-Amz-Date"
+    if scope[1] != timestamp[:8]:
+        return f"InvalidSignatureException: the credential scope's date {scope[1]} is not today's"
+    skew = abs(((now or datetime.now(timezone.utc)) - signed_at).total_seconds())
+    if skew > SIGV4_MAX_SKEW:
+        return f"InvalidSignatureException: Signature expired: {timestamp} is too far from now"
+    declared = headers.get("x-amz-content-sha256")
+    if "x-amz-content-sha256" in signed and declared != hashlib.sha256(body).hexdigest():
+        return "InvalidSignatureException: X-Amz-Content-SHA256 does not match the body"
+    request = AWSRequest(
+        method=method,
+        url=f"http://{headers['host']}{target}",
+        headers={name: headers[name] for name in signed},
+        data=body,
+    )
+    request.context["timestamp"] = timestamp
+    signer = SigV4Auth(Credentials(access_key, secret_key), scope[3], scope[2])
+    canonical = signer.canonical_request(request)
+    if signer.signed_headers(signer.headers_to_sign(request)) != fields["SignedHeaders"]:
+        return mismatch
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, fields["Signature"]):
+        return mismatch
+    return None
+
+
+#: InvokeModel's token counts, in its ``x-amzn-bedrock-*-token-count`` headers.
+INVOKE_INPUT_TOKENS = 12
+INVOKE_OUTPUT_TOKENS = 5
+#: What a Llama model on Bedrock counts (its body has no ``usage``: only the headers tell).
+LLAMA_INPUT_TOKENS = 20
+LLAMA_OUTPUT_TOKENS = 7
+
+
+def bedrock_reply(model: str, operation: str, request: Any, serial: int) -> Reply:
+    if operation == "converse-stream":
+        return converse_stream_reply(request, serial)
+    if operation == "converse":
+        reply = _json_reply(200, converse(request))
+        reply.headers = [("Content-Type", "application/json"), *_amzn_headers()]
+        return reply
+    if operation == "invoke-with-response-stream":
+        return invoke_stream_reply(serial)
+    llama = model.startswith("meta.")
+    counts = (
+        (LLAMA_INPUT_TOKENS, LLAMA_OUTPUT_TOKENS)
+        if llama
+        else (INVOKE_INPUT_TOKENS, INVOKE_OUTPUT_TOKENS)
+    )
+    body = llama_generation(request) if llama else bedrock_anthropic_message(request)
+    return Reply(
+        status=200,
+        headers=[
+            ("Content-Type", "application/json"),
+            *_amzn_headers(),
+            ("X-Amzn-Bedrock-Invocation-Latency", "42"),
+            ("X-Amzn-Bedrock-Input-Token-Count", str(counts[0])),
+            ("X-Amzn-Bedrock-Output-Token-Count", str(counts[1])),
+        ],
+        body=json.dumps(body).encode(),
+    )
+
+
+def bedrock_anthropic_message(request: Any) -> dict[str, Any]:
+    """An Anthropic model's own answer through InvokeModel (no ``model`` in the request)."""
+    return {
+        "id": "msg_bdrk___SERIAL__",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-haiku-20240307",
+        "content": [{"type": "text", "text": "invoked #__SERIAL__"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": INVOKE_INPUT_TOKENS, "output_tokens": INVOKE_OUTPUT_TOKENS},
+    }
+
+
+def llama_generation(request: Any) -> dict[str, Any]:
+    return {"generation": "llama #__SERIAL__", "stop_reason": "stop"}
+
+
+def invoke_stream_chunks(serial: int) -> list[dict[str, Any]]:
+    """The Anthropic events InvokeModelWithResponseStream wraps, the last with its metrics."""
+    message = bedrock_anthropic_message({})
+    message.update(id=f"msg_bdrk_{serial}", content=[], stop_reason=None)
+    message["usage"] = {"input_tokens": INVOKE_INPUT_TOKENS, "output_tokens": 1}
+    chunks: list[dict[str, Any]] = [
+        {"type": "message_start", "message": message},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    chunks += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+        for t in ("invoked", " #", str(serial))
+    ]
+    chunks += [
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": INVOKE_OUTPUT_TOKENS},
+        },
+        {
+            "type": "message_stop",
+            "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": INVOKE_INPUT_TOKENS,
+                "outputTokenCount": INVOKE_OUTPUT_TOKENS,
+                "invocationLatency": 42,
+                "firstByteLatency": 10,
+            },
+        },
+    ]
+    return chunks
+
+
+def invoke_stream_reply(serial: int) -> Reply:
+    """``chunk`` events whose payload is ``{"bytes": base64(the model's event)}``."""
+    events = [
+        encode_event("chunk", {"bytes": base64.b64encode(_compact(chunk)).decode()})
+        for chunk in invoke_stream_chunks(serial)
+    ]
+    reply = stream_reply(events, EVENTSTREAM_CONTENT_TYPE)
+    reply.headers = [
+        ("Content-Type", EVENTSTREAM_CONTENT_TYPE),
+        ("X-Amzn-Bedrock-Content-Type", "application/json"),
+        *_amzn_headers(),
+    ]
+    return reply
+
+
+# --- Gemini --------------------------------------------------------------------------
+
+#: Gemini's usage: the total counts the model's thinking too, so it is not prompt + candidates.
+GEMINI_USAGE = {
+    "promptTokenCount": 8,
+    "candidatesTokenCount": 5,
+    "thoughtsTokenCount": 3,
+    "totalTokenCount": 16,
+}
+GEMINI_COUNT_TOKENS = 8
+
+
+def _gemini_candidate(text: str, done: bool = True) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "index": 0,
+    }
+    if done:
+        candidate["finishReason"] = "STOP"
+    return candidate
+
+
+def gemini_response(model: str, text: str = "gemini #__SERIAL__") -> dict[str, Any]:
+    return {
+        "candidates": [_gemini_candidate(text)],
+        "usageMetadata": GEMINI_USAGE,
+        "modelVersion": model,
+        "responseId": "resp-__SERIAL__",
+    }
+
+
+def gemini_stream_chunks(model: str) -> list[dict[str, Any]]:
+    """``gemini #N`` in three chunks; each carries the usage so far, the last the totals."""
+    chunks = []
+    pieces = ("gemini", " #", "__SERIAL__")
+    for number, piece in enumerate(pieces, start=1):
+        last = number == len(pieces)
+        usage = (
+            GEMINI_USAGE
+            if last
+            else {
+                "promptTokenCount": 8,
+                "totalTokenCount": 8 + number,
+                "candidatesTokenCount": number,
+            }
+        )
+        chunks.append(
+            {
+                "candidates": [_gemini_candidate(piece, done=last)],
+                "usageMetadata": usage,
+                "modelVersion": model,
+                "responseId": "resp-__SERIAL__",
+            }
+        )
+    return chunks
+
+
+def gemini_error(status: int, code: str, message: str) -> Reply:
+    return _json_reply(status, {"error": {"code": status, "message": message, "status": code}})
+
+
+def gemini_reply(received: Received, model: str, method: str, request: Any) -> Reply:
+    """``/v1beta/models/{model}:{method}``; the key must come in a header or ``key=``."""
+    if not (received.headers.get("x-goog-api-key") or received.query.get("key")):
+        return gemini_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.")
+    if method == "generateContent":
+        return _json_reply(200, gemini_response(model))
+    if method == "streamGenerateContent":
+        chunks = gemini_stream_chunks(model)
+        if received.query.get("alt") == "sse":
+            # Google ends each event's lines with CRLF.
+            return stream_reply([b"data: " + _compact(chunk) + b"\r\n\r\n" for chunk in chunks])
+        return _json_reply(200, chunks)
+    if method == "countTokens":
+        return _json_reply(200, {"totalTokens": GEMINI_COUNT_TOKENS})
+    if method == "embedContent":
+        return _json_reply(200, {"embedding": {"values": EMBEDDING}})
+    requests = request.get("requests", []) if isinstance(request, dict) else []
+    return _json_reply(200, {"embeddings": [{"values": EMBEDDING} for _ in requests]})
