@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 
 class StartOptions(tap.Options):
-    synopsis = "Usage: stasis start [options]"
+    synopsis = "[options]"
     longdesc = "Run the caching proxy in the foreground (Ctrl-C stops it)."
 
     optParameters = [
@@ -29,7 +29,7 @@ class StartOptions(tap.Options):
 
 
 class Options(usage.Options):
-    synopsis = "Usage: stasis <command> [options]"
+    synopsis = "Usage: stasis"
     longdesc = "A zero-config caching proxy for LLM APIs. Run 'stasis <command> --help' for more."
 
     subCommands = [

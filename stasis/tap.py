@@ -157,7 +157,8 @@ class Options(usage.Options):
             "upstream-timeout",
             None,
             DEFAULT_UPSTREAM_TIMEOUT,
-            "Seconds to wait for the upstream's response headers.",
+            "Seconds to wait for the upstream's response headers, and then for each piece of "
+            "its body.",
             _positive("--upstream-timeout"),
         ],
         [
@@ -203,11 +204,7 @@ class Options(usage.Options):
         self["upstreams"] = {}
 
     def opt_upstream(self, value: str) -> None:
-        """
-        Where requests go: a URL for everything, or NAME=URL for one provider
-        (openai, anthropic, bedrock, gemini, azure); repeatable. Default: each
-        provider's public API ($STASIS_UPSTREAM). A URL may carry a path prefix.
-        """
+        # The help text is set below, in one line: twistd keeps a docstring's indentation.
         try:
             name, url = parse_upstream(value)
         except ValueError as e:
@@ -219,6 +216,11 @@ class Options(usage.Options):
         else:
             self["upstreams"][name] = url
 
+    opt_upstream.__doc__ = (
+        "Where requests go: a URL for everything, or NAME=URL for one provider (openai, "
+        "anthropic, bedrock, gemini, azure); repeatable. Default: each provider's public API "
+        "($STASIS_UPSTREAM). A URL may carry a path prefix."
+    )
     opt_u = opt_upstream
 
     def postOptions(self) -> None:
