@@ -4,8 +4,9 @@ Filling a cache database with many entries, fast, as stasis itself would have.
 Recording a million answers through the daemon would take hours; instead one
 real entry is recorded through stasis (so the schema, the columns and the
 measured request's key are genuine) and then copied, with a fresh random
-32-byte key, a different gzip-compressed answer and its own ``created_at``
-per row, in a single transaction. Every other column is copied as stasis
+32-byte key, a different answer (packed by stasis's own store codec, with
+the recorded headers) and its own ``created_at`` per row, in a single
+transaction. Every other column is copied as stasis
 wrote it, whatever the schema version. The daemon must be stopped
 meanwhile: the journal is switched out of WAL for the bulk load and stasis
 switches it back when it opens the file.
@@ -13,7 +14,6 @@ switches it back when it opens the file.
 
 from __future__ import annotations
 
-import gzip
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.payloads import completion
+from stasis.store._codec import decode, encode
 
 __all__ = ["column_sizes", "populate", "template_row"]
 
@@ -46,10 +47,11 @@ def template_row(db: Path) -> dict[str, Any]:
 def _rows(
     template: dict[str, Any], names: list[str], count: int, rng: random.Random, seed: int
 ) -> Iterator[tuple[Any, ...]]:
+    headers, _ = decode(template["body"], template["headers"])
     bodies = []
     for i in range(_DISTINCT_BODIES):
         raw = completion(seed * _DISTINCT_BODIES + i)
-        bodies.append((gzip.compress(raw, compresslevel=6, mtime=0), len(raw)))
+        bodies.append((encode(headers, raw), len(raw)))
     fixed = tuple(template[name] for name in names)
     created_at = template["created_at"]
     for start in range(0, count, _BATCH):

@@ -119,8 +119,8 @@ def run(ctx: Context) -> Section:
     runs = [first, big, again]
     last = big.columns
     section.notes.append(
-        f"per entry: raw answer {last['raw_body']:,.0f} B, stored gzip body "
-        f"{last['stored_body']:,.0f} B, headers JSON {last['headers']:,.0f} B; the rest is "
+        f"per entry: raw answer {last['raw_body']:,.0f} B, stored value (packed headers and "
+        f"body) {last['stored_body']:,.0f} B, separate headers {last['headers']:,.0f} B; the rest is "
         "key, other columns, two indexes and page slack"
     )
     section.notes.append(
