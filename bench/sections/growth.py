@@ -120,8 +120,8 @@ def run(ctx: Context) -> Section:
     last = big.columns
     section.notes.append(
         f"per entry: raw answer {last['raw_body']:,.0f} B, stored value (packed headers and "
-        f"body) {last['stored_body']:,.0f} B, separate headers {last['headers']:,.0f} B; the rest is "
-        "key, other columns, two indexes and page slack"
+        f"body) {last['stored_body']:,.0f} B, separate headers {last['headers']:,.0f} B; "
+        "the rest is key, other columns, two indexes and page slack"
     )
     section.notes.append(
         f"the {small:,} database is measured before and after the {large:,} one (a copy); "
