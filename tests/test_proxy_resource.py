@@ -289,3 +289,31 @@ def test_fresh_and_realtime_requests_are_never_answered_from_memory(harness: Har
         fresh, _ = harness.call(**{"X-Stasis-Mode": "fresh"})
         assert header(fresh, "x-stasis-status") == "MISS"
     assert len(harness.api.seen) == 3
+
+
+def test_replay_serves_a_provider_that_has_no_upstream_configured() -> None:
+    recorder = Harness()
+    azure = "/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21"
+    assert header(recorder.call(path=azure)[0], "x-stasis-status") == "MISS"
+    # CI: the same database, replay mode, and no --upstream azure=URL at all.
+    ci = Harness(mode=Mode.REPLAY)
+    ci.store.entries.update(recorder.store.entries)
+    ci.client = StubTreq(
+        Root(
+            ProxyResource(
+                store=ci.store,
+                upstream=UpstreamClient(ci.upstream, ci.clock, 30.0),  # type: ignore[arg-type]
+                routes=Routes(),
+                clock=ci.clock,
+                counters=ci.counters,
+                default_mode=Mode.REPLAY,
+            ),
+            ci.store,
+            ci.counters,
+        )
+    )
+    hit, _ = ci.call(path=azure)
+    assert header(hit, "x-stasis-status") == "HIT"
+    unroutable, body = ci.call(path=azure, **{"X-Stasis-Mode": "cache", "OpenAI-Project": "p"})
+    assert unroutable.code == 400
+    assert "--upstream azure=" in json.loads(body)["error"]["message"]

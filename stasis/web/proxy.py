@@ -94,7 +94,9 @@ class _Call:
     query: str
     headers: dict[str, str]
     body: bytes
-    url: str
+    #: What routing looks at; the upstream URL is worked out only when forwarding,
+    #: so replay mode serves hits even for a provider with no upstream configured.
+    view: RequestView
     provider: Provider
     directives: Directives
     #: The client's SigV4 signature, when it sent one (Bedrock).
@@ -204,7 +206,7 @@ class ProxyResource(Resource):
             query=query,
             headers=headers,
             body=body,
-            url=self.routes.upstream_for(provider, view) + target,
+            view=view,
             provider=provider,
             directives=directives,
             signed=sigv4_of(headers),
@@ -329,12 +331,13 @@ class ProxyResource(Resource):
     async def _forward(self, exchange: Exchange, call: _Call, record: bool) -> None:
         request = exchange.request
         cacheable = call.key is not None
+        url = self.routes.upstream_for(call.provider, call.view) + call.target
         headers = for_upstream(request.requestHeaders)
         if call.signed is not None:
-            headers = await self.aws.sign(call.signed, call.method, call.url, headers, call.body)
+            headers = await self.aws.sign(call.signed, call.method, url, headers, call.body)
         if not exchange.open:
             return
-        pending = self.upstream.request(call.method, call.url, headers, call.body)
+        pending = self.upstream.request(call.method, url, headers, call.body)
         forget = exchange.on_gone(pending.cancel)
         try:
             response: IResponse = await pending
