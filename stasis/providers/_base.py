@@ -19,7 +19,7 @@ from stasis.keys import DEFAULT_POLICY, KeyPolicy
 from stasis.store import TokenUsage
 from stasis.streams.events import StreamEvent
 
-__all__ = ["Provider", "RequestView", "fixed_upstream", "int_field", "last_usage"]
+__all__ = ["Provider", "RequestView", "body_model", "fixed_upstream", "int_field", "last_usage"]
 
 
 @frozen
@@ -59,7 +59,8 @@ def _no_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return usage
 
 
-def _body_model(path: str, document: Any) -> str | None:
+def body_model(path: str, document: Any) -> str | None:
+    """The ``model`` field of a JSON request body, where most APIs name it."""
     if isinstance(document, dict):
         model = document.get("model")
         if isinstance(model, str):
@@ -90,7 +91,7 @@ class Provider:
     usage: Callable[[Any, Mapping[str, str]], TokenUsage]
     key_policy: KeyPolicy = DEFAULT_POLICY
     #: The model a request is for: (path, parsed body).
-    model: Callable[[str, Any], str | None] = field(default=_body_model)
+    model: Callable[[str, Any], str | None] = field(default=body_model)
     #: The event that says a stream is whole; None: the clean end of the body says so.
     stream_done: Callable[[StreamEvent], bool] | None = None
     #: The token usage after one more event of a stream.

@@ -29,7 +29,7 @@ def anthropic_usage(document: Any, headers: Mapping[str, str] | None = None) -> 
         output_tokens = int_field(usage, "output_tokens")
     else:
         input_tokens, output_tokens = int_field(document, "input_tokens"), 0
-    return TokenUsage(input=input_tokens, output=output_tokens, total=input_tokens + output_tokens)
+    return TokenUsage.of(input_tokens, output_tokens)
 
 
 def _stream_done(event: StreamEvent) -> bool:
@@ -55,7 +55,7 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
         return usage
     input_tokens = int_field(found, "input_tokens") or usage.input
     output_tokens = int_field(found, "output_tokens") if "output_tokens" in found else usage.output
-    return TokenUsage(input=input_tokens, output=output_tokens, total=input_tokens + output_tokens)
+    return TokenUsage.of(input_tokens, output_tokens)
 
 
 def _recognise(request: RequestView) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from stasis.keys import KeyPolicy
-from stasis.providers._base import Provider, RequestView
+from stasis.providers._base import Provider, RequestView, body_model
 from stasis.providers.openai import (
     OPENAI_CACHEABLE,
     openai_stream_done,
@@ -30,10 +30,7 @@ def _recognise(request: RequestView) -> bool:
 
 def _model(path: str, document: Any) -> str | None:
     match = _DEPLOYMENT.search(path)
-    if match:
-        return unquote(match.group(1))
-    model = document.get("model") if isinstance(document, dict) else None
-    return model if isinstance(model, str) else None
+    return unquote(match.group(1)) if match else body_model(path, document)
 
 
 AZURE = Provider(

@@ -31,8 +31,7 @@ _OPERATION = re.compile(
 def _converse_usage(usage: Any) -> TokenUsage:
     input_tokens = int_field(usage, "inputTokens")
     output_tokens = int_field(usage, "outputTokens")
-    total = int_field(usage, "totalTokens") or input_tokens + output_tokens
-    return TokenUsage(input=input_tokens, output=output_tokens, total=total)
+    return TokenUsage.of(input_tokens, output_tokens, int_field(usage, "totalTokens"))
 
 
 def bedrock_usage(document: Any, headers: Mapping[str, str] | None = None) -> TokenUsage:
@@ -48,16 +47,14 @@ def bedrock_usage(document: Any, headers: Mapping[str, str] | None = None) -> To
     input_tokens = _header_int(headers, "x-amzn-bedrock-input-token-count")
     output_tokens = _header_int(headers, "x-amzn-bedrock-output-token-count")
     if input_tokens or output_tokens:
-        return TokenUsage(
-            input=input_tokens, output=output_tokens, total=input_tokens + output_tokens
-        )
+        return TokenUsage.of(input_tokens, output_tokens)
     # An Anthropic model's own body (input_tokens/output_tokens) through InvokeModel.
     usage = document.get("usage") if isinstance(document, dict) else None
     input_tokens, output_tokens = (
         int_field(usage, "input_tokens"),
         int_field(usage, "output_tokens"),
     )
-    return TokenUsage(input=input_tokens, output=output_tokens, total=input_tokens + output_tokens)
+    return TokenUsage.of(input_tokens, output_tokens)
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int:
@@ -76,9 +73,7 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     if isinstance(metrics, dict):
         input_tokens = int_field(metrics, "inputTokenCount")
         output_tokens = int_field(metrics, "outputTokenCount")
-        return TokenUsage(
-            input=input_tokens, output=output_tokens, total=input_tokens + output_tokens
-        )
+        return TokenUsage.of(input_tokens, output_tokens)
     return usage
 
 

@@ -37,8 +37,7 @@ def gemini_usage(document: Any, headers: Mapping[str, str] | None = None) -> Tok
         return TokenUsage(input=total, total=total)
     input_tokens = int_field(metadata, "promptTokenCount")
     output_tokens = int_field(metadata, "candidatesTokenCount")
-    total = int_field(metadata, "totalTokenCount") or input_tokens + output_tokens
-    return TokenUsage(input=input_tokens, output=output_tokens, total=total)
+    return TokenUsage.of(input_tokens, output_tokens, int_field(metadata, "totalTokenCount"))
 
 
 def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:

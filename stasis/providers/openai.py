@@ -37,8 +37,7 @@ def openai_usage(document: Any, headers: Mapping[str, str] | None = None) -> Tok
         return TokenUsage()
     input_tokens = int_field(usage, "prompt_tokens") or int_field(usage, "input_tokens")
     output_tokens = int_field(usage, "completion_tokens") or int_field(usage, "output_tokens")
-    total = int_field(usage, "total_tokens") or input_tokens + output_tokens
-    return TokenUsage(input=input_tokens, output=output_tokens, total=total)
+    return TokenUsage.of(input_tokens, output_tokens, int_field(usage, "total_tokens"))
 
 
 def openai_stream_done(event: StreamEvent) -> bool:

@@ -17,6 +17,11 @@ class TokenUsage:
     output: int = 0
     total: int = 0
 
+    @classmethod
+    def of(cls, input: int, output: int, total: int = 0) -> TokenUsage:
+        """Usage from its parts; ``total`` is input + output unless the API reported one."""
+        return cls(input=input, output=output, total=total or input + output)
+
 
 @frozen
 class Entry:
