@@ -12,11 +12,14 @@ import json
 from typing import Any, ClassVar
 
 __all__ = [
+    "AwsCredentialsMissing",
     "BadRequest",
     "BodyTooLarge",
     "InternalError",
     "ReplayMiss",
+    "SignatureRejected",
     "StasisError",
+    "StoreUnreadable",
     "UpstreamTimeout",
     "UpstreamUnreachable",
 ]
@@ -72,6 +75,27 @@ class ReplayMiss(StasisError):
 
     status = 504
     type = "stasis_replay_miss"
+
+
+class SignatureRejected(StasisError):
+    """A SigV4 (Bedrock) signature that the daemon's credentials cannot verify."""
+
+    status = 403
+    type = "stasis_signature_rejected"
+
+
+class AwsCredentialsMissing(StasisError):
+    """The daemon has no AWS credentials to verify or re-sign with."""
+
+    status = 502
+    type = "stasis_aws_credentials_missing"
+
+
+class StoreUnreadable(StasisError):
+    """The cache database cannot be read for ``/health`` or ``/stats``."""
+
+    status = 503
+    type = "stasis_store_unavailable"
 
 
 class InternalError(StasisError):

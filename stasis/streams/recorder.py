@@ -9,6 +9,8 @@ the recorded pace, and it costs eight bytes an event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 
@@ -39,6 +41,7 @@ class Recorder:
     _chunks: list[bytes] | None = field(factory=list, init=False)
     _size: int = field(default=0, init=False)
     _splitter: Splitter | None = field(init=False)
+    _decode: Callable[[bytes], StreamEvent | None] = field(init=False)
     _events: list[tuple[int, int]] = field(factory=list, init=False)
     _offset: int = field(default=0, init=False)
     _started: float = field(init=False)
@@ -47,6 +50,8 @@ class Recorder:
 
     def __attrs_post_init__(self) -> None:
         self._splitter = splitter_for(self.content_type)
+        eventstream = self.content_type.lower().startswith(EVENTSTREAM_MEDIA_TYPE)
+        self._decode = decode_eventstream if eventstream else decode_sse
         self._started = self.clock.seconds()
 
     @property
@@ -70,11 +75,7 @@ class Recorder:
             self._observe(raw)
 
     def _observe(self, raw: bytes) -> None:
-        event: StreamEvent | None
-        if self.content_type.lower().startswith(EVENTSTREAM_MEDIA_TYPE):
-            event = decode_eventstream(raw)
-        else:
-            event = decode_sse(raw)
+        event = self._decode(raw)
         if event is None:
             return
         if self.provider.stream_done is not None and self.provider.stream_done(event):

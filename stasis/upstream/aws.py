@@ -24,10 +24,10 @@ from attrs import define, field
 from twisted.internet.threads import deferToThread
 from twisted.web.http_headers import Headers
 
-from stasis.errors import StasisError
+from stasis.errors import AwsCredentialsMissing, SignatureRejected
 from stasis.sigv4 import SigV4Authorization
 
-__all__ = ["AwsCredentialsMissing", "AwsSigner", "SignatureRejected"]
+__all__ = ["AwsSigner"]
 
 #: AWS refuses signatures more than this far from its clock; so does stasis.
 MAX_SKEW_SECONDS = 15 * 60
@@ -36,20 +36,6 @@ MAX_SKEW_SECONDS = 15 * 60
 _SIGNATURE_HEADERS = frozenset(
     {b"authorization", b"x-amz-date", b"x-amz-security-token", b"x-amz-content-sha256"}
 )
-
-
-class SignatureRejected(StasisError):
-    """The client's SigV4 signature could not be verified with the daemon's credentials."""
-
-    status = 403
-    type = "stasis_signature_rejected"
-
-
-class AwsCredentialsMissing(StasisError):
-    """The daemon has no AWS credentials to verify or re-sign with."""
-
-    status = 502
-    type = "stasis_aws_credentials_missing"
 
 
 _resolved: list[Any] = []

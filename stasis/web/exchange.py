@@ -13,6 +13,9 @@ from collections.abc import Callable
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from stasis.errors import StasisError
+from stasis.web.site import write_error
+
 __all__ = ["Exchange"]
 
 
@@ -61,6 +64,12 @@ class Exchange:
             transport = self.request.channel.transport
             if transport is not None:
                 transport.loseConnection()
+
+    def fail(self, error: StasisError) -> None:
+        """Answer with ``error`` as JSON, if the client can still be answered."""
+        if self.open:
+            self.finished = True
+            write_error(self.request, error)
 
     def finish(self) -> None:
         if self.open:

@@ -40,7 +40,6 @@ from stasis.upstream.headers import content_coding, for_client, for_storage, for
 from stasis.web.exchange import Exchange
 from stasis.web.recent import RecentRequests
 from stasis.web.relay import Outcome, Relay
-from stasis.web.site import write_error
 
 __all__ = ["ProxyResource"]
 
@@ -182,8 +181,7 @@ class ProxyResource(Resource):
             return
         if not request.responseHeaders.hasHeader(b"x-stasis-status"):
             _mark(request, CacheOutcome(Status.BYPASS))
-        write_error(request, error)
-        exchange.finished = True
+        exchange.fail(error)
 
     def _gather(self, request: Request, body: bytes) -> _Call:
         headers = _header_map(request.requestHeaders)

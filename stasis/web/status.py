@@ -13,21 +13,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from stasis.errors import StasisError
+from stasis.errors import StoreUnreadable
 from stasis.log import logger
 from stasis.stats import Counters
 from stasis.store import Store, StoreStats
 from stasis.web.exchange import Exchange
-from stasis.web.site import write_error
 
 __all__ = ["HealthResource", "StatsResource", "iso8601"]
 
 log = logger("stasis.status")
-
-
-class StoreUnreadable(StasisError):
-    status = 503
-    type = "stasis_store_unavailable"
 
 
 def iso8601(when: float | None) -> str | None:
@@ -73,12 +67,9 @@ class _StoreReport(Resource):
 
     def _failed(self, failure: Failure, exchange: Exchange) -> None:
         log.failure("reading the cache statistics failed", failure)
-        if exchange.open:
-            write_error(
-                exchange.request,
-                StoreUnreadable(f"cannot read the cache database: {failure.getErrorMessage()}"),
-            )
-            exchange.finished = True
+        exchange.fail(
+            StoreUnreadable(f"cannot read the cache database: {failure.getErrorMessage()}")
+        )
 
 
 class HealthResource(_StoreReport):
