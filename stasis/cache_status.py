@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import functools
+from typing import Any
 
 from attrs import frozen
 
-__all__ = ["CacheOutcome", "Status"]
+__all__ = ["CacheOutcome", "Status", "note_status", "noted_status"]
 
 CACHE_NAME = b"stasis"
 
@@ -52,3 +53,18 @@ class CacheOutcome:
 
 
 HIT = CacheOutcome(Status.HIT)
+
+
+#: Where a request carries its status for the access log, beside its headers
+#: (a prepared hit writes its headers without putting them on the request).
+_STATUS_ATTRIBUTE = "stasis_status"
+
+
+def note_status(request: Any, status: Status) -> None:
+    setattr(request, _STATUS_ATTRIBUTE, status)
+
+
+def noted_status(request: Any) -> Status | None:
+    """The status noted on ``request``, or None before the proxy decided one."""
+    status: Status | None = getattr(request, _STATUS_ATTRIBUTE, None)
+    return status

@@ -93,8 +93,11 @@ class _ClassicTextObserver:
 
     The timestamp is formatted once a second, and events whose format is just
     ``{line}`` (stasis's per-request lines, pre-formatted) skip the formatter
-    and are flushed together a moment later instead of one write each; any
-    other event flushes at once.
+    and are kept to be written together a moment later, in one write, instead
+    of one each: stdout is unbuffered under ``PYTHONUNBUFFERED`` and line
+    buffered on a terminal, and a write per request would cost a busy daemon
+    more than its hits. Any other event writes the lines before it, then
+    itself, at once.
     """
 
     def __init__(self, out: IO[str], clock: IReactorTime) -> None:
@@ -102,12 +105,19 @@ class _ClassicTextObserver:
         self._clock = clock
         self._second = -1
         self._stamp = ""
+        self._lines: list[str] = []
         self._flush: IDelayedCall | None = None
 
-    def _flush_now(self) -> None:
+    def _write_lines(self) -> None:
         if self._flush is not None and self._flush.active():
             self._flush.cancel()
         self._flush = None
+        lines, self._lines = self._lines, []
+        if lines:
+            self._out.write("".join(lines))
+
+    def _flush_now(self) -> None:
+        self._write_lines()
         self._out.flush()
 
     def _time(self, when: float | None) -> str:
@@ -125,18 +135,23 @@ class _ClassicTextObserver:
             system = event.get("log_system") or (
                 f"{event.get('log_namespace', '-')}#{level.name if level else '-'}"
             )
-            self._out.write(f"{self._time(event.get('log_time'))} [{system}] {line}\n")
-            if self._flush is None:
+            self._lines.append(f"{self._time(event.get('log_time'))} [{system}] {line}\n")
+            if len(self._lines) >= MAX_HELD_LINES:
+                self._flush_now()
+            elif self._flush is None:
                 self._flush = self._clock.callLater(LINE_FLUSH_SECONDS, self._flush_now)
             return
         text = formatEventAsClassicLogText(event, formatTime=self._time)
         if text is not None:
+            self._write_lines()
             self._out.write(text)
             self._flush_now()
 
 
 #: How long a per-request line may wait in the buffer for the ones after it.
 LINE_FLUSH_SECONDS = 0.1
+#: How many per-request lines may wait at most.
+MAX_HELD_LINES = 512
 
 
 def observer() -> ILogObserver:

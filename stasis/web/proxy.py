@@ -22,7 +22,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from stasis.cache_status import HIT, CacheOutcome, Status
+from stasis.cache_status import HIT, CacheOutcome, Status, note_status, noted_status
 from stasis.errors import BadRequest, InternalError, ReplayMiss, StasisError
 from stasis.keys import KeyRequest, derive_key
 from stasis.log import RateLimitedWarning, logger
@@ -38,6 +38,7 @@ from stasis.upstream import UpstreamClient
 from stasis.upstream.aws import AwsSigner
 from stasis.upstream.headers import content_coding, for_client, for_storage, for_upstream
 from stasis.web.exchange import Exchange
+from stasis.web.prepared import PreparedHeads, can_write_prepared, write_prepared
 from stasis.web.recent import RecentRequests
 from stasis.web.relay import Outcome, Relay
 
@@ -78,6 +79,7 @@ def _json_or_none(body: bytes) -> Any:
 
 
 def _mark(request: Request, outcome: CacheOutcome) -> None:
+    note_status(request, outcome.status)
     request.setHeader(b"x-stasis-status", outcome.status.value)
     request.setHeader(b"cache-status", outcome.cache_status())
 
@@ -124,6 +126,7 @@ class ProxyResource(Resource):
     _read_warning: RateLimitedWarning = field(init=False)
     #: Made on first use: the store's secret is known only once it is open.
     _seen: RecentRequests | None = field(default=None, init=False)
+    _heads: PreparedHeads = field(factory=PreparedHeads, init=False)
 
     isLeaf = True
 
@@ -157,12 +160,10 @@ class ProxyResource(Resource):
         if key is None:
             return False
         entry = self.store.peek(key)
-        if entry is None or not entry.is_fresh(self.clock.seconds()):
+        now = self.clock.seconds()
+        if entry is None or not entry.is_fresh(now) or not can_write_prepared(request, entry):
             return False
-        request.setHeader(b"x-stasis-key", key.encode("ascii"))
-        self._write_hit_head(request, entry)
-        request.setHeader(b"content-length", b"%d" % len(entry.body))
-        request.write(entry.body)
+        self._write_prepared_hit(request, entry, now)
         request.finish()
         return True
 
@@ -179,7 +180,7 @@ class ProxyResource(Resource):
         if request.startedWriting:
             exchange.abort()
             return
-        if not request.responseHeaders.hasHeader(b"x-stasis-status"):
+        if noted_status(request) is None:
             _mark(request, CacheOutcome(Status.BYPASS))
         exchange.fail(error)
 
@@ -291,20 +292,29 @@ class ProxyResource(Resource):
             return None
         return entry
 
-    def _write_hit_head(self, request: Request, entry: Entry) -> None:
-        """Status and headers of a hit, and the hit counted."""
-        now = self.clock.seconds()
-        request.setResponseCode(entry.status)
-        _set_headers(request, entry.headers)
-        _mark(request, HIT)
-        request.setHeader(b"age", b"%d" % max(0, int(now - entry.created_at)))
+    def _count_hit(self, entry: Entry, now: float) -> int:
+        """Count a hit; its entry's age in seconds, for the Age header."""
         self.counters.hits += 1
         self.store.record_hit(entry.key, now)
+        return max(0, int(now - entry.created_at))
+
+    def _write_prepared_hit(self, request: Request, entry: Entry, now: float) -> None:
+        write_prepared(request, entry, self._heads.of(entry), self._count_hit(entry, now))
 
     def _serve_hit(self, exchange: Exchange, entry: Entry, realtime: bool) -> None:
         request = exchange.request
-        self._write_hit_head(request, entry)
-        if realtime and entry.timeline is not None:
+        now = self.clock.seconds()
+        paced = realtime and entry.timeline is not None
+        if not paced and can_write_prepared(request, entry):
+            self._write_prepared_hit(request, entry, now)
+            exchange.finish()
+            return
+        request.setResponseCode(entry.status)
+        _set_headers(request, entry.headers)
+        _mark(request, HIT)
+        request.setHeader(b"age", b"%d" % self._count_hit(entry, now))
+        if paced:
+            assert entry.timeline is not None
             stop = pace(self.clock, entry.body, entry.timeline, request.write, exchange.finish)
             exchange.on_gone(stop)
             return

@@ -5,7 +5,7 @@ Most repeated LLM calls repeat their bytes exactly: SDKs serialise the same
 call the same way, headers and all. Hashing those bytes costs far less than
 parsing the headers, canonicalising the JSON body and deriving the key, so a
 repeat is recognised by a keyed hash of the whole request (method, target,
-every header but Content-Length, body) and answered from the hot entries
+every header but Content-Length in the order sent, body) and answered from the hot entries
 straight away. The hash is keyed with the database secret, so not even memory
 holds a plain hash of a credential. A request that differs in any byte, even
 in a header that cannot change the key, simply takes the full path.
@@ -29,12 +29,14 @@ class RecentRequests:
         self._keys: dict[bytes, str] = {}
 
     def fingerprint(self, request: Request, body: bytes) -> bytes:
-        digest = hashlib.blake2b(key=self._hash_key, digest_size=32)
-        digest.update(request.method + b" " + request.uri + b"\n")
-        for name, values in sorted(request.requestHeaders.getAllRawHeaders()):
-            if name.lower() != b"content-length":
-                digest.update(name.lower() + b":" + b"\x00".join(values) + b"\n")
-        digest.update(b"\n")
+        # twisted.web spells header names canonically and keeps their order:
+        # the same request sent again gives the same bytes here.
+        parts = [request.method, b" ", request.uri, b"\n"]
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name != b"Content-Length":
+                parts += (name, b":", b"\x00".join(values), b"\n")
+        parts.append(b"\n")
+        digest = hashlib.blake2b(b"".join(parts), key=self._hash_key, digest_size=32)
         digest.update(body)
         return digest.digest()
 

@@ -18,14 +18,15 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import IResource
 
+from stasis.cache_status import noted_status
 from stasis.errors import BadRequest, BodyTooLarge, InternalError, StasisError
 from stasis.log import enabled, logger
 
 __all__ = ["StasisRequest", "StasisSite", "write_error"]
 
 log = logger("stasis.http")
-#: The per-request line: Site.log checks --log-level itself, once, so its events
-#: go straight to the publisher instead of through the level filter again.
+#: The per-request line's logger: Site.log checks --log-level itself, once, so
+#: its events go straight to the publisher instead of through the filter again.
 _access = Logger(namespace="stasis.http", observer=globalLogPublisher)
 
 #: Reason phrases twisted.web does not know (413 got its RFC 9110 name late).
@@ -150,12 +151,26 @@ class StasisSite(server.Site):
     def log(self, request: Any) -> None:
         if not enabled("stasis.http", LogLevel.info):
             return
-        status = request.responseHeaders.getRawHeaders(b"x-stasis-status", [b"-"])[0]
+        status = noted_status(request)
         elapsed = (time.perf_counter() - request.started) * 1000
         # Formatted here, once: observers then format only "{line}", which
         # costs a busy daemon far less than re-parsing a five-field format.
-        _access.info(
-            "{line}",
-            line=f"{request.method.decode('latin-1')} {request.path.decode('latin-1')} "
-            f"{request.code} {status.decode('latin-1')} {elapsed:.1f}ms",
+        line = b"%s %s %d %s %.1fms" % (
+            request.method,
+            request.path,
+            request.code,
+            b"-" if status is None else status.value,
+            elapsed,
+        )
+        # The event a Logger would emit, without re-validating its level per request.
+        globalLogPublisher(
+            {
+                "log_logger": _access,
+                "log_level": LogLevel.info,
+                "log_namespace": _access.namespace,
+                "log_source": None,
+                "log_format": "{line}",
+                "log_time": time.time(),
+                "line": line.decode("latin-1"),
+            }
         )

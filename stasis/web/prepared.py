@@ -1,0 +1,122 @@
+"""
+Hits written from header bytes encoded once per cached entry.
+
+A hit's headers are the same bytes every time it is served, apart from the
+``Date`` twisted.web adds and the entry's ``Age``. Setting them one by one on
+the request makes twisted.web encode, validate and re-serialise each of them
+on every hit, which costs a busy daemon more than the rest of the hit does; so
+they are encoded once, when an entry is first served, and written with the body
+in one go.
+
+Only a complete, plain answer goes this way: a ``HEAD`` request, a status that
+has no body, or a paced replay takes twisted.web's usual path.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from attrs import frozen
+from twisted.web.http import NO_BODY_CODES
+from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+
+from stasis.cache_status import HIT, CacheOutcome, note_status
+from stasis.store import Entry
+
+__all__ = ["PreparedHead", "PreparedHeads", "can_write_prepared", "write_prepared"]
+
+
+def _canonical(headers: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
+    """Header pairs validated and spelled as twisted.web would write them."""
+    checked = Headers()
+    for name, value in headers:
+        checked.addRawHeader(name, value)
+    return [(name, value) for name, values in checked.getAllRawHeaders() for value in values]
+
+
+@frozen
+class PreparedHead:
+    """One entry's hit headers as bytes: header lines, each ending CRLF."""
+
+    #: The entry these bytes were made from; not kept alive by them.
+    entry: weakref.ref[Entry]
+    #: Every header of the hit except Date, Age and Content-Length.
+    lines: bytes
+    #: Lower-case names in ``lines``: twisted.web's defaults of the same name give way.
+    names: frozenset[bytes]
+
+    @classmethod
+    def of(cls, entry: Entry, outcome: CacheOutcome = HIT) -> PreparedHead:
+        pairs = _canonical(
+            (
+                *entry.headers,
+                (b"x-stasis-key", entry.key.encode("ascii")),
+                (b"x-stasis-status", outcome.status.value),
+                (b"cache-status", outcome.cache_status()),
+            )
+        )
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in pairs)
+        names = frozenset(name.lower() for name, _ in pairs) | {b"age", b"content-length"}
+        return cls(entry=weakref.ref(entry), lines=lines, names=names)
+
+
+class PreparedHeads:
+    """
+    Prepared heads by cache key, at most ``size`` of them (oldest forgotten first).
+
+    A head is only ever used for the very entry object it was made from: a
+    refreshed or re-read entry is a new object, and gets new bytes. Heads do
+    not keep their entries (and so their bodies) alive; the hot cache alone
+    decides which answers stay in memory.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._heads: dict[str, PreparedHead] = {}
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def of(self, entry: Entry) -> PreparedHead:
+        head = self._heads.get(entry.key)
+        if head is not None and head.entry() is entry:
+            return head
+        head = PreparedHead.of(entry)
+        if entry.key not in self._heads and len(self._heads) >= self._size:
+            del self._heads[next(iter(self._heads))]
+        self._heads[entry.key] = head
+        return head
+
+
+def can_write_prepared(request: Request, entry: Entry) -> bool:
+    """Whether ``entry`` can answer ``request`` as one prepared write."""
+    return (
+        not request.startedWriting
+        and request.method != b"HEAD"
+        and (entry.status not in NO_BODY_CODES)
+    )
+
+
+def write_prepared(request: Request, entry: Entry, head: PreparedHead, age: int) -> None:
+    """
+    Write the whole answer to ``request``; the caller then finishes it.
+
+    The headers twisted.web has already put on the request (``Server``,
+    ``Date``, ``Connection: close`` when the client asked for it) are written
+    too, unless the entry carries its own of the same name.
+    """
+    body = entry.body
+    request.setResponseCode(entry.status)
+    lines = [request.clientproto, b" %d %s\r\n" % (request.code, request.code_message)]
+    for name, values in request.responseHeaders.getAllRawHeaders():
+        if name.lower() not in head.names:
+            for value in values:
+                lines.append(name + b": " + value + b"\r\n")
+    lines.append(head.lines)
+    lines.append(b"Age: %d\r\nContent-Length: %d\r\n\r\n" % (age, len(body)))
+    lines.append(body)
+    request.startedWriting = 1
+    request.sentLength = len(body)
+    note_status(request, HIT.status)
+    request.channel.writeSequence(lines)

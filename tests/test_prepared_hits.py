@@ -1,0 +1,175 @@
+"""
+Hits written from prepared header bytes: what reaches the wire, byte for byte.
+
+The proxy writes a plain hit's status line, headers and body itself instead
+of setting each header through twisted.web, so these tests read the raw bytes
+a real ``HTTPChannel`` writes and hold them to what twisted.web would have
+written: each header once, the right framing, keep-alive and
+``Connection: close`` honoured.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+
+from attrs import evolve
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from stasis.routing import Routes
+from stasis.stats import Counters
+from stasis.store import Entry
+from stasis.upstream import UpstreamClient
+from stasis.web.prepared import PreparedHead, PreparedHeads
+from stasis.web.proxy import ProxyResource
+from stasis.web.root import Root
+from stasis.web.site import StasisSite
+from tests.memory_store import MemoryStore
+from tests.test_proxy_resource import CHAT, FakeAPI
+
+BODY = json.dumps(CHAT).encode()
+
+
+def _request(version: bytes = b"HTTP/1.1", *extra: bytes) -> bytes:
+    lines = [
+        b"POST /v1/chat/completions " + version,
+        b"Host: 127.0.0.1:4000",
+        b"Authorization: Bearer sk-test",
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % len(BODY),
+        *extra,
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + BODY
+
+
+class Wire:
+    """A StasisSite over the proxy, spoken to through one in-memory connection."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(time.time())
+        self.api = FakeAPI()
+        self.upstream = StubTreq(self.api)
+        self.store = MemoryStore(self.clock)
+        counters = Counters()
+        proxy = ProxyResource(
+            store=self.store,
+            upstream=UpstreamClient(self.upstream, self.clock, 30.0),  # type: ignore[arg-type]
+            routes=Routes(everything="http://upstream.test"),
+            clock=self.clock,
+            counters=counters,
+        )
+        self.site = StasisSite(Root(proxy, self.store, counters), max_body_bytes=1 << 20)
+        self.transport = StringTransport()
+        self.channel = self.site.buildProtocol(None)
+        self.channel.makeConnection(self.transport)
+
+    def send(self, raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
+        """The status line, the headers (lower-case names, in order) and the body."""
+        self.transport.clear()
+        self.channel.dataReceived(raw)
+        for _ in range(10):
+            self.upstream.flush()
+        head, _, body = self.transport.value().partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers = [(name.lower(), value) for name, _, value in (x.partition(b": ") for x in lines)]
+        return status, headers, body
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        out, body = out + rest[:length], rest[length + 2 :]
+    return out
+
+
+def test_a_hit_is_written_whole_with_each_header_once() -> None:
+    wire = Wire()
+    status, miss_headers, chunked = wire.send(_request())
+    assert (status, dict(miss_headers)[b"x-stasis-status"]) == (b"HTTP/1.1 200 OK", b"MISS")
+    answer = _dechunk(chunked)
+    # The second is a hit found by its key, the third by its bytes: both prepared.
+    for _ in range(2):
+        wire.clock.advance(3)
+        status, headers, body = wire.send(_request())
+        names = [name for name, _ in headers]
+        assert status == b"HTTP/1.1 200 OK"
+        assert len(names) == len(set(names)), names
+        found = dict(headers)
+        assert found[b"x-stasis-status"] == b"HIT"
+        assert found[b"cache-status"] == b"stasis; hit"
+        assert found[b"x-stasis-key"] == next(iter(wire.store.entries)).encode()
+        assert found[b"x-request-id"] == b"req_1"
+        assert found[b"content-type"] == b"application/json"
+        assert found[b"content-length"] == b"%d" % len(answer)
+        assert found[b"age"] in (b"3", b"6")
+        assert b"date" in found and b"server" in found
+        assert b"transfer-encoding" not in found and b"set-cookie" not in found
+        assert body == answer
+    assert not wire.transport.disconnecting
+    assert len(wire.api.seen) == 1
+    assert next(iter(wire.store.entries.values())).hit_count == 2
+
+
+def test_a_client_that_asks_to_close_gets_connection_close() -> None:
+    wire = Wire()
+    wire.send(_request())
+    wire.send(_request())
+    status, headers, _ = wire.send(_request(b"HTTP/1.1", b"Connection: close"))
+    assert (status, dict(headers)[b"x-stasis-status"]) == (b"HTTP/1.1 200 OK", b"HIT")
+    assert dict(headers)[b"connection"] == b"close"
+    assert wire.transport.disconnecting
+
+
+def test_an_http_1_0_client_gets_an_http_1_0_answer() -> None:
+    wire = Wire()
+    wire.send(_request())
+    wire.send(_request())
+    status, headers, body = wire.send(_request(b"HTTP/1.0"))
+    assert status == b"HTTP/1.0 200 OK"
+    assert dict(headers)[b"x-stasis-status"] == b"HIT"
+    assert len(body) == int(dict(headers)[b"content-length"])
+    assert wire.transport.disconnecting
+
+
+def _entry(**changes: object) -> Entry:
+    entry = Entry(
+        key="ab" * 32,
+        status=200,
+        headers=((b"content-type", b"application/json"), (b"server", b"upstream/1.0")),
+        body=b'{"ok": true}',
+        created_at=0.0,
+    )
+    return evolve(entry, **changes)
+
+
+def test_prepared_heads_are_only_reused_for_the_same_entry_object() -> None:
+    heads = PreparedHeads()
+    entry = _entry()
+    head = heads.of(entry)
+    assert heads.of(entry) is head
+    assert head.lines.startswith(b"Content-Type: application/json\r\nServer: upstream/1.0\r\n")
+    assert b"X-Stasis-Key: " + b"ab" * 32 + b"\r\n" in head.lines
+    assert {b"server", b"age", b"content-length", b"x-stasis-key"} <= head.names
+    # The same key refreshed (a new object): new bytes, never the old ones.
+    refreshed = _entry(headers=((b"content-type", b"text/plain"),))
+    again = heads.of(refreshed)
+    assert again is not head
+    assert b"text/plain" in again.lines and b"upstream/1.0" not in again.lines
+
+
+def test_prepared_heads_do_not_keep_entries_alive_and_are_bounded() -> None:
+    heads = PreparedHeads(size=2)
+    entry = _entry()
+    head: PreparedHead = heads.of(entry)
+    del entry
+    gc.collect()
+    assert head.entry() is None
+    for n in range(5):
+        heads.of(_entry(key=f"{n:064x}"))
+    assert len(heads) == 2
