@@ -28,6 +28,8 @@ log = logger("stasis.http")
 #: The per-request line's logger: Site.log checks --log-level itself, once, so
 #: its events go straight to the publisher instead of through the filter again.
 _access = Logger(namespace="stasis.http", observer=globalLogPublisher)
+#: What twistd's text format shows in brackets for these lines, worked out once.
+_ACCESS_SYSTEM = "stasis.http#info"
 
 #: Reason phrases twisted.web does not know (413 got its RFC 9110 name late).
 _REASONS = {413: b"Content Too Large"}
@@ -168,6 +170,7 @@ class StasisSite(server.Site):
                 "log_logger": _access,
                 "log_level": LogLevel.info,
                 "log_namespace": _access.namespace,
+                "log_system": _ACCESS_SYSTEM,
                 "log_source": None,
                 "log_format": "{line}",
                 "log_time": time.time(),
