@@ -59,15 +59,23 @@ def logger(namespace: str) -> Logger:
     return Logger(namespace=namespace, observer=_observer)
 
 
+#: enabled()'s answers, until the level changes: a per-request check should cost a lookup.
+_enabled: dict[tuple[str, LogLevel], bool] = {}
+
+
 def enabled(namespace: str, level: LogLevel) -> bool:
     """Whether an event would pass ``--log-level``: lets a hot path skip building it."""
-    threshold: LogLevel = _predicate.logLevelForNamespace(namespace)
-    return not level < threshold
+    answer = _enabled.get((namespace, level))
+    if answer is None:
+        threshold: LogLevel = _predicate.logLevelForNamespace(namespace)
+        answer = _enabled[namespace, level] = not level < threshold
+    return answer
 
 
 def set_log_level(name: str) -> None:
     """Apply ``--log-level``; ``name`` is one of :data:`LOG_LEVELS`."""
     _predicate.setLogLevelForNamespace("stasis", LOG_LEVELS[name])
+    _enabled.clear()
 
 
 class RateLimitedWarning:

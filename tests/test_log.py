@@ -9,7 +9,13 @@ import io
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, LogPublisher
 
-from stasis.log import LINE_FLUSH_SECONDS, MAX_HELD_LINES, _ClassicTextObserver
+from stasis.log import (
+    LINE_FLUSH_SECONDS,
+    MAX_HELD_LINES,
+    _ClassicTextObserver,
+    enabled,
+    set_log_level,
+)
 
 
 class CountingWrites(io.StringIO):
@@ -66,3 +72,16 @@ def test_other_events_are_formatted_by_twisted_and_written_at_once_in_order() ->
     assert out.flushes == 1  # the pending flush was the one already done
     observer({"log_format": "{x}", "x": 1, "log_level": LogLevel.info, "log_time": None})
     assert out.getvalue().endswith("- [-#info] 1\n")
+
+
+def test_enabled_follows_the_log_level_as_it_changes() -> None:
+    try:
+        set_log_level("warn")
+        assert not enabled("stasis.http", LogLevel.info)
+        assert enabled("stasis.http", LogLevel.error)
+        set_log_level("debug")
+        assert enabled("stasis.http", LogLevel.info)
+        assert enabled("stasis.proxy", LogLevel.debug)
+    finally:
+        set_log_level("info")
+    assert not enabled("stasis.proxy", LogLevel.debug)

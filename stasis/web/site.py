@@ -64,13 +64,9 @@ class StasisRequest(server.Request):
             transport = channel.transport
             if ITCPTransport.providedBy(transport):
                 transport.setTcpNoDelay(True)
+        self._max_body: int = channel.site.max_body_bytes  # type: ignore[attr-defined]
         self._received = 0
         self._refused = False
-
-    @property
-    def _max_body(self) -> int:
-        limit: int = self.channel.site.max_body_bytes  # type: ignore[attr-defined]
-        return limit
 
     def _refuse_body(self) -> None:
         """
