@@ -28,6 +28,7 @@ __all__ = [
     "Process",
     "spawn",
     "start_floor",
+    "start_proxy_floor",
     "start_stasis",
     "start_upstream",
     "stasis_supports",
@@ -130,6 +131,11 @@ def start_upstream(stack: ExitStack, scratch: Path) -> Process:
 def start_floor(stack: ExitStack, scratch: Path, body_bytes: int) -> Process:
     argv = [sys.executable, "-m", "bench.floor", "--body-bytes", str(body_bytes)]
     return spawn(stack, "floor", argv, scratch, _HELPER_READY)
+
+
+def start_proxy_floor(stack: ExitStack, scratch: Path, upstream: str) -> Process:
+    argv = [sys.executable, "-m", "bench.proxyfloor", "--upstream", upstream]
+    return spawn(stack, "proxy-floor", argv, scratch, _HELPER_READY)
 
 
 def _stasis() -> list[str]:

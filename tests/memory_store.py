@@ -24,6 +24,10 @@ class MemoryStore:
     secret: bytes = b"s" * 32
     #: How many lookups went to the "database" (``get``), as opposed to ``peek``.
     gets: int = 0
+    #: Whether known_absent answers (as the SQLite store's key filter does once loaded).
+    knows_keys: bool = False
+    #: Keys known_absent calls absent though present: another process's insert not yet seen.
+    unseen: set[str] = field(factory=set)
 
     def open(self) -> None:
         pass
@@ -39,6 +43,9 @@ class MemoryStore:
 
     def peek(self, key: str) -> Entry | None:
         return None if self.fail_reads else self.entries.get(key)
+
+    def known_absent(self, key: str) -> bool:
+        return key in self.unseen or (self.knows_keys and key not in self.entries)
 
     def put(self, entry: Entry) -> Deferred[None]:
         if self.fail_writes:

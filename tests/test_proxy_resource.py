@@ -64,9 +64,10 @@ class Harness:
     upstream: StubTreq = field(init=False)
     client: StubTreq = field(init=False)
     mode: Mode = Mode.CACHE
+    knows_keys: bool = False
 
     def __attrs_post_init__(self) -> None:
-        self.store = MemoryStore(self.clock)
+        self.store = MemoryStore(self.clock, knows_keys=self.knows_keys)
         self.upstream = StubTreq(self.api)
         proxy = ProxyResource(
             store=self.store,
@@ -317,3 +318,34 @@ def test_replay_serves_a_provider_that_has_no_upstream_configured() -> None:
     unroutable, body = ci.call(path=azure, **{"X-Stasis-Mode": "cache", "OpenAI-Project": "p"})
     assert unroutable.code == 400
     assert "--upstream azure=" in json.loads(body)["error"]["message"]
+
+
+def test_a_key_the_store_knows_is_absent_is_fetched_without_a_lookup() -> None:
+    harness = Harness(knows_keys=True)
+    first, _ = harness.call()
+    assert header(first, "x-stasis-status") == "MISS"
+    assert harness.store.gets == 0
+    # Stored, so no longer known absent: the repeat (other bytes) is looked up and hits.
+    second, _ = harness.call(**{"User-Agent": "another-sdk/2.0"})
+    assert header(second, "x-stasis-status") == "HIT"
+    assert harness.store.gets == 1
+    assert len(harness.api.seen) == 1
+
+
+def test_replay_mode_looks_up_even_what_the_store_believes_absent() -> None:
+    recorder = Harness()
+    recorder.call()
+    # Another process stored the entry; this daemon's key filter has not seen it yet.
+    ci = Harness(mode=Mode.REPLAY)
+    ci.store.entries.update(recorder.store.entries)
+    ci.store.unseen.update(recorder.store.entries)
+    response, body = ci.call()
+    assert header(response, "x-stasis-status") == "HIT"
+    assert json.loads(body)["n"] == 1
+    assert ci.store.gets == 1
+    # In cache mode the same belief costs one upstream call, then the answer is fresh.
+    cache = Harness()
+    cache.store.entries.update(recorder.store.entries)
+    cache.store.unseen.update(recorder.store.entries)
+    assert header(cache.call()[0], "x-stasis-status") == "MISS"
+    assert len(cache.api.seen) == 1

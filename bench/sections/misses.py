@@ -5,6 +5,9 @@ Every request carries a unique counter in its JSON body (see ``lua/post.lua``)
 so that each one is a real miss: a key derived, a lookup that finds nothing,
 an upstream call, the answer relayed, compressed and committed. The same
 script is run straight at the fake upstream; the difference is stasis's cost.
+It is also run at a bare twisted.web + treq pass-through (``bench.proxyfloor``):
+the least any proxy built on the design card's parts can cost, as the hit
+section's floor is for hits.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from bench.client import get_json, post
 from bench.context import Context
 from bench.payloads import ID_MARK, chat_request
-from bench.procs import BenchError
+from bench.procs import BenchError, start_proxy_floor
 from bench.report import Section, Target, ms, ratio
 from bench.wrk import WrkResult
 
@@ -37,21 +40,28 @@ def run(ctx: Context) -> Section:
     if statuses != ["MISS", "HIT"]:
         raise BenchError(f"a new request then its repeat gave {statuses}, not MISS then HIT")
 
+    floor = start_proxy_floor(ctx.stack, ctx.scratch, ctx.upstream.url)
+    through_floor = floor.url + PATH
+    if post(through_floor, probe).status != 200:
+        raise BenchError("the proxy floor does not answer 200")
+
     run_id = str(time.time_ns())
-    ctx.load(url, body_file, 16, unique=True, nonce=f"{run_id}-warm", seconds=ctx.warmup)
-    ctx.load(direct, body_file, 16, unique=True, nonce=f"{run_id}-warm", seconds=ctx.warmup)
-    results: dict[int, tuple[WrkResult, WrkResult]] = {}
+    for target in (url, through_floor, direct):
+        ctx.load(target, body_file, 16, unique=True, nonce=f"{run_id}-warm", seconds=ctx.warmup)
+    results: dict[int, tuple[WrkResult, WrkResult, WrkResult]] = {}
     counted = 0
     for c in CONCURRENCY:
         before = get_json(stasis.url + "/stats")["misses"]
         s = ctx.load(url, body_file, c, unique=True, nonce=f"{run_id}-{c}")
         counted += get_json(stasis.url + "/stats")["misses"] - before
+        f = ctx.load(through_floor, body_file, c, unique=True, nonce=f"{run_id}-{c}")
         d = ctx.load(direct, body_file, c, unique=True, nonce=f"{run_id}-{c}")
-        results[c] = (s, d)
+        results[c] = (s, f, d)
     stasis.stop()
+    floor.stop()
 
-    measured = sum(s.requests for s, _ in results.values())
-    errors = sum(s.error_count + d.error_count for s, d in results.values())
+    measured = sum(s.requests for s, _, _ in results.values())
+    errors = sum(s.error_count + f.error_count + d.error_count for s, f, d in results.values())
     section = Section(
         KEY,
         TITLE,
@@ -66,6 +76,9 @@ def run(ctx: Context) -> Section:
             "+p50 ms",
             "+p99 ms",
             "thr ratio",
+            "floor/s",
+            "+p50 ms",
+            "thr ratio",
         ],
         rows=[
             [
@@ -79,23 +92,28 @@ def run(ctx: Context) -> Section:
                 ms(s.p50_us - d.p50_us),
                 ms(s.p99_us - d.p99_us),
                 f"{ratio(s.rps, d.rps):.2f}",
+                f"{f.rps:,.0f}",
+                ms(f.p50_us - d.p50_us),
+                f"{ratio(f.rps, d.rps):.2f}",
             ]
-            for c, (s, d) in results.items()
+            for c, (s, f, d) in results.items()
         ],
         notes=[
             f"stasis counted {counted:,} misses for {measured:,} completed wrk requests; "
             f"{errors} wrk errors; the fake upstream answers in-process, with no think time",
+            "floor: a bare twisted.web + treq pass-through (no key, lookup, record or commit); "
+            "its +p50 and thr ratio are against direct too",
         ],
         data={
             "misses_counted": counted,
             "runs": {
-                str(c): {"stasis": s.as_json(), "direct": d.as_json()}
-                for c, (s, d) in results.items()
+                str(c): {"stasis": s.as_json(), "proxy_floor": f.as_json(), "direct": d.as_json()}
+                for c, (s, f, d) in results.items()
             },
         },
     )
-    s1, d1 = results[1]
-    s16, d16 = results[16]
+    s1, _, d1 = results[1]
+    s16, _, d16 = results[16]
     section.targets = [
         Target("miss p50 overhead c=1", (s1.p50_us - d1.p50_us) / 1000, 1.0, "ms"),
         Target("miss throughput c=16 / direct", ratio(s16.rps, d16.rps), 0.3, "x", at_most=False),

@@ -91,6 +91,9 @@ class HotCache:
             self._entries.move_to_end(key)
         return entry
 
+    def known_absent(self, key: str) -> bool:
+        return self.store.known_absent(key)
+
     def get(self, key: str) -> Deferred[Entry | None]:
         entry = self.peek(key)
         if entry is not None:

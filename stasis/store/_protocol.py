@@ -35,6 +35,9 @@ class Store(Protocol):
     def peek(self, key: str) -> Entry | None:
         """The entry if it is at hand without I/O (in memory), else None."""
 
+    def known_absent(self, key: str) -> bool:
+        """True only if the database certainly lacks ``key``, known without I/O."""
+
     def put(self, entry: Entry) -> Deferred[None]: ...
 
     def delete(self, key: str) -> Deferred[bool]: ...

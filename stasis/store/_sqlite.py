@@ -10,6 +10,11 @@ readers and the writer, and management commands, work side by side).
 Writes are batched: entries stored while a commit is under way go into the
 next transaction together (group commit), and a hit is counted in memory and
 written at most a second later, so a hit costs no write transaction at all.
+
+A Bloom filter of the keys in the database (:mod:`stasis.store._known`), read
+once at start on a reader thread and kept up to date with this daemon's puts
+and, within a second, other processes' inserts, lets a first-time request
+skip its lookup.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from twisted.python.failure import Failure
 from stasis.log import logger
 from stasis.store._codec import decode, encode
 from stasis.store._entry import Entry, StoreStats, TokenUsage
+from stasis.store._known import KnownKeys
 from stasis.store._schema import SchemaError, check_version, migrate, read_secret
 
 __all__ = ["SQLiteStore", "StoreError"]
@@ -175,6 +181,12 @@ class SQLiteStore:
     _watchers: list[Callable[[], object]] = field(factory=list, init=False)
     _watch: LoopingCall | None = field(default=None, init=False)
     _data_version: int | None = field(default=None, init=False)
+    #: None until the keys in the database have been read.
+    _known: KnownKeys | None = field(default=None, init=False)
+    #: Keys put while they were being read; the largest rowid read so far.
+    _known_pending: list[str] = field(factory=list, init=False)
+    _known_rowid: int = field(default=0, init=False)
+    _known_scanning: bool = field(default=False, init=False)
 
     @property
     def secret(self) -> bytes:
@@ -229,6 +241,8 @@ class SQLiteStore:
             )
             for size in (1, self.readers)
         )
+        self._scan_keys()
+        self.on_external_change(self._scan_keys)
 
     async def close(self) -> None:
         if self._pool is None:
@@ -295,6 +309,77 @@ class SQLiteStore:
         if changed:
             for callback in list(self._watchers):
                 callback()
+
+    # Keys known to be absent
+
+    def known_absent(self, key: str) -> bool:
+        """
+        True only if the database certainly does not hold ``key``: known
+        without I/O, for a lookup that may be skipped.
+
+        Another process's insert is known within :data:`WATCH_SECONDS` (and
+        may be missed if it reused the rowid of a row deleted just before),
+        so a caller that must never miss an entry (replay mode) looks it up.
+        """
+        return self._known is not None and not self._known.might_hold(key)
+
+    def _scan_keys(self) -> None:
+        """Read the keys inserted since the last scan (all of them, the first time)."""
+        if self._known_scanning or self._read_pool is None:
+            return
+        self._known_scanning = True
+        after = self._known_rowid
+        building = self._known is None
+
+        def scan(cursor: Any) -> tuple[KnownKeys | None, list[bytes], int]:
+            last = after
+            if building:
+                (count,) = cursor.execute("SELECT COUNT(*) FROM entries").fetchone()
+                known = KnownKeys(expected=2 * count)
+                for rowid, digest in cursor.execute(
+                    "SELECT rowid, key FROM entries WHERE rowid > ?", (after,)
+                ):
+                    known.add_digest(digest)
+                    last = max(last, rowid)
+                return known, [], last
+            digests = []
+            for rowid, digest in cursor.execute(
+                "SELECT rowid, key FROM entries WHERE rowid > ?", (after,)
+            ):
+                digests.append(digest)
+                last = max(last, rowid)
+            return None, digests, last
+
+        def scanned(result: tuple[KnownKeys | None, list[bytes], int]) -> None:
+            built, digests, last = result
+            if built is not None:
+                self._known = built
+            assert self._known is not None
+            for digest in digests:
+                self._known.add_digest(digest)
+            for key in self._known_pending:
+                self._known.add(key)
+            self._known_pending = []
+            self._known_rowid = last
+
+        def failed(failure: Failure) -> None:
+            # Until the keys are read, every request is looked up, as without the
+            # filter; the next change another process makes tries again.
+            if self._known is None:
+                self._known_pending = []
+            log.debug("cannot read the cache's keys: {error}", error=failure.value)
+
+        def done(result: object) -> None:
+            self._known_scanning = False
+
+        self._read(scan).addCallbacks(scanned, failed).addBoth(done)
+
+    def _remember_key(self, key: str) -> None:
+        if self._known is not None:
+            self._known.add(key)
+        else:
+            # The first scan may have read the database before this commits.
+            self._known_pending.append(key)
 
     # Reads
 
@@ -377,6 +462,7 @@ class SQLiteStore:
         """
         # Hits counted for the entry being replaced are not the new entry's.
         self._pending_hits.pop(entry.key, None)
+        self._remember_key(entry.key)
         stored: Deferred[None] = Deferred()
         self._queued.append((entry, stored))
         if not self._committing:

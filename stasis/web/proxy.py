@@ -259,7 +259,13 @@ class ProxyResource(Resource):
             await self._fetch(exchange, call)
             return
 
-        entry = await self._lookup(call.key)
+        # A first-time request in cache mode skips its lookup when the store
+        # knows without I/O that it holds no such key; replay mode, where a
+        # miss is an error, always looks.
+        if mode is Mode.CACHE and self.store.known_absent(call.key):
+            entry = None
+        else:
+            entry = await self._lookup(call.key)
         if entry is None and mode is Mode.CACHE and call.key in self._inflight:
             waiter: Deferred[None] = Deferred()
             log.debug("{key} waits for the identical request in flight", key=call.key)
