@@ -1,0 +1,94 @@
+"""
+The upstream client: one endpoint per origin, one pool of kept-alive connections.
+
+Run against a real twisted.web server on a loopback port, so the connection
+reuse the pool promises is counted where connections are accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS
+from twisted.web.error import SchemeNotSupported
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from stasis.upstream import UpstreamClient, make_client
+from stasis.upstream.client import _Endpoints
+
+
+class RecordingPolicy:
+    """An IPolicyForHTTPS that records which netlocs it made TLS options for."""
+
+    def __init__(self) -> None:
+        self.netlocs: list[tuple[bytes, int]] = []
+        self._real = BrowserLikePolicyForHTTPS()
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        self.netlocs.append((hostname, port))
+        return self._real.creatorForNetloc(hostname, port)
+
+
+def test_one_endpoint_per_origin_tls_for_https() -> None:
+    policy = RecordingPolicy()
+    endpoints = _Endpoints(reactor, policy)  # type: ignore[arg-type]
+    chat = URI.fromBytes(b"https://api.openai.com/v1/chat/completions")
+    models = URI.fromBytes(b"https://api.openai.com/v1/models")
+    first = endpoints.endpointForURI(chat)
+    assert endpoints.endpointForURI(models) is first
+    assert policy.netlocs == [(b"api.openai.com", 443)]
+    assert not isinstance(first, HostnameEndpoint)  # wrapped in TLS
+    plain = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:8080/v1/models"))
+    assert isinstance(plain, HostnameEndpoint)
+    other_port = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:8081/v1/models"))
+    assert other_port is not plain
+    with pytest.raises(SchemeNotSupported):
+        endpoints.endpointForURI(URI.fromBytes(b"ftp://127.0.0.1/x"))
+
+
+def test_the_endpoint_map_is_bounded() -> None:
+    endpoints = _Endpoints(reactor)
+    for port in range(_Endpoints.LIMIT * 2):
+        endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:%d/" % (1000 + port)))
+    assert len(endpoints._made) <= _Endpoints.LIMIT
+
+
+class Echo(Resource):
+    isLeaf = True
+
+    def render_POST(self, request: Request) -> bytes:
+        assert request.content is not None
+        return b"echo:" + request.content.read()
+
+
+class CountingSite(Site):
+    connections = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        self.connections += 1
+        return super().buildProtocol(addr)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sequential_requests_share_one_kept_alive_connection() -> None:
+    site = CountingSite(Echo())
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    http, pool = make_client(reactor)
+    client = UpstreamClient(http, reactor, 10.0)
+    url = f"http://127.0.0.1:{port.getHost().port}/v1/echo"
+    try:
+        for n in range(5):
+            response = await client.request("POST", url, Headers(), b"%d" % n)
+            assert response.code == 200
+            assert await treq.content(response) == b"echo:%d" % n
+        assert site.connections == 1
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
