@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
+from json.encoder import encode_basestring_ascii
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -110,6 +111,10 @@ def _canonical_number(value: Decimal) -> str:
     return f"{'-' if sign else ''}{''.join(map(str, trimmed))}e{exponent}"
 
 
+#: ``json.dumps`` of a string, without the encoder set up around it per call.
+_quoted: Callable[[str], str] = encode_basestring_ascii
+
+
 def _canonical(value: Any, out: list[str], room: int | None = None) -> None:
     # room: how many more arrays/objects may open (None: no limit).
     if room is not None and isinstance(value, (dict, list)):
@@ -121,7 +126,7 @@ def _canonical(value: Any, out: list[str], room: int | None = None) -> None:
         for i, name in enumerate(sorted(value)):
             if i:
                 out.append(",")
-            out.append(json.dumps(name))
+            out.append(_quoted(name))
             out.append(":")
             _canonical(value[name], out, room)
         out.append("}")
@@ -135,7 +140,7 @@ def _canonical(value: Any, out: list[str], room: int | None = None) -> None:
     elif isinstance(value, _Constant):
         out.append(str.__str__(value))
     elif isinstance(value, str):
-        out.append(json.dumps(value))
+        out.append(_quoted(value))
     elif value is True:
         out.append("true")
     elif value is False:

@@ -862,3 +862,18 @@ def test_query_credential_spelling() -> None:
     assert key(gemini("key=%41"), policy=GEMINI) == key(gemini("key=A"), policy=GEMINI)
     assert key(gemini("%6Bey=A"), policy=GEMINI) == key(gemini("key=A"), policy=GEMINI)
     assert key(gemini("key=%FF"), policy=GEMINI) != key(gemini("key=%FE"), policy=GEMINI)
+
+
+@given(st.text() | st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)))
+def test_strings_are_quoted_exactly_as_json_dumps_quotes_them(text: str) -> None:
+    # Keys already in databases were made with json.dumps: the spelling must not move.
+    from stasis.keys import _quoted
+
+    assert _quoted(text) == json.dumps(text)
+
+
+def test_a_pinned_body_keeps_its_canonical_spelling() -> None:
+    body = '{"b": "\u00e9\\n\\"q\\"", "a": [1.50, "x", true, null], "c": {"z": 0, "y": -0.0}}'
+    assert normalized_body(body.encode()) == (
+        b'json:{"a":[15e-1,"x",true,null],"b":"\\u00e9\\n\\"q\\"","c":{"y":0,"z":0}}'
+    )
