@@ -106,9 +106,11 @@ def _row_to_entry(row: Any) -> Entry:
 
 
 def _configure(connection: sqlite3.Connection) -> None:
-    # Rows are ~1 KB: on 16 KiB pages far less of each page is left unused than
-    # on the default 4 KiB. Only takes effect on a new, empty database.
-    connection.execute("PRAGMA page_size=16384")
+    # Rows are ~1 KB: 8 KiB pages leave far less of each page unused than the
+    # default 4 KiB (~810 bytes an entry against ~890), and a commit writes half
+    # the WAL bytes 16 KiB pages would (the same size on disk). Only takes effect
+    # on a new, empty database.
+    connection.execute("PRAGMA page_size=8192")
     connection.execute("PRAGMA busy_timeout=5000")
     connection.execute("PRAGMA synchronous=NORMAL")
     try:
