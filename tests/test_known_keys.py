@@ -74,7 +74,7 @@ def _loaded(store: SQLiteStore) -> Callable[[], bool]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_store_reads_its_keys_at_open(tmp_path: Path) -> None:
+async def test_the_store_reads_its_keys_after_its_first_miss(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     first = open_store(path)
     for n in range(50):
@@ -83,15 +83,21 @@ async def test_the_store_reads_its_keys_at_open(tmp_path: Path) -> None:
 
     store = open_store(path)
     try:
-        assert not store.known_absent(key("never stored"))  # not read yet: look everything up
+        # Hits alone never need the filter: until a lookup misses, all are looked up.
+        assert (await store.get(key(0))) == make_entry(0)
+        await deferLater(reactor, 0.1, lambda: None)
+        assert not store.known_absent(key("never stored"))
+        assert (await store.get(key("never stored"))) is None
+        # A put while the keys are read, and one before its commit, are both known.
+        during = store.put(make_entry(50))
         await wait_for(_loaded(store))
-        assert not any(store.known_absent(key(n)) for n in range(50))
-        assert store.known_absent(key(50))
-        # A put is known at once, before its commit.
-        stored = store.put(make_entry(50))
-        assert not store.known_absent(key(50))
+        assert not any(store.known_absent(key(n)) for n in range(51))
+        stored = store.put(make_entry(51))
+        assert not store.known_absent(key(51))
+        await during
         await stored
-        assert (await store.get(key(50))) == make_entry(50)
+        assert (await store.get(key(51))) == make_entry(51)
+        assert store.known_absent(key(52))
     finally:
         await store.close()
 
@@ -102,6 +108,7 @@ async def test_another_process_inserting_is_known_within_a_second(tmp_path: Path
     store = open_store(path)
     other = open_store(path)
     try:
+        assert (await store.get(key("first miss"))) is None
         await wait_for(_loaded(store))
         assert store.known_absent(key("theirs"))
         await other.put(make_entry("theirs"))

@@ -11,10 +11,11 @@ Writes are batched: entries stored while a commit is under way go into the
 next transaction together (group commit), and a hit is counted in memory and
 written at most a second later, so a hit costs no write transaction at all.
 
-A Bloom filter of the keys in the database (:mod:`stasis.store._known`), read
-once at start on a reader thread and kept up to date with this daemon's puts
-and, within a second, other processes' inserts, lets a first-time request
-skip its lookup.
+A Bloom filter of the keys in the database (:mod:`stasis.store._known`) lets
+a first-time request skip its lookup. It is read on a reader thread after the
+first lookup that finds nothing (a daemon that only replays never needs it),
+then kept up to date with this daemon's puts and, within a second, other
+processes' inserts.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 import zlib
 from array import array
 from collections.abc import Callable
@@ -185,8 +187,10 @@ class SQLiteStore:
     _data_version: int | None = field(default=None, init=False)
     #: None until the keys in the database have been read.
     _known: KnownKeys | None = field(default=None, init=False)
-    #: Keys put while they were being read; the largest rowid read so far.
+    #: Keys put while the keys were being read; the largest rowid read so far.
     _known_pending: list[str] = field(factory=list, init=False)
+    #: The entries in the commit under way (for the key filter's first read).
+    _batch: list[tuple[Entry, Deferred[None]]] = field(factory=list, init=False)
     _known_rowid: int = field(default=0, init=False)
     _known_scanning: bool = field(default=False, init=False)
 
@@ -243,8 +247,7 @@ class SQLiteStore:
             )
             for size in (1, self.readers)
         )
-        self._scan_keys()
-        self.on_external_change(self._scan_keys)
+        self.on_external_change(self._scan_new_keys)
 
     async def close(self) -> None:
         if self._pool is None:
@@ -325,6 +328,11 @@ class SQLiteStore:
         """
         return self._known is not None and not self._known.might_hold(key)
 
+    def _scan_new_keys(self) -> None:
+        """Another process committed: read the keys it may have added."""
+        if self._known is not None:
+            self._scan_keys()
+
     def _scan_keys(self) -> None:
         """Read the keys inserted since the last scan (all of them, the first time)."""
         if self._known_scanning or self._read_pool is None:
@@ -332,25 +340,29 @@ class SQLiteStore:
         self._known_scanning = True
         after = self._known_rowid
         building = self._known is None
+        if building:
+            # Puts not yet committed may be missing from what the scan reads.
+            self._known_pending = [entry.key for entry, _ in (*self._batch, *self._queued)]
 
         def scan(cursor: Any) -> tuple[KnownKeys | None, list[bytes], int]:
-            last = after
+            known = None
             if building:
                 (count,) = cursor.execute("SELECT COUNT(*) FROM entries").fetchone()
                 known = KnownKeys(expected=2 * count)
-                for rowid, digest in cursor.execute(
-                    "SELECT rowid, key FROM entries WHERE rowid > ?", (after,)
-                ):
-                    known.add_digest(digest)
-                    last = max(last, rowid)
-                return known, [], last
             digests = []
-            for rowid, digest in cursor.execute(
-                "SELECT rowid, key FROM entries WHERE rowid > ?", (after,)
-            ):
-                digests.append(digest)
+            last = after
+            rows = cursor.execute("SELECT rowid, key FROM entries WHERE rowid > ?", (after,))
+            for n, (rowid, digest) in enumerate(rows):
+                if known is not None:
+                    known.add_digest(digest)
+                else:
+                    digests.append(digest)
                 last = max(last, rowid)
-            return None, digests, last
+                if n % 256 == 255:
+                    # Let the reactor thread have the GIL: a million keys take
+                    # seconds, and requests must not wait behind them.
+                    time.sleep(0)
+            return known, digests, last
 
         def scanned(result: tuple[KnownKeys | None, list[bytes], int]) -> None:
             built, digests, last = result
@@ -365,10 +377,9 @@ class SQLiteStore:
             self._known_rowid = last
 
         def failed(failure: Failure) -> None:
-            # Until the keys are read, every request is looked up, as without the
-            # filter; the next change another process makes tries again.
-            if self._known is None:
-                self._known_pending = []
+            # Until the keys are read every request is looked up, as without the
+            # filter; the next lookup that finds nothing tries again.
+            self._known_pending = []
             log.debug("cannot read the cache's keys: {error}", error=failure.value)
 
         def done(result: object) -> None:
@@ -379,8 +390,7 @@ class SQLiteStore:
     def _remember_key(self, key: str) -> None:
         if self._known is not None:
             self._known.add(key)
-        else:
-            # The first scan may have read the database before this commits.
+        elif self._known_scanning:
             self._known_pending.append(key)
 
     # Reads
@@ -393,7 +403,16 @@ class SQLiteStore:
             row = cursor.fetchone()
             return None if row is None else _row_to_entry(row)
 
-        return self._read(select)
+        d = self._read(select)
+        if self._known is None and not self._known_scanning:
+            d.addCallback(self._first_miss)
+        return d
+
+    def _first_miss(self, entry: Entry | None) -> Entry | None:
+        """Misses are happening: read the keys, so the next ones need no lookup."""
+        if entry is None and self._known is None:
+            self._scan_keys()
+        return entry
 
     def peek(self, key: str) -> Entry | None:
         return None  # every read is I/O
@@ -473,6 +492,7 @@ class SQLiteStore:
 
     def _commit_queued(self) -> None:
         batch, self._queued = self._queued, []
+        self._batch = batch
         self._committing = True
 
         def insert(cursor: Any) -> None:
@@ -483,6 +503,7 @@ class SQLiteStore:
 
         def settled(result: Any) -> None:
             self._committing = False
+            self._batch = []
             if isinstance(result, Failure):
                 self._note_write_failure(result.value)
                 for _, stored in batch:
