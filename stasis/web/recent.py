@@ -24,7 +24,9 @@ class RecentRequests:
     """A bounded map from request fingerprints to cache keys (oldest forgotten first)."""
 
     def __init__(self, secret: bytes, size: int = 8192) -> None:
-        self._hash_key = hashlib.sha256(b"stasis recent requests" + secret).digest()
+        key = hashlib.sha256(b"stasis recent requests" + secret).digest()
+        #: The keyed hash's state after its key block, copied for each request.
+        self._keyed = hashlib.blake2b(key=key, digest_size=32)
         self._size = size
         self._keys: dict[bytes, str] = {}
 
@@ -36,7 +38,8 @@ class RecentRequests:
             if name != b"Content-Length":
                 parts += (name, b":", b"\x00".join(values), b"\n")
         parts.append(b"\n")
-        digest = hashlib.blake2b(b"".join(parts), key=self._hash_key, digest_size=32)
+        digest = self._keyed.copy()
+        digest.update(b"".join(parts))
         digest.update(body)
         return digest.digest()
 
