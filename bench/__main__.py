@@ -40,7 +40,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Benchmark stasis on loopback with wrk."
     )
-    parser.add_argument("--quick", action="store_true", help="short runs: a smoke test, < 1 min")
+    parser.add_argument("--quick", action="store_true", help="short runs: a smoke test, ~1 min")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10, quick 1)")
     parser.add_argument(
         "--only", help="comma-separated sections to run: " + ",".join(s.KEY for s in ALL)

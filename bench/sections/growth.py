@@ -13,17 +13,18 @@ never reaches SQLite; the hits are then measured a second time with
 
 A hit takes a fifth of a millisecond, so drift in the machine between two
 runs is as large as what is measured: both databases are served at once, by
-two daemons, and measured in alternating rounds (first one, then the other
-first), and each is reported by the median of its rounds' p50s.
+two daemons, and measured in alternating rounds (``bench/rounds.py``), and
+each is reported by the median of its rounds.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
-import statistics
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from bench.payloads import chat_request
 from bench.populate import column_sizes, populate, template_row
 from bench.procs import BenchError, stasis_supports
 from bench.report import Section, Target, ms, ratio
-from bench.wrk import WrkResult
+from bench.rounds import ROUNDS, Rounds, alternate
 
 __all__ = ["KEY", "TITLE", "run"]
 
@@ -44,8 +45,6 @@ TITLE = "cost growth: hit latency against database size, bytes per entry"
 PATH = "/v1/chat/completions"
 SIZES = (10_000, 1_000_000)
 QUICK_SIZES = (2_000, 50_000)
-#: Alternating rounds per database, each of half the run's wrk duration.
-ROUNDS = 3
 
 
 def _db_bytes(db: Path) -> int:
@@ -58,7 +57,7 @@ def _db_bytes(db: Path) -> int:
 
 def _measure_both(
     ctx: Context, runs: list[_Run], body: bytes, body_file: Path, *extra: str
-) -> list[list[WrkResult]]:
+) -> list[Rounds]:
     """Serve every database at once and measure them in alternating rounds."""
     with ExitStack() as stack:
         urls = []
@@ -71,13 +70,8 @@ def _measure_both(
                 raise BenchError(f"the recorded request is {status} after populating, not HIT")
             ctx.load(url, body_file, 1, seconds=ctx.warmup)
             urls.append(url)
-        results: list[list[WrkResult]] = [[] for _ in runs]
-        order = list(range(len(runs)))
-        for _ in range(ROUNDS):
-            for i in order:
-                results[i].append(ctx.load(urls[i], body_file, 1, seconds=ctx.duration / 2))
-            order.reverse()  # neither database is always the one measured first
-        return results
+        seconds = ctx.duration / 2
+        return alternate([partial(ctx.load, url, body_file, 1, seconds=seconds) for url in urls])
 
 
 def _fill(db: Path, template: dict[str, Any], count: int, seed: int) -> float:
@@ -164,14 +158,6 @@ def run(ctx: Context) -> Section:
     return section
 
 
-def _median_p50(results: list[WrkResult]) -> float:
-    return statistics.median(result.p50_us for result in results)
-
-
-def _rps(results: list[WrkResult]) -> float:
-    return sum(result.requests for result in results) / sum(result.seconds for result in results)
-
-
 @define
 class _Run:
     """One database measured: its hits (default and store-only) and its size on disk."""
@@ -180,8 +166,8 @@ class _Run:
     db: Path
     entries: int
     fill_seconds: float | None = None
-    hits: list[WrkResult] = Factory(list)
-    store: list[WrkResult] = Factory(list)
+    hits: Rounds | None = None
+    store: Rounds | None = None
     total_bytes: int = 0
     columns: dict[str, float] = Factory(dict)
 
@@ -191,11 +177,11 @@ class _Run:
 
     @property
     def hits_p50(self) -> float:
-        return _median_p50(self.hits)
+        return math.inf if self.hits is None else self.hits.p50_us
 
     @property
     def store_p50(self) -> float:
-        return _median_p50(self.store)
+        return math.inf if self.store is None else self.store.p50_us
 
     @property
     def per_entry(self) -> float:
@@ -209,24 +195,23 @@ class _Run:
         return {
             "entries": self.entries,
             "fill_seconds": self.fill_seconds,
-            "hits": [result.as_json() for result in self.hits],
-            "store_only": [result.as_json() for result in self.store],
-            "hits_p50_ms": self.hits_p50 / 1000,
-            "store_only_p50_ms": self.store_p50 / 1000 if self.store else None,
+            "hits": None if self.hits is None else self.hits.as_json(),
+            "store_only": None if self.store is None else self.store.as_json(),
             "db_bytes": self.total_bytes,
             "bytes_per_entry": self.per_entry,
             "columns": self.columns,
         }
 
     def row(self) -> list[str]:
+        assert self.hits is not None
         return [
             self.label,
             "-" if self.fill_seconds is None else f"{self.fill_seconds:.1f}",
-            f"{_rps(self.hits):,.0f}",
-            ms(self.hits_p50),
-            ms(max(result.p99_us for result in self.hits)),
-            f"{_rps(self.store):,.0f}" if self.store else "-",
-            ms(self.store_p50) if self.store else "-",
+            f"{self.hits.rps:,.0f}",
+            ms(self.hits.p50_us),
+            ms(self.hits.p99_us),
+            "-" if self.store is None else f"{self.store.rps:,.0f}",
+            "-" if self.store is None else ms(self.store.p50_us),
             f"{self.total_bytes:,}",
             f"{self.per_entry:,.0f}",
             f"{self.per_entry_ratio:.2f}",

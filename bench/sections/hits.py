@@ -3,18 +3,21 @@
 
 A hit is the path stasis exists for, and its cost beyond a bare twisted.web
 resource is stasis's own work. Runs alternate between stasis and the floor
-at each concurrency, so that drift in the machine (thermal, noisy
+at each concurrency, in rounds whose order flips, and medians are compared
+(``bench/rounds.py``), so that drift in the machine (thermal, noisy
 neighbours) affects both sides alike.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from bench.client import get_json, post
 from bench.context import Context
 from bench.payloads import chat_request
 from bench.procs import BenchError, start_floor
 from bench.report import Section, Target, ms, ratio
-from bench.wrk import WrkResult
+from bench.rounds import ROUNDS, Rounds, alternate
 
 __all__ = ["KEY", "TITLE", "run"]
 
@@ -24,7 +27,7 @@ CONCURRENCY = (1, 16, 64)
 PATH = "/v1/chat/completions"
 
 
-def _row(c: int, s: WrkResult, f: WrkResult) -> list[str]:
+def _row(c: int, s: Rounds, f: Rounds) -> list[str]:
     return [
         str(c),
         f"{s.rps:,.0f}",
@@ -54,13 +57,18 @@ def run(ctx: Context) -> Section:
 
     for target in (url, floor.url + PATH):
         ctx.load(target, body_file, 16, seconds=ctx.warmup)
-    results: dict[int, tuple[WrkResult, WrkResult]] = {}
+    results: dict[int, tuple[Rounds, Rounds]] = {}
     counted = 0
+    seconds = ctx.duration / 2
     for c in CONCURRENCY:
         before = get_json(stasis.url + "/stats")["hits"]
-        s = ctx.load(url, body_file, c)
+        s, f = alternate(
+            [
+                partial(ctx.load, url, body_file, c, seconds=seconds),
+                partial(ctx.load, floor.url + PATH, body_file, c, seconds=seconds),
+            ]
+        )
         counted += get_json(stasis.url + "/stats")["hits"] - before
-        f = ctx.load(floor.url + PATH, body_file, c)
         results[c] = (s, f)
     stasis.stop()
     floor.stop()
@@ -85,6 +93,8 @@ def run(ctx: Context) -> Section:
         notes=[
             f"request {len(body)} B, answer {len(answer.body)} B; stasis counted {counted:,} "
             f"hits for {measured:,} completed wrk requests; {errors} wrk errors",
+            f"{ROUNDS} alternating rounds per side and concurrency; each figure is the median "
+            "of the rounds, p99 the worst round's",
         ],
         data={
             "request_bytes": len(body),

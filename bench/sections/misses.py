@@ -12,13 +12,16 @@ section's floor is for hits.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 
 from bench.client import get_json, post
 from bench.context import Context
 from bench.payloads import ID_MARK, chat_request
 from bench.procs import BenchError, start_proxy_floor
 from bench.report import Section, Target, ms, ratio
+from bench.rounds import ROUNDS, Rounds, alternate
 from bench.wrk import WrkResult
 
 __all__ = ["KEY", "TITLE", "run"]
@@ -48,14 +51,23 @@ def run(ctx: Context) -> Section:
     run_id = str(time.time_ns())
     for target in (url, through_floor, direct):
         ctx.load(target, body_file, 16, unique=True, nonce=f"{run_id}-warm", seconds=ctx.warmup)
-    results: dict[int, tuple[WrkResult, WrkResult, WrkResult]] = {}
+    results: dict[int, tuple[Rounds, Rounds, Rounds]] = {}
     counted = 0
+    seconds = ctx.duration / 2
+    runs = itertools.count()
+
+    def misses(target: str, c: int) -> Callable[[], WrkResult]:
+        def load() -> WrkResult:
+            # A nonce per run: no round may repeat the bodies of an earlier one.
+            nonce = f"{run_id}-{next(runs)}"
+            return ctx.load(target, body_file, c, unique=True, nonce=nonce, seconds=seconds)
+
+        return load
+
     for c in CONCURRENCY:
         before = get_json(stasis.url + "/stats")["misses"]
-        s = ctx.load(url, body_file, c, unique=True, nonce=f"{run_id}-{c}")
+        s, f, d = alternate([misses(url, c), misses(through_floor, c), misses(direct, c)])
         counted += get_json(stasis.url + "/stats")["misses"] - before
-        f = ctx.load(through_floor, body_file, c, unique=True, nonce=f"{run_id}-{c}")
-        d = ctx.load(direct, body_file, c, unique=True, nonce=f"{run_id}-{c}")
         results[c] = (s, f, d)
     stasis.stop()
     floor.stop()
@@ -103,6 +115,8 @@ def run(ctx: Context) -> Section:
             f"{errors} wrk errors; the fake upstream answers in-process, with no think time",
             "floor: a bare twisted.web + treq pass-through (no key, lookup, record or commit); "
             "its +p50 and thr ratio are against direct too",
+            f"{ROUNDS} alternating rounds per side and concurrency; each figure is the median "
+            "of the rounds, p99 the worst round's",
         ],
         data={
             "misses_counted": counted,
