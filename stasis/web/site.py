@@ -109,13 +109,11 @@ class StasisRequest(server.Request):
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+    def process(self) -> None:
         if self._refused:
+            # Answered 413 as its body arrived; the connection ends here.
             self.channel.loseConnection()
             return
-        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
-
-    def process(self) -> None:
         hosts = self.requestHeaders.getRawHeaders(b"host", [])
         if len(hosts) > 1 or (not hosts and self.clientproto == b"HTTP/1.1"):
             self.site = self.channel.site  # type: ignore[attr-defined]
