@@ -176,7 +176,6 @@ class SQLiteStore:
     _pool: adbapi.ConnectionPool | None = field(default=None, init=False)
     _read_pool: adbapi.ConnectionPool | None = field(default=None, init=False)
     _queued: list[tuple[Entry, Deferred[None]]] = field(factory=list, init=False)
-    _committing: bool = field(default=False, init=False)
     _secret: bytes = field(default=b"", init=False)
     _pending_hits: dict[str, tuple[int, float]] = field(factory=dict, init=False)
     _flush_call: IDelayedCall | None = field(default=None, init=False)
@@ -189,7 +188,7 @@ class SQLiteStore:
     _known: KnownKeys | None = field(default=None, init=False)
     #: Keys put while the keys were being read; the largest rowid read so far.
     _known_pending: list[str] = field(factory=list, init=False)
-    #: The entries in the commit under way (for the key filter's first read).
+    #: The entries in the commit under way; empty when none is.
     _batch: list[tuple[Entry, Deferred[None]]] = field(factory=list, init=False)
     _known_rowid: int = field(default=0, init=False)
     _known_scanning: bool = field(default=False, init=False)
@@ -486,14 +485,13 @@ class SQLiteStore:
         self._remember_key(entry.key)
         stored: Deferred[None] = Deferred()
         self._queued.append((entry, stored))
-        if not self._committing:
+        if not self._batch:
             self._commit_queued()
         return stored
 
     def _commit_queued(self) -> None:
         batch, self._queued = self._queued, []
         self._batch = batch
-        self._committing = True
 
         def insert(cursor: Any) -> None:
             # Compressing here keeps it off the reactor thread.
@@ -502,7 +500,6 @@ class SQLiteStore:
             cursor.executemany(_INSERT, rows)
 
         def settled(result: Any) -> None:
-            self._committing = False
             self._batch = []
             if isinstance(result, Failure):
                 self._note_write_failure(result.value)
