@@ -35,8 +35,6 @@ class KnownKeys:
         bits = min(MAX_BITS, 1 << (wanted - 1).bit_length())
         self._mask = bits - 1
         self._bits = bytearray(bits // 8)
-        #: Keys added (with repeats): how full the filter is.
-        self.added = 0
 
     @property
     def size_bytes(self) -> int:
@@ -48,7 +46,6 @@ class KnownKeys:
             position = number & mask
             bits[position >> 3] |= 1 << (position & 7)
             number >>= 32
-        self.added += 1
 
     def add(self, key: str) -> None:
         """Remember ``key`` (a cache key: 64 hex digits)."""

@@ -21,7 +21,7 @@ from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from stasis.cache_status import HIT, CacheOutcome, note_status
+from stasis.cache_status import HIT, note_status
 from stasis.store import Entry
 
 __all__ = ["PreparedHead", "PreparedHeads", "can_write_prepared", "write_prepared"]
@@ -47,13 +47,13 @@ class PreparedHead:
     names: frozenset[bytes]
 
     @classmethod
-    def of(cls, entry: Entry, outcome: CacheOutcome = HIT) -> PreparedHead:
+    def of(cls, entry: Entry) -> PreparedHead:
         pairs = _canonical(
             (
                 *entry.headers,
                 (b"x-stasis-key", entry.key.encode("ascii")),
-                (b"x-stasis-status", outcome.status.value),
-                (b"cache-status", outcome.cache_status()),
+                (b"x-stasis-status", HIT.status.value),
+                (b"cache-status", HIT.cache_status()),
             )
         )
         lines = b"".join(name + b": " + value + b"\r\n" for name, value in pairs)
