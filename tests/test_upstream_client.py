@@ -68,6 +68,15 @@ class Echo(Resource):
         return b"echo:" + request.content.read()
 
 
+class Target(Resource):
+    """Answers with the request target exactly as it arrived on the wire."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return request.uri
+
+
 class CountingSite(Site):
     connections = 0
 
@@ -89,6 +98,26 @@ async def test_sequential_requests_share_one_kept_alive_connection() -> None:
             assert response.code == 200
             assert await treq.content(response) == b"echo:%d" % n
         assert site.connections == 1
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_request_target_goes_upstream_as_the_client_sent_it() -> None:
+    """
+    Not re-encoded into URI form: ``|``, ``"`` and ``{`` stay, ``%3A`` and
+    ``:`` stay. (hyperlink's parse still escapes square brackets in a path.)
+    """
+    port = reactor.listenTCP(0, Site(Target()), interface="127.0.0.1")  # type: ignore[attr-defined]
+    http, pool = make_client(reactor)
+    client = UpstreamClient(http, reactor, 10.0)
+    target = '/model/a.b-v1%3A0/x|y/gemini:stream?alt=sse&q=a|b&r=%20{x}"'
+    try:
+        response = await client.request(
+            "GET", f"http://127.0.0.1:{port.getHost().port}{target}", Headers(), None
+        )
+        assert await treq.content(response) == target.encode("ascii")
     finally:
         await pool.closeCachedConnections()
         await port.stopListening()
