@@ -28,6 +28,9 @@ class MemoryStore:
     knows_keys: bool = False
     #: Keys known_absent calls absent though present: another process's insert not yet seen.
     unseen: set[str] = field(factory=set)
+    #: While True, puts wait (uncommitted, invisible to get) until release_writes().
+    hold_writes: bool = False
+    _held: list[tuple[Entry, Deferred[None]]] = field(factory=list)
 
     def open(self) -> None:
         pass
@@ -50,8 +53,20 @@ class MemoryStore:
     def put(self, entry: Entry) -> Deferred[None]:
         if self.fail_writes:
             return fail(OSError("database or disk is full"))
+        if self.hold_writes:
+            committed: Deferred[None] = Deferred()
+            self._held.append((entry, committed))
+            return committed
         self.entries[entry.key] = entry
         return succeed(None)
+
+    def release_writes(self) -> None:
+        """Commit the held puts, in order, and stop holding."""
+        self.hold_writes = False
+        held, self._held = self._held, []
+        for entry, committed in held:
+            self.entries[entry.key] = entry
+            committed.callback(None)
 
     def delete(self, key: str) -> Deferred[bool]:
         return succeed(self.entries.pop(key, None) is not None)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 
 import openai
 import pytest
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, poll_until
 from tests.fake_upstream import FakeUpstream, Received, Reply
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
@@ -110,6 +111,27 @@ def test_a_body_cut_by_the_upstream_is_not_stored(daemon: Daemon, upstream: Fake
     status, headers, _ = post_chat(daemon)
     assert (status, headers["x-stasis-status"]) == (200, "MISS")
     assert len(upstream.calls()) == 2
+    still_healthy(daemon)
+
+
+def test_a_locked_database_does_not_hold_back_the_answer(
+    daemon: Daemon, upstream: FakeUpstream
+) -> None:
+    """Another process holds the write lock: the miss is answered, and stored once it lets go."""
+    locker = sqlite3.connect(daemon.db, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        status, headers, body = post_chat(daemon)
+        assert (status, headers["x-stasis-status"]) == (200, "MISS")
+        assert json.loads(body)["object"] == "chat.completion"
+        assert locker.execute("SELECT COUNT(*) FROM entries").fetchone() == (0,)
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+    poll_until(lambda: daemon.get_json("/stats")["totalEntries"] == 1)
+    status, headers, _ = post_chat(daemon)
+    assert (status, headers["x-stasis-status"]) == (200, "HIT")
+    assert len(upstream.calls()) == 1
     still_healthy(daemon)
 
 

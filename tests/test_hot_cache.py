@@ -76,6 +76,41 @@ def test_a_refreshed_entry_replaces_the_old_one_and_a_failed_write_forgets_it() 
     assert hot._entries.get(newer.key) is None
 
 
+def test_a_put_is_served_while_its_commit_is_under_way() -> None:
+    inner = MemoryStore(Clock(), hold_writes=True)
+    hot = HotCache(inner, budget=1 << 20)
+    committed = hot.put(entry(1))
+    assert inner.entries == {}  # not in the database yet
+    assert hot.peek(entry(1).key) == entry(1)
+    assert resolved(hot.get(entry(1).key)) == entry(1)
+    inner.release_writes()
+    assert resolved(committed) is None
+    assert hot.peek(entry(1).key) == entry(1)
+
+
+def test_a_put_whose_commit_fails_is_no_longer_served() -> None:
+    inner = MemoryStore(Clock(), hold_writes=True)
+    hot = HotCache(inner, budget=1 << 20)
+    failures: list[object] = []
+    hot.put(entry(1)).addErrback(failures.append)
+    assert hot.peek(entry(1).key) == entry(1)
+    ((_, committed),) = inner._held
+    committed.errback(OSError("database or disk is full"))
+    assert len(failures) == 1
+    assert hot.peek(entry(1).key) is None
+    assert resolved(hot.get(entry(1).key)) is None
+
+
+def test_a_delete_during_a_commit_stays_deleted_in_memory() -> None:
+    inner = MemoryStore(Clock(), hold_writes=True)
+    hot = HotCache(inner, budget=1 << 20)
+    hot.put(entry(1))
+    hot.delete(entry(1).key)
+    assert hot.peek(entry(1).key) is None
+    inner.release_writes()
+    assert hot.peek(entry(1).key) is None
+
+
 def test_delete_and_prune_drop_entries_from_memory() -> None:
     inner = MemoryStore(Clock())
     hot = HotCache(inner, budget=1 << 20)

@@ -222,6 +222,30 @@ def test_a_failing_read_is_treated_as_a_miss(harness: Harness) -> None:
     assert json.loads(body)["n"] == 2
 
 
+def test_a_miss_is_answered_before_its_commit_and_a_repeat_waits_for_it(
+    harness: Harness,
+) -> None:
+    harness.store.hold_writes = True
+    first, body = harness.call()
+    assert (first.code, header(first, "x-stasis-status")) == (200, "MISS")
+    assert json.loads(body)["n"] == 1
+    assert harness.store.entries == {}  # the commit is still under way
+    # The same request meanwhile is neither a second upstream call nor a miss.
+    repeat = harness.client.request(
+        "POST", "http://stasis.test/v1/chat/completions", data=json.dumps(CHAT), headers=AUTH
+    )
+    answered: list[IResponse] = []
+    repeat.addCallback(answered.append)
+    harness._settle()
+    assert answered == []
+    harness.store.release_writes()
+    harness._settle()
+    (second,) = answered
+    assert header(second, "x-stasis-status") == "HIT"
+    assert json.loads(_result(treq.content(second)))["n"] == 1
+    assert len(harness.api.seen) == 1
+
+
 def test_an_upstream_error_is_relayed_and_not_stored(harness: Harness) -> None:
     harness.api.status = 429
     response, _ = harness.call()

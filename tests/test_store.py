@@ -680,3 +680,48 @@ async def test_a_put_after_close_fails_instead_of_hanging(tmp_path: Path) -> Non
     await store.close()
     with pytest.raises(StoreError):
         await store.put(make_entry(1))
+
+
+# The proxy answers a miss without waiting for its commit; what must see the
+# entries put so far waits for them instead.
+
+
+@pytest_twisted.ensureDeferred
+async def test_stats_and_listings_see_puts_not_yet_committed(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    try:
+        for n in range(5):
+            store.put(make_entry(n, created_at=1_700_000_000.0 + n))  # not awaited
+        assert (await store.stats()).entries == 5
+        store.put(make_entry(5, created_at=1_700_000_005.0))
+        listed = await store.list_entries(limit=10)
+        assert [entry.key for entry in listed] == [key(n) for n in range(5, -1, -1)]
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_after_an_uncommitted_put_is_not_undone_by_it(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    store = open_store(path)
+    try:
+        store.put(make_entry(0))
+        store.put(make_entry(1))  # queued behind the first put's commit
+        assert await store.delete(key(1)) is True
+        assert await store.get(key(1)) is None
+        assert await store.prune(created_before=2e9) == 1
+    finally:
+        await store.close()
+    with raw(path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM entries").fetchone() == (0,)
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_commits_the_puts_still_under_way(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    store = open_store(path)
+    for n in range(10):
+        store.put(make_entry(n))  # the first commits, the rest are queued behind it
+    await store.close()
+    with raw(path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM entries").fetchone() == (10,)

@@ -3,11 +3,14 @@ A bounded in-memory map of hot entries in front of the database.
 
 A hit served from memory skips adbapi's thread hop, which costs more reactor
 time than the SQLite lookup itself. The map is bounded by bytes (bodies and
-headers), evicts the least recently used entry first, and never serves what
-the database no longer holds: entries are replaced on ``put``, dropped on
+headers) and evicts the least recently used entry first.
+
+It never serves what the database no longer holds: entries are dropped on
 ``delete``/``prune``, and the whole map is dropped when another process (a
 management command, a second daemon) commits to the same database, which the
-store notices within a second.
+store notices within a second. A ``put`` replaces the entry here at once, so
+a repeat of the request finds it while the commit is still under way; if the
+commit fails, it is dropped again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from stasis.store._entry import Entry, StoreStats
 from stasis.store._protocol import Store
@@ -107,13 +111,17 @@ class HotCache:
         return self.store.get(key).addCallback(found)
 
     def put(self, entry: Entry) -> Deferred[None]:
-        # Forget first: if the write fails, the old answer must not linger here.
-        self._forget(entry.key)
+        # Served from memory at once, while the commit is under way; a later
+        # delete or put of the key replaces it here as it happens.
+        self._remember(entry)
 
-        def stored(result: None) -> None:
-            self._remember(entry)
+        def failed(failure: Failure) -> Failure:
+            # Not stored: neither this entry nor the one it replaced may be served.
+            if self._entries.get(entry.key) is entry:
+                self._forget(entry.key)
+            return failure
 
-        return self.store.put(entry).addCallback(stored)
+        return self.store.put(entry).addErrback(failed)
 
     def delete(self, key: str) -> Deferred[bool]:
         self._forget(key)

@@ -255,6 +255,7 @@ class SQLiteStore:
             self._watch.stop()
         self._watch = None
         try:
+            await self._writes_settled()
             await self.flush_hits()
         finally:
             self._pool.close()
@@ -428,7 +429,7 @@ class SQLiteStore:
                 entries=count, tokens_saved=saved, db_size_bytes=size, oldest=oldest, newest=newest
             )
 
-        return self._read(select)
+        return self._writes_settled().addCallback(lambda _: self._read(select))
 
     def list_entries(self, limit: int = 100, offset: int = 0) -> Deferred[list[Entry]]:
         def select(cursor: Any) -> list[Entry]:
@@ -438,7 +439,7 @@ class SQLiteStore:
             )
             return [_row_to_entry(row) for row in cursor.fetchall()]
 
-        return self._read(select)
+        return self._writes_settled().addCallback(lambda _: self._read(select))
 
     # Writes
 
@@ -452,7 +453,9 @@ class SQLiteStore:
             changed: int = cursor.rowcount
             return changed
 
-        d = self._interact(write)
+        # After the puts before it: a delete must not be undone by an insert
+        # that was only waiting for the commit under way.
+        d = self._writes_settled().addCallback(lambda _: self._interact(write))
 
         def failed(failure: Any) -> Any:
             self._note_write_failure(failure.value)
@@ -488,6 +491,27 @@ class SQLiteStore:
         if not self._batch:
             self._commit_queued()
         return stored
+
+    def _writes_settled(self) -> Deferred[None]:
+        """
+        Fires once every entry put so far is committed or has failed.
+
+        The proxy answers a miss without waiting for its commit, so whatever
+        must see the entries put so far (statistics, listings, deletes) waits
+        here. Lookups do not: the proxy keeps track of its own flights.
+        """
+        pending = self._queued or self._batch
+        if not pending:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+
+        def settled(result: object) -> object:
+            done.callback(None)
+            return result
+
+        # Commits go in order, so the last put settles last.
+        pending[-1][1].addBoth(settled)
+        return done
 
     def _commit_queued(self) -> None:
         batch, self._queued = self._queued, []

@@ -394,13 +394,17 @@ class ProxyResource(Resource):
         relay = Relay(exchange, recorder, self.clock, self.upstream.timeout)
         response.deliverBody(relay)
         ended = await relay.done
-        if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
-            await self._store(call, response, recorder)
         if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
             exchange.finish()
         elif exchange.open:
             # A clean end would tell the client a truncated body is whole.
             exchange.abort()
+        # The client has its answer before the commit: a slow disk or a locked
+        # database must not hold back the last byte. Identical requests that
+        # come meanwhile find the entry in memory, or wait for this flight
+        # (see _fetch) until it is committed.
+        if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
+            await self._store(call, response, recorder)
 
     async def _store(self, call: _Call, response: IResponse, recorder: Recorder) -> None:
         assert call.key is not None
