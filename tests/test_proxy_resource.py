@@ -24,7 +24,7 @@ from stasis.modes import Mode
 from stasis.routing import Routes
 from stasis.stats import Counters
 from stasis.upstream import UpstreamClient
-from stasis.web.proxy import ProxyResource
+from stasis.web.proxy import COMMIT_PATIENCE, ProxyResource
 from stasis.web.root import Root
 from tests.memory_store import MemoryStore
 
@@ -222,28 +222,42 @@ def test_a_failing_read_is_treated_as_a_miss(harness: Harness) -> None:
     assert json.loads(body)["n"] == 2
 
 
-def test_a_miss_is_answered_before_its_commit_and_a_repeat_waits_for_it(
-    harness: Harness,
-) -> None:
-    harness.store.hold_writes = True
-    first, body = harness.call()
-    assert (first.code, header(first, "x-stasis-status")) == (200, "MISS")
-    assert json.loads(body)["n"] == 1
-    assert harness.store.entries == {}  # the commit is still under way
-    # The same request meanwhile is neither a second upstream call nor a miss.
-    repeat = harness.client.request(
-        "POST", "http://stasis.test/v1/chat/completions", data=json.dumps(CHAT), headers=AUTH
+def start(harness: Harness, body: Any = CHAT) -> list[bytes]:
+    """Send a request; the list receives its body once the response has ended."""
+    ended: list[bytes] = []
+    d = harness.client.request(
+        "POST", "http://stasis.test/v1/chat/completions", data=json.dumps(body), headers=AUTH
     )
-    answered: list[IResponse] = []
-    repeat.addCallback(answered.append)
+    d.addCallback(treq.content).addCallback(ended.append)
     harness._settle()
-    assert answered == []
+    return ended
+
+
+def test_a_miss_ends_once_its_entry_is_committed(harness: Harness) -> None:
+    harness.store.hold_writes = True
+    ended = start(harness)
+    assert ended == []  # the body is relayed, but not its end
     harness.store.release_writes()
     harness._settle()
-    (second,) = answered
-    assert header(second, "x-stasis-status") == "HIT"
-    assert json.loads(_result(treq.content(second)))["n"] == 1
+    assert json.loads(ended[0])["n"] == 1
+    assert len(harness.store.entries) == 1
+
+
+def test_a_commit_that_takes_too_long_does_not_hold_the_answer_back(harness: Harness) -> None:
+    harness.store.hold_writes = True
+    ended = start(harness)
+    harness.clock.advance(COMMIT_PATIENCE)
+    harness._settle()
+    assert json.loads(ended[0])["n"] == 1
+    assert harness.store.entries == {}
+    # The same request meanwhile is neither a second upstream call nor a miss.
+    repeat = start(harness)
+    assert repeat == []
+    harness.store.release_writes()
+    harness._settle()
+    assert json.loads(repeat[0])["n"] == 1
     assert len(harness.api.seen) == 1
+    assert header(harness.call()[0], "x-stasis-status") == "HIT"
 
 
 def test_an_upstream_error_is_relayed_and_not_stored(harness: Harness) -> None:

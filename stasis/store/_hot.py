@@ -5,12 +5,11 @@ A hit served from memory skips adbapi's thread hop, which costs more reactor
 time than the SQLite lookup itself. The map is bounded by bytes (bodies and
 headers) and evicts the least recently used entry first.
 
-It never serves what the database no longer holds: entries are dropped on
+It never serves what the database no longer holds: entries are replaced on
+``put`` (kept once committed, unless deleted meanwhile), dropped on
 ``delete``/``prune``, and the whole map is dropped when another process (a
 management command, a second daemon) commits to the same database, which the
-store notices within a second. A ``put`` replaces the entry here at once, so
-a repeat of the request finds it while the commit is still under way; if the
-commit fails, it is dropped again.
+store notices within a second.
 """
 
 from __future__ import annotations
@@ -48,6 +47,8 @@ class HotCache:
     budget: int
     _entries: OrderedDict[str, Entry] = field(factory=OrderedDict, init=False)
     _used: int = field(default=0, init=False)
+    #: Entries put and not yet committed, by key: remembered once they are.
+    _putting: dict[str, Entry] = field(factory=dict, init=False)
 
     @property
     def secret(self) -> bytes:
@@ -111,24 +112,28 @@ class HotCache:
         return self.store.get(key).addCallback(found)
 
     def put(self, entry: Entry) -> Deferred[None]:
-        # Served from memory at once, while the commit is under way; a later
-        # delete or put of the key replaces it here as it happens.
-        self._remember(entry)
+        # Forget first: if the write fails, the old answer must not linger here.
+        self._forget(entry.key)
+        self._putting[entry.key] = entry
 
-        def failed(failure: Failure) -> Failure:
-            # Not stored: neither this entry nor the one it replaced may be served.
-            if self._entries.get(entry.key) is entry:
-                self._forget(entry.key)
-            return failure
+        def settled(result: object) -> object:
+            # Unless the key was deleted, or put again, while this commit ran.
+            if self._putting.get(entry.key) is entry:
+                del self._putting[entry.key]
+                if not isinstance(result, Failure):
+                    self._remember(entry)
+            return result
 
-        return self.store.put(entry).addErrback(failed)
+        return self.store.put(entry).addBoth(settled)
 
     def delete(self, key: str) -> Deferred[bool]:
         self._forget(key)
+        self._putting.pop(key, None)
         return self.store.delete(key)
 
     def prune(self, created_before: float) -> Deferred[int]:
         self.clear()
+        self._putting.clear()
         return self.store.prune(created_before)
 
     def list_entries(self, limit: int = 100, offset: int = 0) -> Deferred[list[Entry]]:

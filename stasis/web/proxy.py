@@ -52,6 +52,9 @@ _REMEMBERED_BODY_BYTES = 1024 * 1024
 #: A recorded body larger than this is relayed but not stored.
 DEFAULT_MAX_ENTRY_BYTES = 64 * 1024 * 1024
 
+#: How long a stored answer's last byte waits for its commit, in seconds.
+COMMIT_PATIENCE = 1.0
+
 
 def _header_map(headers: Headers) -> dict[str, str]:
     """Request headers by lower-case name, repeated values joined as RFC 9110 allows."""
@@ -124,6 +127,7 @@ class ProxyResource(Resource):
     aws: AwsSigner = field(factory=AwsSigner)
     _inflight: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
     _read_warning: RateLimitedWarning = field(init=False)
+    _commit_warning: RateLimitedWarning = field(init=False)
     #: Made on first use: the store's secret is known only once it is open.
     _seen: RecentRequests | None = field(default=None, init=False)
     _heads: PreparedHeads = field(factory=PreparedHeads, init=False)
@@ -133,6 +137,7 @@ class ProxyResource(Resource):
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
         self._read_warning = RateLimitedWarning(log, self.clock)
+        self._commit_warning = RateLimitedWarning(log, self.clock)
 
     def render(self, request: Request) -> object:
         body = request.content.read() if request.content is not None else b""
@@ -335,14 +340,20 @@ class ProxyResource(Resource):
         if leader:
             self._inflight[call.key] = []
         try:
-            await self._forward(exchange, call, record=self.store.writable)
+            stored = await self._forward(exchange, call, record=self.store.writable)
+            if stored is not None:
+                # Those waiting for this flight look the key up: it must be there.
+                await stored
         finally:
             if leader:
                 for waiter in self._inflight.pop(call.key, []):
                     if not waiter.called:
                         waiter.callback(None)
 
-    async def _forward(self, exchange: Exchange, call: _Call, record: bool) -> None:
+    async def _forward(
+        self, exchange: Exchange, call: _Call, record: bool
+    ) -> Deferred[None] | None:
+        """Relay the upstream's answer; the commit of its entry, when it is stored."""
         request = exchange.request
         cacheable = call.key is not None
         url = self.routes.upstream_for(call.provider, call.view) + call.target
@@ -350,7 +361,7 @@ class ProxyResource(Resource):
         if call.signed is not None:
             headers = await self.aws.sign(call.signed, call.method, url, headers, call.body)
         if not exchange.open:
-            return
+            return None
         pending = self.upstream.request(call.method, url, headers, call.body)
         forget = exchange.on_gone(pending.cancel)
         try:
@@ -394,17 +405,38 @@ class ProxyResource(Resource):
         relay = Relay(exchange, recorder, self.clock, self.upstream.timeout)
         response.deliverBody(relay)
         ended = await relay.done
+        stored: Deferred[None] | None = None
+        if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
+            # The last byte waits for the commit, so an answer the client has
+            # whole survives a crash; but not for ever: a database another
+            # process holds locked must not hold the answer back with it.
+            stored = ensureDeferred(self._store(call, response, recorder))
+            if not await self._settles_within(stored, COMMIT_PATIENCE):
+                self._commit_warning.warn(
+                    "the cache database took over {seconds:g}s to commit an answer; "
+                    "answering without waiting for it",
+                    seconds=COMMIT_PATIENCE,
+                )
         if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
             exchange.finish()
         elif exchange.open:
             # A clean end would tell the client a truncated body is whole.
             exchange.abort()
-        # The client has its answer before the commit: a slow disk or a locked
-        # database must not hold back the last byte. Identical requests that
-        # come meanwhile find the entry in memory, or wait for this flight
-        # (see _fetch) until it is committed.
-        if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
-            await self._store(call, response, recorder)
+        return stored
+
+    def _settles_within(self, d: Deferred[None], seconds: float) -> Deferred[bool]:
+        """True once ``d`` has fired, or False after ``seconds``; ``d``'s result is left alone."""
+        settled: Deferred[bool] = Deferred()
+        timer = self.clock.callLater(seconds, settled.callback, False)
+
+        def fired(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+                settled.callback(True)
+            return result
+
+        d.addBoth(fired)
+        return settled
 
     async def _store(self, call: _Call, response: IResponse, recorder: Recorder) -> None:
         assert call.key is not None
