@@ -22,6 +22,7 @@ from twisted.internet.task import deferLater
 from stasis.store import SQLiteStore
 from stasis.store._known import MAX_BITS, MIN_BITS, KnownKeys
 from tests.test_store import key, make_entry, open_store
+from tests.waiting import wait_for
 
 digests = st.binary(min_size=32, max_size=32)
 
@@ -56,16 +57,6 @@ def test_the_filter_is_sized_for_the_keys_expected() -> None:
     assert KnownKeys().size_bytes == MIN_BITS // 8
     assert KnownKeys(expected=2_000_000).size_bytes == (1 << 25) // 8
     assert KnownKeys(expected=10**12).size_bytes == MAX_BITS // 8
-
-
-async def wait_for(condition: Callable[[], bool], deadline: float = 10.0) -> None:
-    """Let the reactor run until ``condition()`` holds; fail at the deadline."""
-    waited = 0.0
-    while not condition():
-        if waited > deadline:
-            raise AssertionError(f"condition not met within {deadline}s")
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
 
 
 def _loaded(store: SQLiteStore) -> Callable[[], bool]:

@@ -27,6 +27,7 @@ from stasis.store import Entry, SQLiteStore, StoreError, StoreStats, TokenUsage
 from stasis.store._codec import decode, encode
 from stasis.store._schema import _V1, SCHEMA_VERSION
 from stasis.store._sqlite import WRITE_RETRY_SECONDS
+from tests.waiting import wait_for
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -725,3 +726,34 @@ async def test_close_commits_the_puts_still_under_way(tmp_path: Path) -> None:
     await store.close()
     with raw(path) as connection:
         assert connection.execute("SELECT COUNT(*) FROM entries").fetchone() == (10,)
+
+
+def rows_in_the_database_file(path: Path, scratch: Path) -> int:
+    """Rows in the main file alone, as if the WAL beside it were lost."""
+    copy = scratch / "main-file-only.db"
+    copy.write_bytes(path.read_bytes())
+    try:
+        with raw(copy) as connection:
+            return int(connection.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return -1  # copied in the middle of a checkpoint
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_commits_are_checkpointed_into_the_database_file_beside_them(
+    tmp_path: Path,
+) -> None:
+    """No commit copies the WAL back (that would hold its answer); a reader does, every second."""
+    path = tmp_path / "w.db"
+    store = open_store(path)
+    try:
+        for n in range(50):
+            await store.put(make_entry(n))
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        await wait_for(lambda: rows_in_the_database_file(path, scratch) == 50, deadline=5.0)
+    finally:
+        await store.close()
