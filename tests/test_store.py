@@ -757,3 +757,22 @@ async def test_commits_are_checkpointed_into_the_database_file_beside_them(
         await wait_for(lambda: rows_in_the_database_file(path, scratch) == 50, deadline=5.0)
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_another_processes_commits_are_checkpointed_too(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    store = open_store(path)
+    try:
+        await store.put(make_entry(1))
+        await wait_for(lambda: rows_in_the_database_file(path, scratch) == 1, deadline=5.0)
+        with raw(path) as other:  # it never checkpoints, and is not the last to close
+            other.execute("PRAGMA wal_autocheckpoint=0")
+            other.execute("CREATE TEMP TABLE copy AS SELECT * FROM entries")
+            other.execute("UPDATE copy SET key = ?", (bytes.fromhex(key(2)),))
+            other.execute("INSERT INTO entries SELECT * FROM copy")
+            await wait_for(lambda: rows_in_the_database_file(path, scratch) == 2, deadline=5.0)
+    finally:
+        await store.close()

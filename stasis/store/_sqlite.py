@@ -338,6 +338,8 @@ class SQLiteStore:
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
         if changed:
+            # Another process's commits are not checkpointed by it either.
+            self._wrote = True
             for callback in list(self._watchers):
                 callback()
 
@@ -481,14 +483,17 @@ class SQLiteStore:
 
         # After the puts before it: a delete must not be undone by an insert
         # that was only waiting for the commit under way.
-        self._wrote = True
         d = self._writes_settled().addCallback(lambda _: self._interact(write))
 
         def failed(failure: Any) -> Any:
             self._note_write_failure(failure.value)
             return failure
 
-        d.addErrback(failed)
+        def written(changed: int) -> int:
+            self._wrote = True
+            return changed
+
+        d.addCallbacks(written, failed)
         return d
 
     def _note_write_failure(self, error: BaseException | None) -> None:
@@ -543,7 +548,6 @@ class SQLiteStore:
     def _commit_queued(self) -> None:
         batch, self._queued = self._queued, []
         self._batch = batch
-        self._wrote = True
 
         def insert(cursor: Any) -> None:
             # Compressing here keeps it off the reactor thread.
@@ -559,6 +563,7 @@ class SQLiteStore:
                     stored.errback(result)
             else:
                 self._write_failed_at = None
+                self._wrote = True
                 for _, stored in batch:
                     stored.callback(None)
             if self._queued and self._pool is not None:
