@@ -77,6 +77,16 @@ class Target(Resource):
         return request.uri
 
 
+class Cookies(Resource):
+    """Sets a cookie on every answer, and answers with the Cookie header it got."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"set-cookie", b"session=abc; Path=/")
+        return request.getHeader(b"cookie") or b"(none)"
+
+
 class CountingSite(Site):
     connections = 0
 
@@ -118,6 +128,23 @@ async def test_the_request_target_goes_upstream_as_the_client_sent_it() -> None:
             "GET", f"http://127.0.0.1:{port.getHost().port}{target}", Headers(), None
         )
         assert await treq.content(response) == target.encode("ascii")
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cookies_the_upstream_sets_are_never_sent_back() -> None:
+    """One caller's upstream cookies must not reach the upstream on another caller's request."""
+    port = reactor.listenTCP(0, Site(Cookies()), interface="127.0.0.1")  # type: ignore[attr-defined]
+    http, pool = make_client(reactor)
+    client = UpstreamClient(http, reactor, 10.0)
+    url = f"http://127.0.0.1:{port.getHost().port}/v1/models"
+    try:
+        for _ in range(2):
+            response = await client.request("GET", url, Headers(), None)
+            assert response.headers.getRawHeaders(b"set-cookie") == [b"session=abc; Path=/"]
+            assert await treq.content(response) == b"(none)"
     finally:
         await pool.closeCachedConnections()
         await port.stopListening()

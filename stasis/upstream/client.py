@@ -10,6 +10,7 @@ cookies into another's requests.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
@@ -39,7 +40,15 @@ __all__ = ["UpstreamClient", "make_client"]
 
 
 class _NoCookies(CookieJar):
-    """A cookie jar that never keeps anything (and costs nothing per request)."""
+    """
+    A cookie jar that never keeps anything (and costs nothing per request).
+
+    It is also passed as each request's ``cookies``: given none, treq builds
+    a new, empty jar per request and walks it, under its lock, to merge it.
+    """
+
+    def __iter__(self) -> Iterator[Cookie]:
+        return iter(())
 
     def set_cookie(self, cookie: Cookie) -> None:
         pass
@@ -64,6 +73,9 @@ class _WireURL(EncodedURL):
 
     def to_uri(self) -> _WireURL:
         return self
+
+
+_NO_COOKIES = _NoCookies()
 
 
 @implementer(IBodyProducer)
@@ -152,7 +164,7 @@ def make_client(
     pool = _Pool(reactor, persistent=True)  # type: ignore[no-untyped-call]
     pool.maxPersistentPerHost = persistent_per_host
     pool.retryAutomatically = False
-    jar: Any = _NoCookies()
+    jar: Any = _NO_COOKIES
     agent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=pool)
     return HTTPClient(agent, cookiejar=jar, data_to_body_producer=_Body), pool
 
@@ -182,6 +194,7 @@ class UpstreamClient:
             headers=headers,
             data=body if body else None,
             allow_redirects=False,
+            cookies=_NO_COOKIES,
             unbuffered=True,
             reactor=self.reactor,
         )
