@@ -8,6 +8,7 @@ two ways of starting the daemon cannot drift apart.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any, NoReturn
@@ -252,13 +253,31 @@ class Options(usage.Options):
 
 
 class _CommandLineService(StasisService):
-    """For twistd: a start-up failure is one line on stderr and exit status 1."""
+    """
+    For twistd, where stasis is the whole process: a start-up failure is one
+    line on stderr and exit status 1, and the heap start-up built is settled.
+    """
 
     def startService(self) -> None:
         try:
             super().startService()
         except StartupError as e:
             raise SystemExit(f"stasis: {e}") from None
+        _settle_the_heap()
+
+
+def _settle_the_heap() -> None:
+    """
+    Exempt what start-up made (modules, classes, the reactor: ~50,000 objects)
+    from the garbage collector's full passes.
+
+    A full pass walks every tracked object; on a small machine walking these
+    takes 15-40 ms, every few seconds under load, and every request in flight
+    waits for it. They live as long as the process does anyway. Only the
+    daemon does this: an application that embeds the service owns its heap.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def makeService(options: Options) -> IService:

@@ -4,6 +4,7 @@ Embedding: the service API, in-process on the real reactor (pytest-twisted).
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import treq
 from twisted.internet.address import IPv4Address
 
 from stasis import Config, Mode, StartupError, StasisService
+from stasis.tap import Options, makeService
 from tests.fake_upstream import FakeUpstream
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -66,3 +68,28 @@ def test_an_unusable_database_is_a_startup_error(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="cannot open the cache database"):
         service.startService()
     assert not service.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_daemon_settles_its_heap_and_an_embedded_service_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    """Objects start-up made are frozen out of full GC passes, but only in stasis's own process."""
+    gc.unfreeze()
+    embedded = StasisService(
+        Config(listen="tcp:0:interface=127.0.0.1", db=str(tmp_path / "e.db"), mode=Mode.REPLAY)
+    )
+    embedded.startService()
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        await embedded.stopService()
+    options = Options()
+    options.parseOptions(["--port", "0", "--db", str(tmp_path / "d.db"), "--mode", "replay"])
+    daemon = makeService(options)
+    daemon.startService()
+    try:
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+        await daemon.stopService()
