@@ -16,6 +16,7 @@ import treq
 from attrs import define, field
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -258,6 +259,27 @@ def test_a_commit_that_takes_too_long_does_not_hold_the_answer_back(harness: Har
     assert json.loads(repeat[0])["n"] == 1
     assert len(harness.api.seen) == 1
     assert header(harness.call()[0], "x-stasis-status") == "HIT"
+
+
+def test_a_bug_while_storing_is_logged_and_the_answer_still_delivered(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> None:
+        raise RuntimeError("usage extractor bug")
+
+    monkeypatch.setattr(ProxyResource, "_store", broken)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        response, body = harness.call()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert (response.code, header(response, "x-stasis-status")) == (200, "MISS")
+    assert json.loads(body)["n"] == 1
+    (logged,) = [e for e in events if "log_failure" in e]
+    assert logged["log_format"] == "storing {path} failed"
+    assert logged["log_failure"].check(RuntimeError)
+    logged["log_failure"].cleanFailure()
 
 
 def test_an_upstream_error_is_relayed_and_not_stored(harness: Harness) -> None:

@@ -411,6 +411,9 @@ class ProxyResource(Resource):
             # whole survives a crash; but not for ever: a database another
             # process holds locked must not hold the answer back with it.
             stored = ensureDeferred(self._store(call, response, recorder))
+            stored.addErrback(
+                lambda failure: log.failure("storing {path} failed", failure, path=call.path)
+            )
             if not await self._settles_within(stored, COMMIT_PATIENCE):
                 self._commit_warning.warn(
                     "the cache database took over {seconds:g}s to commit an answer; "
