@@ -528,9 +528,11 @@ class SQLiteStore:
         """
         Fires once every entry put so far is committed or has failed.
 
-        The proxy answers a miss without waiting for its commit, so whatever
-        must see the entries put so far (statistics, listings, deletes) waits
-        here. Lookups do not: the proxy keeps track of its own flights.
+        A put may still be queued behind the commit under way when its caller
+        has moved on (the proxy stops waiting after ``COMMIT_PATIENCE``, and
+        close() may come at any time), so whatever must see the entries put
+        so far (statistics, listings, deletes, closing) waits here. Lookups
+        do not: the proxy keeps track of its own flights.
         """
         pending = self._queued or self._batch
         if not pending:
