@@ -57,6 +57,21 @@ def test_sse_events_come_out_whole_however_the_network_cuts_them(
 
 
 @given(
+    lines=st.lists(sse_lines, min_size=1, max_size=8),
+    points=st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_lf_only_sse_events_come_out_whole_and_all(
+    lines: list[list[str]], points: list[int]
+) -> None:
+    """What providers send (LF line ends) takes the splitter's fast path: same events, none held."""
+    events = [("".join(f"data: {line}\n" for line in event) + "\n").encode() for event in lines]
+    data = b"".join(events)
+    splitter = SSESplitter()
+    found = [event for piece in cut(data, points) for event in splitter.feed(piece)]
+    assert found == events
+
+
+@given(
     payloads=st.lists(st.dictionaries(st.text(max_size=5), st.integers()), min_size=1, max_size=6),
     points=st.lists(st.integers(min_value=0), max_size=20),
 )

@@ -36,6 +36,15 @@ class SSESplitter:
         buffer = self._pending + data
         events: list[bytes] = []
         start = 0
+        if b"\r" not in buffer:
+            # What every provider sends: lines end in LF alone, so an event
+            # ends at the first LF LF, found at C speed (the pattern below
+            # costs ~30 µs a kilobyte, and holds the chunk's relay back).
+            while (end := buffer.find(b"\n\n", start)) != -1:
+                events.append(buffer[start : end + 2])
+                start = end + 2
+            self._pending = buffer[start:]
+            return events
         while True:
             match = _EVENT_END.search(buffer, start)
             if match is None:
