@@ -14,6 +14,7 @@ import gc
 import json
 import time
 
+import pytest
 from attrs import evolve
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
@@ -23,6 +24,7 @@ from stasis.routing import Routes
 from stasis.stats import Counters
 from stasis.store import Entry
 from stasis.upstream import UpstreamClient
+from stasis.web import proxy as proxy_module
 from stasis.web.prepared import PreparedHead, PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
@@ -79,20 +81,13 @@ class Wire:
         return status, headers, body
 
 
-def _dechunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size, _, rest = body.partition(b"\r\n")
-        length = int(size, 16)
-        out, body = out + rest[:length], rest[length + 2 :]
-    return out
-
-
 def test_a_hit_is_written_whole_with_each_header_once() -> None:
     wire = Wire()
-    status, miss_headers, chunked = wire.send(_request())
+    status, miss_headers, answer = wire.send(_request())
     assert (status, dict(miss_headers)[b"x-stasis-status"]) == (b"HTTP/1.1 200 OK", b"MISS")
-    answer = _dechunk(chunked)
+    # A stored answer that is not a stream is written whole, framed by its length.
+    assert dict(miss_headers)[b"content-length"] == b"%d" % len(answer)
+    assert b"transfer-encoding" not in dict(miss_headers)
     # The second is a hit found by its key, the third by its bytes: both prepared.
     for _ in range(2):
         wire.clock.advance(3)
@@ -114,6 +109,30 @@ def test_a_hit_is_written_whole_with_each_header_once() -> None:
     assert not wire.transport.disconnecting
     assert len(wire.api.seen) == 1
     assert next(iter(wire.store.entries.values())).hit_count == 2
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        out, body = out + rest[:length], rest[length + 2 :]
+    return out
+
+
+def test_a_stored_answer_over_the_hold_limit_is_relayed_chunked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proxy_module, "_HELD_BODY_BYTES", 16)
+    wire = Wire()
+    status, headers, chunked = wire.send(_request())
+    assert (status, dict(headers)[b"x-stasis-status"]) == (b"HTTP/1.1 200 OK", b"MISS")
+    assert dict(headers)[b"transfer-encoding"] == b"chunked"
+    assert b"content-length" not in dict(headers)
+    answer = _dechunk(chunked)
+    assert json.loads(answer)["n"] == 1
+    (entry,) = wire.store.entries.values()
+    assert entry.body == answer
 
 
 def test_a_client_that_asks_to_close_gets_connection_close() -> None:

@@ -52,6 +52,10 @@ _REMEMBERED_BODY_BYTES = 1024 * 1024
 #: A recorded body larger than this is relayed but not stored.
 DEFAULT_MAX_ENTRY_BYTES = 64 * 1024 * 1024
 
+#: A storable answer up to this size that is not a stream is written whole,
+#: after its commit, in one write (see Relay); a larger one is relayed.
+_HELD_BODY_BYTES = 1024 * 1024
+
 #: How long a stored answer's last byte waits for its commit, in seconds.
 COMMIT_PATIENCE = 1.0
 
@@ -402,7 +406,13 @@ class ProxyResource(Resource):
             if storable
             else None
         )
-        relay = Relay(exchange, recorder, self.clock, self.upstream.timeout)
+        relay = Relay(
+            exchange,
+            recorder,
+            self.clock,
+            self.upstream.timeout,
+            hold=_HELD_BODY_BYTES if recorder is not None and not recorder.is_stream else 0,
+        )
         response.deliverBody(relay)
         ended = await relay.done
         stored: Deferred[None] | None = None
@@ -421,6 +431,7 @@ class ProxyResource(Resource):
                     seconds=COMMIT_PATIENCE,
                 )
         if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
+            relay.release()
             exchange.finish()
         elif exchange.open:
             # A clean end would tell the client a truncated body is whole.

@@ -1,6 +1,10 @@
 """
 The upstream body, relayed to the client as it arrives and recorded on the side.
 
+A storable answer that is not a stream is held back (up to a limit) and
+written whole once it is stored: one write, framed by its length, instead of
+a chunked body whose end must wait for the commit anyway.
+
 The upstream connection is registered as the client request's push producer:
 when the client's socket buffer fills, twisted.web pauses the upstream, so a
 slow reader holds a few buffers in the proxy, not the whole answer. When the
@@ -53,6 +57,7 @@ class Relay(Protocol):
         recorder: Recorder | None,
         clock: IReactorTime,
         idle_timeout: float,
+        hold: int = 0,
     ) -> None:
         self.exchange = exchange
         self.recorder = recorder
@@ -61,6 +66,10 @@ class Relay(Protocol):
         self._idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None
         self._forget_gone: Callable[[], None] = lambda: None
+        #: Up to ``hold`` bytes are held back and written whole by release().
+        self._held: list[bytes] | None = [] if hold > 0 else None
+        self._held_bytes = 0
+        self._hold = hold
 
     def connectionMade(self) -> None:
         producer = IPushProducer(self.transport)
@@ -76,9 +85,29 @@ class Relay(Protocol):
             self._idle.reset(self._idle_timeout)
         if not self.exchange.open:
             return
-        self.exchange.request.write(data)
+        if self._held is None:
+            self.exchange.request.write(data)
+        else:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > self._hold:
+                self.release()
         if self.recorder is not None:
             self.recorder.feed(data)
+
+    def release(self) -> None:
+        """
+        Write what was held back, framed by its length if it is the whole
+        body, and relay whatever still comes as it comes.
+        """
+        held, self._held = self._held, None
+        if held is None or not self.exchange.open:
+            return
+        request = self.exchange.request
+        if self.done.called:
+            request.setHeader(b"content-length", b"%d" % self._held_bytes)
+        if held:
+            request.write(b"".join(held))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._idle is not None and self._idle.active():
