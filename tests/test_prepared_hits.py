@@ -135,6 +135,17 @@ def test_a_stored_answer_over_the_hold_limit_is_relayed_chunked(
     assert entry.body == answer
 
 
+def test_a_stored_204_gets_no_length_and_no_body() -> None:
+    wire = Wire()
+    wire.api.status = 204
+    status, headers, body = wire.send(_request())
+    assert (status, dict(headers)[b"x-stasis-status"]) == (b"HTTP/1.1 204 No Content", b"MISS")
+    assert b"content-length" not in dict(headers)
+    assert b"transfer-encoding" not in dict(headers)
+    assert body == b""
+    assert len(wire.store.entries) == 1
+
+
 def test_a_client_that_asks_to_close_gets_connection_close() -> None:
     wire = Wire()
     wire.send(_request())

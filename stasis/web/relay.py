@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.http import NO_BODY_CODES, PotentialDataLoss
 
 from stasis.streams.recorder import Recorder
 from stasis.web.exchange import Exchange
@@ -104,7 +104,7 @@ class Relay(Protocol):
         if held is None or not self.exchange.open:
             return
         request = self.exchange.request
-        if self.done.called:
+        if self.done.called and request.method != b"HEAD" and request.code not in NO_BODY_CODES:
             request.setHeader(b"content-length", b"%d" % self._held_bytes)
         if held:
             request.write(b"".join(held))
