@@ -189,12 +189,12 @@ class SQLiteStore:
     _watchers: list[Callable[[], object]] = field(factory=list, init=False)
     _watch: LoopingCall | None = field(default=None, init=False)
     _data_version: int | None = field(default=None, init=False)
+    #: The entries in the commit under way; empty when none is.
+    _batch: list[tuple[Entry, Deferred[None]]] = field(factory=list, init=False)
     #: None until the keys in the database have been read.
     _known: KnownKeys | None = field(default=None, init=False)
     #: Keys put while the keys were being read; the largest rowid read so far.
     _known_pending: list[str] = field(factory=list, init=False)
-    #: The entries in the commit under way; empty when none is.
-    _batch: list[tuple[Entry, Deferred[None]]] = field(factory=list, init=False)
     _known_rowid: int = field(default=0, init=False)
     _known_scanning: bool = field(default=False, init=False)
     #: Whether anything was written since the last checkpoint.
@@ -253,7 +253,12 @@ class SQLiteStore:
             )
             for size in (1, self.readers)
         )
-        self.on_external_change(self._scan_new_keys)
+        self._watchers.append(self._scan_new_keys)
+        self._watch = LoopingCall(lambda: ensureDeferred(self._every_second()))
+        self._watch.clock = self.reactor
+        self._watch.start(WATCH_SECONDS, now=True).addErrback(
+            lambda failure: log.failure("watching the cache database failed", failure)
+        )
 
     async def close(self) -> None:
         if self._pool is None:
@@ -299,14 +304,9 @@ class SQLiteStore:
         every :data:`WATCH_SECONDS`.
         """
         self._watchers.append(callback)
-        if self._watch is None:
-            self._watch = LoopingCall(lambda: ensureDeferred(self._every_second()))
-            self._watch.clock = self.reactor
-            self._watch.start(WATCH_SECONDS, now=True).addErrback(
-                lambda failure: log.failure("watching the cache database failed", failure)
-            )
 
     async def _every_second(self) -> None:
+        """What an open store does once a second: notice other processes, checkpoint."""
         await self._check_data_version()
         await self._checkpoint()
 
