@@ -23,7 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
 
-from stasis.store import Entry, SQLiteStore, StoreError, StoreStats, TokenUsage
+from stasis.model import TokenUsage
+from stasis.store import Entry, SQLiteStore, StoreError, StoreStats
 from stasis.store._codec import decode, encode
 from stasis.store._schema import _V1, SCHEMA_VERSION
 from stasis.store._sqlite import WRITE_RETRY_SECONDS

@@ -16,7 +16,7 @@ from typing import Any
 from attrs import field, frozen
 
 from stasis.keys import DEFAULT_POLICY, KeyPolicy
-from stasis.store import TokenUsage
+from stasis.model import TokenUsage
 from stasis.streams.events import StreamEvent
 
 __all__ = ["Provider", "RequestView", "body_model", "fixed_upstream", "int_field", "last_usage"]

@@ -16,9 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from stasis.keys import KeyPolicy
+from stasis.model import TokenUsage
 from stasis.providers._base import Provider, RequestView, int_field
 from stasis.sigv4 import sigv4_of
-from stasis.store import TokenUsage
 from stasis.streams.events import StreamEvent
 
 __all__ = ["BEDROCK"]

@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from stasis.keys import KeyPolicy
+from stasis.model import TokenUsage
 from stasis.providers._base import Provider, RequestView, fixed_upstream, int_field, last_usage
-from stasis.store import TokenUsage
 from stasis.streams.events import StreamEvent
 
 __all__ = ["GEMINI"]

@@ -9,8 +9,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from stasis.model import TokenUsage
 from stasis.providers._base import Provider, RequestView, fixed_upstream, int_field
-from stasis.store import TokenUsage
 from stasis.streams.events import StreamEvent
 
 __all__ = [

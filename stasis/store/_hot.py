@@ -21,7 +21,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from stasis.store._entry import Entry, StoreStats
+from stasis.model import Entry, StoreStats
 from stasis.store._protocol import Store
 
 __all__ = ["HotCache"]

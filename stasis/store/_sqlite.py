@@ -37,9 +37,10 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from stasis.log import logger
+from stasis.model import Entry, StoreStats, TokenUsage
 from stasis.store._codec import decode, encode
-from stasis.store._entry import Entry, StoreStats, TokenUsage
 from stasis.store._known import KnownKeys
+from stasis.store._protocol import StoreError
 from stasis.store._schema import SchemaError, check_version, migrate, read_secret
 
 __all__ = ["SQLiteStore", "StoreError"]
@@ -60,10 +61,6 @@ _ENTRY_COLUMNS = (
     "input_tokens, output_tokens, total_tokens, created_at, expires_at, last_hit_at, hit_count, "
     "timeline"
 )
-
-
-class StoreError(Exception):
-    """The cache database cannot be opened or used; the message says why."""
 
 
 def _encode_timeline(timeline: tuple[tuple[int, int], ...] | None) -> bytes | None:

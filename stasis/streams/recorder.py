@@ -10,19 +10,31 @@ the recorded pace, and it costs eight bytes an event.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 
-from stasis.providers import Provider
-from stasis.store import TokenUsage
+from stasis.model import TokenUsage
 from stasis.streams.events import StreamEvent, decode_eventstream, decode_sse
 from stasis.streams.framing import EVENTSTREAM_MEDIA_TYPE, Splitter, splitter_for
 
-__all__ = ["Recorder", "Timeline"]
+__all__ = ["Recorder", "StreamRules", "Timeline"]
 
 #: Per event: (byte offset where it ends, milliseconds after the response began).
 Timeline = tuple[tuple[int, int], ...]
+
+
+class StreamRules(Protocol):
+    """What a recording needs to know of its API's streams (a provider is one)."""
+
+    @property
+    def stream_done(self) -> Callable[[StreamEvent], bool] | None:
+        """The event that says a stream is whole; None: the clean end of the body says so."""
+
+    @property
+    def stream_usage(self) -> Callable[[StreamEvent, TokenUsage], TokenUsage]:
+        """The token usage after one more event."""
 
 
 @define
@@ -34,7 +46,7 @@ class Recorder:
     answer that large is not worth keeping in a cache of API calls.
     """
 
-    provider: Provider
+    provider: StreamRules
     content_type: bytes
     clock: IReactorTime
     limit: int

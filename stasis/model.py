@@ -1,0 +1,160 @@
+"""
+What the cache holds and what is asked of it: plain values, importing nothing but attrs.
+
+Providers read token usage into these, the store keeps and finds entries by
+them, and the engine, the CLI and the web UI pass them around; so they live
+apart from all of those, and ``import stasis.providers`` does not pull in a
+database driver or a web server.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import field, frozen
+
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "Entry",
+    "EntryFilter",
+    "EntryInfo",
+    "Page",
+    "StoreStats",
+    "TokenUsage",
+]
+
+
+@frozen
+class TokenUsage:
+    """Tokens the upstream billed for the recorded call; every hit saves ``total`` again."""
+
+    input: int = 0
+    output: int = 0
+    total: int = 0
+
+    @classmethod
+    def of(cls, input: int, output: int, total: int = 0) -> TokenUsage:
+        """Usage from its parts; ``total`` is input + output unless the API reported one."""
+        return cls(input=input, output=output, total=total or input + output)
+
+
+#: Per event of a streamed answer: (byte offset where it ends, ms after the start).
+Timeline = tuple[tuple[int, int], ...]
+
+
+@frozen
+class Entry:
+    """
+    One cached response, ready to be written back to a client.
+
+    ``headers`` are the upstream's end-to-end headers as raw pairs, already
+    stripped of hop-by-hop, framing and per-connection fields, so a hit writes
+    them unchanged. ``body`` is the decoded body, byte for byte as the upstream
+    meant it.
+    """
+
+    key: str
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    created_at: float
+    method: str = "POST"
+    path: str = ""
+    provider: str = ""
+    model: str | None = None
+    namespace: str = ""
+    usage: TokenUsage = TokenUsage()
+    expires_at: float | None = None
+    last_hit_at: float | None = None
+    hit_count: int = 0
+    #: For a streamed answer, per event: (byte offset where it ends, ms after the start).
+    timeline: Timeline | None = None
+
+    def is_fresh(self, now: float) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+@frozen
+class EntryInfo:
+    """An entry's facts without its answer: what a listing shows, cheap to read by the thousand."""
+
+    key: str
+    status: int
+    created_at: float
+    method: str
+    path: str
+    provider: str
+    model: str | None
+    namespace: str
+    usage: TokenUsage
+    expires_at: float | None
+    last_hit_at: float | None
+    hit_count: int
+    #: The stored body's length in bytes (decoded, as a hit sends it).
+    size: int
+
+
+@frozen
+class EntryFilter:
+    """
+    Which entries a listing or a purge covers; a field left ``None`` matches every entry.
+
+    Times are POSIX seconds of ``created_at``: ``since`` inclusive, ``until`` exclusive.
+    """
+
+    provider: str | None = None
+    model: str | None = None
+    namespace: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+@frozen
+class Page:
+    """One page of a listing, newest first."""
+
+    entries: tuple[EntryInfo, ...]
+    #: Hand back to get the entries after these; None when there are no more.
+    cursor: str | None = None
+
+
+@frozen
+class StoreStats:
+    """The figures ``/health`` and ``/stats`` report; times are POSIX seconds."""
+
+    entries: int
+    tokens_saved: int
+    db_size_bytes: int
+    oldest: float | None
+    newest: float | None
+
+
+class ChangeKind(enum.Enum):
+    """What happened to the keys of a :class:`Change`."""
+
+    #: Stored, new or replacing an answer of the same key.
+    PUT = "put"
+    #: Removed one by one (``rm``, the admin API).
+    DELETE = "delete"
+    #: Removed by a filter or by expiry (``purge``, ``prune``).
+    PURGE = "purge"
+    #: The feed lost track of what changed (the database was replaced, or this
+    #: process did not look for longer than changes are kept): forget everything.
+    RESET = "reset"
+
+
+@frozen
+class Change:
+    """
+    One committed change to the store, as its change feed publishes it.
+
+    In-memory layers in front of the store (hot entries, the key filter,
+    prepared heads) subscribe and forget exactly these keys.
+    """
+
+    kind: ChangeKind
+    keys: tuple[str, ...] = field(default=())
+    #: True when this process made the change; False when it was seen in the
+    #: database (another daemon, a management command, a raw SQL client).
+    local: bool = True
