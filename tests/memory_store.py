@@ -1,17 +1,61 @@
 """
-An in-memory :class:`stasis.store.Store` for resource-level tests that run without threads.
+An in-memory :class:`stasis.store.Store`: the test double the engine's tests run
+on without threads, held to the same contract tests as the real stores.
 
-Failures can be switched on to show how the proxy behaves when its database
-refuses reads or writes.
+Faults can be switched on to show how the engine behaves when its database
+refuses reads or writes, or holds a commit back.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 from attrs import define, evolve, field
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 
-from stasis.store import Entry, StoreStats
+from stasis.model import (
+    Change,
+    ChangeKind,
+    Entry,
+    EntryFilter,
+    EntryInfo,
+    Page,
+    StoreStats,
+)
+from stasis.store import ChangeFeed, StoreError
+
+
+def info_of(entry: Entry) -> EntryInfo:
+    return EntryInfo(
+        key=entry.key,
+        status=entry.status,
+        created_at=entry.created_at,
+        method=entry.method,
+        path=entry.path,
+        provider=entry.provider,
+        model=entry.model,
+        namespace=entry.namespace,
+        usage=entry.usage,
+        expires_at=entry.expires_at,
+        last_hit_at=entry.last_hit_at,
+        hit_count=entry.hit_count,
+        size=len(entry.body),
+    )
+
+
+def matches(entry: Entry, where: EntryFilter) -> bool:
+    return (
+        (where.provider is None or entry.provider == where.provider)
+        and (where.model is None or entry.model == where.model)
+        and (where.namespace is None or entry.namespace == where.namespace)
+        and (where.since is None or entry.created_at >= where.since)
+        and (where.until is None or entry.created_at < where.until)
+    )
+
+
+def _order(entry: Entry) -> tuple[float, str]:
+    return (entry.created_at, entry.key)
 
 
 @define
@@ -22,42 +66,39 @@ class MemoryStore:
     fail_writes: bool = False
     writable: bool = True
     secret: bytes = b"s" * 32
-    #: How many lookups went to the "database" (``get``), as opposed to ``peek``.
+    location: str = "memory"
+    changes: ChangeFeed = field(factory=ChangeFeed)
+    #: How many lookups reached the "database".
     gets: int = 0
-    #: Whether known_absent answers (as the SQLite store's key filter does once loaded).
-    knows_keys: bool = False
-    #: Keys known_absent calls absent though present: another process's insert not yet seen.
-    unseen: set[str] = field(factory=set)
     #: While True, puts wait (uncommitted, invisible to get) until release_writes().
     hold_writes: bool = False
     _held: list[tuple[Entry, Deferred[None]]] = field(factory=list)
+    _open: bool = False
 
     def open(self) -> None:
-        pass
+        self._open = True
 
     async def close(self) -> None:
-        pass
+        self._open = False
+
+    def _commit(self, change: Change) -> None:
+        self.changes.publish(change)
 
     def get(self, key: str) -> Deferred[Entry | None]:
         self.gets += 1
         if self.fail_reads:
-            return fail(OSError("disk I/O error"))
+            return fail(StoreError("disk I/O error"))
         return succeed(self.entries.get(key))
-
-    def peek(self, key: str) -> Entry | None:
-        return None if self.fail_reads else self.entries.get(key)
-
-    def known_absent(self, key: str) -> bool:
-        return key in self.unseen or (self.knows_keys and key not in self.entries)
 
     def put(self, entry: Entry) -> Deferred[None]:
         if self.fail_writes:
-            return fail(OSError("database or disk is full"))
-        if self.hold_writes:
+            return fail(StoreError("database or disk is full"))
+        if self.hold_writes or self._held:
             committed: Deferred[None] = Deferred()
             self._held.append((entry, committed))
             return committed
         self.entries[entry.key] = entry
+        self._commit(Change(ChangeKind.PUT, (entry.key,)))
         return succeed(None)
 
     def release_writes(self) -> None:
@@ -66,16 +107,59 @@ class MemoryStore:
         held, self._held = self._held, []
         for entry, committed in held:
             self.entries[entry.key] = entry
+            self._commit(Change(ChangeKind.PUT, (entry.key,)))
             committed.callback(None)
 
     def delete(self, key: str) -> Deferred[bool]:
-        return succeed(self.entries.pop(key, None) is not None)
+        if self.fail_writes:
+            return fail(StoreError("database or disk is full"))
+        existed = self.entries.pop(key, None) is not None
+        if existed:
+            self._commit(Change(ChangeKind.DELETE, (key,)))
+        return succeed(existed)
 
-    def list_entries(self, limit: int = 100, offset: int = 0) -> Deferred[list[Entry]]:
-        ordered = sorted(self.entries.values(), key=lambda e: e.created_at, reverse=True)
-        return succeed(ordered[offset : offset + limit])
+    def external(self, change: Change) -> None:
+        """Pretend another process changed the database."""
+        for key in change.keys:
+            if change.kind is not ChangeKind.PUT:
+                self.entries.pop(key, None)
+        self.changes.publish(evolve(change, local=False))
+
+    def list_entries(
+        self, where: EntryFilter = EntryFilter(), limit: int = 100, cursor: str | None = None
+    ) -> Deferred[Page]:
+        if self.fail_reads:
+            return fail(StoreError("disk I/O error"))
+        chosen = sorted(
+            (e for e in self.entries.values() if matches(e, where)), key=_order, reverse=True
+        )
+        if cursor is not None:
+            at, _, key = cursor.partition("/")
+            after = (float(at), key)
+            chosen = [e for e in chosen if _order(e) < after]
+        page = chosen[:limit]
+        more = len(chosen) > limit
+        next_cursor = f"{page[-1].created_at!r}/{page[-1].key}" if more and page else None
+        return succeed(Page(tuple(info_of(e) for e in page), next_cursor))
+
+    def _remove(self, keys: list[str]) -> Deferred[int]:
+        if self.fail_writes:
+            return fail(StoreError("database or disk is full"))
+        for key in keys:
+            del self.entries[key]
+        if keys:
+            self._commit(Change(ChangeKind.PURGE, tuple(keys)))
+        return succeed(len(keys))
+
+    def purge(self, where: EntryFilter) -> Deferred[int]:
+        return self._remove([k for k, e in self.entries.items() if matches(e, where)])
+
+    def prune(self, now: float) -> Deferred[int]:
+        return self._remove([k for k, e in self.entries.items() if not e.is_fresh(now)])
 
     def stats(self) -> Deferred[StoreStats]:
+        if self.fail_reads:
+            return fail(StoreError("disk I/O error"))
         values = list(self.entries.values())
         return succeed(
             StoreStats(
@@ -87,16 +171,18 @@ class MemoryStore:
             )
         )
 
-    def prune(self, created_before: float) -> Deferred[int]:
-        old = [k for k, e in self.entries.items() if e.created_at < created_before]
-        for key in old:
-            del self.entries[key]
-        return succeed(len(old))
+    def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> Deferred[None]:
+        for key, (count, when) in hits.items():
+            entry = self.entries.get(key)
+            if entry is not None:
+                self.entries[key] = evolve(
+                    entry, hit_count=entry.hit_count + count, last_hit_at=when
+                )
+        return succeed(None)
 
-    def on_external_change(self, callback: object) -> None:
-        pass
-
-    def record_hit(self, key: str, when: float) -> None:
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries[key] = evolve(entry, hit_count=entry.hit_count + 1, last_hit_at=when)
+    def scan_keys(self, visit: Callable[[bytes], None]) -> Deferred[None]:
+        if self.fail_reads:
+            return fail(StoreError("disk I/O error"))
+        for key in list(self.entries):
+            visit(bytes.fromhex(key))
+        return succeed(None)
