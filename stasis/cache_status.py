@@ -13,7 +13,7 @@ from typing import Any
 
 from attrs import frozen
 
-__all__ = ["CacheOutcome", "Status", "note_status", "noted_status"]
+__all__ = ["HIT", "PASSED", "CacheOutcome", "Status", "note_status", "noted_status"]
 
 CACHE_NAME = b"stasis"
 
@@ -35,6 +35,8 @@ class CacheOutcome:
     stored: bool = False
     detail: bytes | None = None
     forward_status: int | None = None
+    #: Answered by waiting for an identical request's fetch (RFC 9211 ``collapsed``).
+    collapsed: bool = False
 
     @functools.cache  # noqa: B019 - a handful of distinct frozen values, kept for the process
     def cache_status(self) -> bytes:
@@ -47,12 +49,16 @@ class CacheOutcome:
             parts.append(b"fwd-status=%d" % self.forward_status)
         if self.stored:
             parts.append(b"stored")
+        if self.collapsed:
+            parts.append(b"collapsed")
         if self.detail is not None:
             parts.append(b"detail=" + self.detail)
         return b"; ".join(parts)
 
 
 HIT = CacheOutcome(Status.HIT)
+#: Passed through without the cache's involvement (before the request was judged).
+PASSED = CacheOutcome(Status.BYPASS)
 
 
 #: Where a request carries its status for the access log, beside its headers

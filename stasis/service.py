@@ -16,11 +16,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 
+from stasis.cache import CacheEngine
 from stasis.config import Config
 from stasis.log import logger, set_log_level
-from stasis.stats import Counters
-from stasis.store import HotCache, SQLiteStore, Store, StoreError
+from stasis.store import Store, StoreError, open_store
 from stasis.upstream import UpstreamClient, make_client
+from stasis.upstream.aws import AwsSigner
+from stasis.web.prepared import PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
@@ -50,17 +52,21 @@ class StasisService(MultiService):
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
-        self.counters = Counters()
-        self.store: Store = HotCache(SQLiteStore(config.db, reactor), config.memory_cache_bytes)
+        self.store: Store = open_store(config.db, reactor)
         http, self._pool = make_client(reactor)
-        self.proxy = ProxyResource(
+        self.engine = CacheEngine(
             store=self.store,
             upstream=UpstreamClient(http, reactor, config.upstream_timeout),
             routes=config.routes,
             clock=reactor,
-            counters=self.counters,
+            signer=AwsSigner(),
             default_mode=config.mode,
+            memory_budget=config.memory_cache_bytes,
         )
+        self.counters = self.engine.counters
+        heads = PreparedHeads()
+        self.store.changes.subscribe(heads.on_change)
+        self.proxy = ProxyResource(self.engine, heads)
         self.site = StasisSite(
             Root(self.proxy, self.store, self.counters),
             max_body_bytes=config.max_body_bytes,
@@ -80,6 +86,7 @@ class StasisService(MultiService):
             self.store.open()
         except StoreError as e:
             raise StartupError(str(e)) from e
+        self.engine.start()
         endpoint = serverFromString(self.reactor, self.config.listen)
         listening = endpoint.listen(self.site)
         failures: list[Any] = []
@@ -120,4 +127,5 @@ class StasisService(MultiService):
             if closing is not None:
                 await closing
         await self._pool.closeCachedConnections()
+        await self.engine.close()
         await self.store.close()

@@ -23,7 +23,7 @@ from stasis.model import (
     Page,
     StoreStats,
 )
-from stasis.store import ChangeFeed, StoreError
+from stasis.store import EVERY_ENTRY, ChangeFeed, StoreError
 
 
 def info_of(entry: Entry) -> EntryInfo:
@@ -126,7 +126,7 @@ class MemoryStore:
         self.changes.publish(evolve(change, local=False))
 
     def list_entries(
-        self, where: EntryFilter = EntryFilter(), limit: int = 100, cursor: str | None = None
+        self, where: EntryFilter = EVERY_ENTRY, limit: int = 100, cursor: str | None = None
     ) -> Deferred[Page]:
         if self.fail_reads:
             return fail(StoreError("disk I/O error"))

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stasis.store._known import MAX_BITS, MIN_BITS, KnownKeys
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from stasis.store import SQLiteStore
-from stasis.store._known import MAX_BITS, MIN_BITS, KnownKeys
 from tests.test_store import key, make_entry, open_store
 from tests.waiting import wait_for
 

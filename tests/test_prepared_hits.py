@@ -16,12 +16,12 @@ import time
 
 import pytest
 from attrs import evolve
+from stasis.stats import Counters
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from stasis.routing import Routes
-from stasis.stats import Counters
 from stasis.store import Entry
 from stasis.upstream import UpstreamClient
 from stasis.web import proxy as proxy_module

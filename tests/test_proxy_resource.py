@@ -15,17 +15,23 @@ import pytest
 import treq
 from attrs import define, field
 from treq.testing import StubTreq
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from stasis.cache import CacheEngine, Counters
+from stasis.cache.counters import HIT_FLUSH_SECONDS
+from stasis.cache.engine import COMMIT_PATIENCE
+from stasis.keys import derive_key as real_derive_key
+from stasis.model import Change, ChangeKind
 from stasis.modes import Mode
 from stasis.routing import Routes
-from stasis.stats import Counters
 from stasis.upstream import UpstreamClient
-from stasis.web.proxy import COMMIT_PATIENCE, ProxyResource
+from stasis.upstream.aws import AwsSigner
+from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from tests.memory_store import MemoryStore
 
@@ -56,29 +62,44 @@ class FakeAPI(Resource):
         ).encode()
 
 
+def in_line(work: Any) -> Any:
+    """Run "threaded" work at once: these tests have no threads."""
+    return maybeDeferred(work)
+
+
 @define
 class Harness:
     clock: Clock = field(factory=Clock)
     api: FakeAPI = field(factory=FakeAPI)
-    counters: Counters = field(factory=Counters)
     store: MemoryStore = field(init=False)
     upstream: StubTreq = field(init=False)
     client: StubTreq = field(init=False)
+    engine: CacheEngine = field(init=False)
     mode: Mode = Mode.CACHE
-    knows_keys: bool = False
+    routes: Routes = field(factory=lambda: Routes(everything="http://upstream.test"))
+    #: Bytes of hot entries; 0 sends every lookup to the store.
+    memory: int = 64 * 1024 * 1024
 
     def __attrs_post_init__(self) -> None:
-        self.store = MemoryStore(self.clock, knows_keys=self.knows_keys)
+        self.store = MemoryStore(self.clock)
         self.upstream = StubTreq(self.api)
-        proxy = ProxyResource(
+        self.engine = CacheEngine(
             store=self.store,
             upstream=UpstreamClient(self.upstream, self.clock, 30.0),  # type: ignore[arg-type]
-            routes=Routes(everything="http://upstream.test"),
+            routes=self.routes,
             clock=self.clock,
-            counters=self.counters,
+            signer=AwsSigner(),
             default_mode=self.mode,
+            memory_budget=self.memory,
+            in_thread=in_line,
         )
-        self.client = StubTreq(Root(proxy, self.store, self.counters))
+        self.store.open()
+        self.engine.start()
+        self.client = StubTreq(Root(ProxyResource(self.engine), self.store, self.counters))
+
+    @property
+    def counters(self) -> Counters:
+        return self.engine.counters
 
     def _settle(self) -> None:
         for _ in range(10):
@@ -132,6 +153,9 @@ def test_miss_then_hit_with_age_from_the_clock(harness: Harness) -> None:
     assert header(second, "x-request-id") == "req_1"
     assert len(harness.api.seen) == 1
     assert (harness.counters.hits, harness.counters.misses) == (1, 1)
+    (entry,) = harness.store.entries.values()
+    assert entry.hit_count == 0  # hits are written in batches, within a second
+    harness.clock.advance(HIT_FLUSH_SECONDS)
     (entry,) = harness.store.entries.values()
     assert entry.hit_count == 1
     assert entry.usage.total == 10
@@ -215,7 +239,8 @@ def test_a_failing_write_still_answers_the_client(harness: Harness) -> None:
     assert harness.store.entries == {}
 
 
-def test_a_failing_read_is_treated_as_a_miss(harness: Harness) -> None:
+def test_a_failing_read_is_treated_as_a_miss() -> None:
+    harness = Harness(memory=0)
     harness.call()
     harness.store.fail_reads = True
     response, body = harness.call()
@@ -264,10 +289,10 @@ def test_a_commit_that_takes_too_long_does_not_hold_the_answer_back(harness: Har
 def test_a_bug_while_storing_is_logged_and_the_answer_still_delivered(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*args: object) -> None:
+    def broken(*args: object) -> None:
         raise RuntimeError("usage extractor bug")
 
-    monkeypatch.setattr(ProxyResource, "_store", broken)
+    monkeypatch.setattr(CacheEngine, "_entry", broken)
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -293,6 +318,7 @@ def test_an_upstream_error_is_relayed_and_not_stored(harness: Harness) -> None:
 def test_health_and_stats_read_the_store(harness: Harness) -> None:
     harness.call()
     harness.call()
+    harness.clock.advance(HIT_FLUSH_SECONDS)
     _stats_response, stats = harness.call(body=b"", path="/stats", method="GET")
     report = json.loads(stats)
     assert report["totalEntries"] == 1
@@ -320,28 +346,53 @@ def test_the_server_default_mode_applies(harness: Harness) -> None:
     assert replaying.api.seen == []
 
 
-def test_a_byte_identical_repeat_is_answered_from_memory_without_a_lookup(harness: Harness) -> None:
+def test_a_byte_identical_repeat_is_answered_from_memory_without_a_lookup(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     harness.call()
-    harness.call()  # the full path: parsed, keyed, looked up, then remembered
-    lookups = harness.store.gets
+    derived: list[object] = []
+    monkeypatch.setattr(
+        "stasis.cache.engine.derive_key",
+        lambda *args: derived.append(args) or real_derive_key(*args),
+    )
+    harness.call()  # the full path: parsed, keyed, looked up in memory, then remembered
+    assert len(derived) == 1
     response, body = harness.call()
     assert header(response, "x-stasis-status") == "HIT"
     assert header(response, "x-stasis-key") == next(iter(harness.store.entries))
-    assert harness.store.gets == lookups
+    assert len(derived) == 1
     assert json.loads(body)["n"] == 1
     # Any other byte takes the full path, and is still a hit when it means the same.
     other, _ = harness.call(**{"User-Agent": "another-sdk/2.0"})
     assert header(other, "x-stasis-status") == "HIT"
-    assert harness.store.gets == lookups + 1
+    assert len(derived) == 2
+    assert harness.store.gets == 1  # only the very first request looked in the store
 
 
 def test_a_remembered_request_is_not_served_once_its_entry_is_gone(harness: Harness) -> None:
     harness.call()
     harness.call()
-    harness.store.entries.clear()
+    (key,) = harness.store.entries
+    harness.store.delete(key)
     response, body = harness.call()
     assert header(response, "x-stasis-status") == "MISS"
     assert json.loads(body)["n"] == 2
+
+
+def test_another_process_deleting_an_entry_evicts_it_from_memory(harness: Harness) -> None:
+    harness.call()
+    harness.call(body={**CHAT, "temperature": 0})
+    assert len(harness.engine.hot) == 2
+    deleted, _kept = harness.store.entries
+    harness.store.external(Change(ChangeKind.DELETE, (deleted,)))
+    assert len(harness.engine.hot) == 1
+    assert header(harness.call()[0], "x-stasis-status") == "MISS"
+    # Another process's insert evicts nothing else: the other entry is still served from memory.
+    harness.store.external(Change(ChangeKind.PUT, ("0" * 64,)))
+    lookups = harness.store.gets
+    hit, _ = harness.call(body={**CHAT, "temperature": 0})
+    assert header(hit, "x-stasis-status") == "HIT"
+    assert harness.store.gets == lookups
 
 
 def test_fresh_and_realtime_requests_are_never_answered_from_memory(harness: Harness) -> None:
@@ -357,22 +408,8 @@ def test_replay_serves_a_provider_that_has_no_upstream_configured() -> None:
     azure = "/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21"
     assert header(recorder.call(path=azure)[0], "x-stasis-status") == "MISS"
     # CI: the same database, replay mode, and no --upstream azure=URL at all.
-    ci = Harness(mode=Mode.REPLAY)
+    ci = Harness(mode=Mode.REPLAY, routes=Routes())
     ci.store.entries.update(recorder.store.entries)
-    ci.client = StubTreq(
-        Root(
-            ProxyResource(
-                store=ci.store,
-                upstream=UpstreamClient(ci.upstream, ci.clock, 30.0),  # type: ignore[arg-type]
-                routes=Routes(),
-                clock=ci.clock,
-                counters=ci.counters,
-                default_mode=Mode.REPLAY,
-            ),
-            ci.store,
-            ci.counters,
-        )
-    )
     hit, _ = ci.call(path=azure)
     assert header(hit, "x-stasis-status") == "HIT"
     unroutable, body = ci.call(path=azure, **{"X-Stasis-Mode": "cache", "OpenAI-Project": "p"})
@@ -380,32 +417,36 @@ def test_replay_serves_a_provider_that_has_no_upstream_configured() -> None:
     assert "--upstream azure=" in json.loads(body)["error"]["message"]
 
 
-def test_a_key_the_store_knows_is_absent_is_fetched_without_a_lookup() -> None:
-    harness = Harness(knows_keys=True)
+def test_once_a_lookup_found_nothing_new_keys_are_fetched_without_one() -> None:
+    harness = Harness(memory=0)
     first, _ = harness.call()
     assert header(first, "x-stasis-status") == "MISS"
-    assert harness.store.gets == 0
-    # Stored, so no longer known absent: the repeat (other bytes) is looked up and hits.
-    second, _ = harness.call(**{"User-Agent": "another-sdk/2.0"})
-    assert header(second, "x-stasis-status") == "HIT"
+    assert harness.store.gets == 1  # found nothing: the key filter is read
+    assert harness.engine.key_filter.ready
+    second, _ = harness.call(body={**CHAT, "temperature": 0})
+    assert header(second, "x-stasis-status") == "MISS"
     assert harness.store.gets == 1
-    assert len(harness.api.seen) == 1
+    # Stored, so no longer absent: a repeat (in other bytes) is looked up and hits.
+    third, _ = harness.call(**{"User-Agent": "another-sdk/2.0"})
+    assert header(third, "x-stasis-status") == "HIT"
+    assert harness.store.gets == 2
+    assert len(harness.api.seen) == 2
 
 
-def test_replay_mode_looks_up_even_what_the_store_believes_absent() -> None:
+def test_replay_mode_looks_up_even_what_the_key_filter_believes_absent() -> None:
     recorder = Harness()
     recorder.call()
-    # Another process stored the entry; this daemon's key filter has not seen it yet.
-    ci = Harness(mode=Mode.REPLAY)
-    ci.store.entries.update(recorder.store.entries)
-    ci.store.unseen.update(recorder.store.entries)
-    response, body = ci.call()
-    assert header(response, "x-stasis-status") == "HIT"
-    assert json.loads(body)["n"] == 1
-    assert ci.store.gets == 1
-    # In cache mode the same belief costs one upstream call, then the answer is fresh.
-    cache = Harness()
-    cache.store.entries.update(recorder.store.entries)
-    cache.store.unseen.update(recorder.store.entries)
-    assert header(cache.call()[0], "x-stasis-status") == "MISS"
-    assert len(cache.api.seen) == 1
+    for mode in (Mode.REPLAY, Mode.CACHE):
+        daemon = Harness(mode=mode)
+        daemon.call(body={**CHAT, "n": 1}, **{"X-Stasis-Mode": "cache"})  # reads the key filter
+        assert daemon.engine.key_filter.ready
+        # Another process stored the entry; its change has not reached this daemon yet.
+        daemon.store.entries.update(recorder.store.entries)
+        response, body = daemon.call()
+        if mode is Mode.REPLAY:
+            assert header(response, "x-stasis-status") == "HIT"
+            assert json.loads(body)["n"] == 1
+        else:
+            # In cache mode the belief costs one upstream call, then the answer is fresh.
+            assert header(response, "x-stasis-status") == "MISS"
+            assert len(daemon.api.seen) == 2

@@ -22,9 +22,9 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet.threads import deferToThread
-from twisted.web.http_headers import Headers
 
 from stasis.errors import AwsCredentialsMissing, SignatureRejected
+from stasis.headers import Pairs
 from stasis.sigv4 import SigV4Authorization
 
 __all__ = ["AwsSigner"]
@@ -153,26 +153,31 @@ class AwsSigner:
             )
 
     async def sign(
-        self, signed: SigV4Authorization, method: str, url: str, headers: Headers, body: bytes
-    ) -> Headers:
+        self, signed: SigV4Authorization, method: str, url: str, headers: Pairs, body: bytes
+    ) -> list[tuple[bytes, bytes]]:
         """``headers`` for ``url``, with the client's signature replaced by a fresh one."""
         credentials = await self.credentials()
         from botocore.awsrequest import AWSRequest
 
         wanted = {name.encode() for name in signed.signed_headers} - _SIGNATURE_HEADERS
         wanted.discard(b"host")
-        kept = Headers()
-        to_sign: dict[str, str] = {}
-        for name, values in headers.getAllRawHeaders():
+        kept: list[tuple[bytes, bytes]] = []
+        to_sign: dict[str, list[bytes]] = {}
+        for name, value in headers:
             lower = name.lower()
             if lower in _SIGNATURE_HEADERS:
                 continue
-            kept.setRawHeaders(name, values)
+            kept.append((name, value))
             if lower in wanted:
-                to_sign[lower.decode("latin-1")] = b",".join(values).decode("latin-1")
-        request = AWSRequest(method=method, url=url, headers=to_sign, data=body)
+                to_sign.setdefault(lower.decode("latin-1"), []).append(value)
+        request = AWSRequest(
+            method=method,
+            url=url,
+            headers={name: b",".join(values).decode("latin-1") for name, values in to_sign.items()},
+            data=body,
+        )
         _signer(credentials, signed.region, signed.service).add_auth(request)
         for added in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
             if added in request.headers:
-                kept.setRawHeaders(added.encode(), [request.headers[added].encode("latin-1")])
+                kept.append((added.encode(), request.headers[added].encode("latin-1")))
         return kept

@@ -31,10 +31,13 @@ from twisted.web.client import (
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
+from stasis.cache.ports import UpstreamResponse
 from stasis.errors import UpstreamTimeout, UpstreamUnreachable
+from stasis.headers import Pairs
+from stasis.upstream.response import TreqResponse
 
 __all__ = ["UpstreamClient", "make_client"]
 
@@ -178,8 +181,8 @@ class UpstreamClient:
     timeout: float
 
     def request(
-        self, method: str, url: str, headers: Headers, body: bytes | None
-    ) -> Deferred[IResponse]:
+        self, method: str, url: str, headers: Pairs, body: bytes | None
+    ) -> Deferred[UpstreamResponse]:
         """
         Fire with the upstream's response once its headers arrived.
 
@@ -188,10 +191,13 @@ class UpstreamClient:
         failure; cancelling the Deferred aborts the request.
         """
         timed_out = False
+        sent = Headers()
+        for name, value in headers:
+            sent.addRawHeader(name, value)
         d: Deferred[Any] = self.http.request(
             method,
             _WireURL.from_text(url) if url.isascii() else EncodedURL.from_text(url),
-            headers=headers,
+            headers=sent,
             data=body if body else None,
             allow_redirects=False,
             cookies=_NO_COOKIES,
@@ -229,7 +235,7 @@ class UpstreamClient:
             )
 
         d.addBoth(settle)
-        d.addErrback(translate)
+        d.addCallbacks(TreqResponse, translate)
         return d
 
 

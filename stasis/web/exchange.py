@@ -3,14 +3,17 @@ One client request's life as seen by the proxy: still connected, or gone.
 
 twisted.web must never be asked to ``finish()`` a request twice, or after its
 client disconnected, and work done for a client that left should stop; this
-small object keeps that state in one place (as klein's resource does).
+small object keeps that state in one place (as klein's resource does). It is
+also the :class:`~stasis.cache.ports.Client` the engine relays a live answer to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.server import Request
 
 from stasis.errors import StasisError
@@ -52,6 +55,20 @@ class Exchange:
     def open(self) -> bool:
         """Whether anything may still be written to the client."""
         return not (self.gone or self.finished)
+
+    def write(self, data: bytes) -> None:
+        self.request.write(data)
+
+    def set_length(self, length: int) -> None:
+        request = self.request
+        if request.method != b"HEAD" and request.code not in NO_BODY_CODES:
+            request.setHeader(b"content-length", b"%d" % length)
+
+    def attach(self, producer: IPushProducer) -> None:
+        self.request.registerProducer(producer, True)
+
+    def detach(self) -> None:
+        self.request.unregisterProducer()
 
     def abort(self) -> None:
         """

@@ -22,7 +22,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from stasis.cache_status import HIT, note_status
-from stasis.store import Entry
+from stasis.model import Change, ChangeKind, Entry
 
 __all__ = ["PreparedHead", "PreparedHeads", "can_write_prepared", "write_prepared"]
 
@@ -77,6 +77,14 @@ class PreparedHeads:
 
     def __len__(self) -> int:
         return len(self._heads)
+
+    def on_change(self, change: Change) -> None:
+        """Forget removed keys' heads (a changed answer is a new entry, with new bytes anyway)."""
+        if change.kind is ChangeKind.RESET:
+            self._heads.clear()
+        elif change.kind is not ChangeKind.PUT:
+            for key in change.keys:
+                self._heads.pop(key, None)
 
     def of(self, entry: Entry) -> PreparedHead:
         head = self._heads.get(entry.key)

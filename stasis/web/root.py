@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from stasis.stats import Counters
+from stasis.cache import Counters
 from stasis.store import Store
 from stasis.web.status import HealthResource, StatsResource
 

@@ -13,10 +13,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from stasis.cache import Counters
 from stasis.errors import StoreUnreadable
 from stasis.log import logger
-from stasis.stats import Counters
-from stasis.store import Store, StoreStats
+from stasis.model import StoreStats
+from stasis.store import Store
 from stasis.web.exchange import Exchange
 
 __all__ = ["HealthResource", "StatsResource", "iso8601"]

@@ -1,16 +1,16 @@
 """
-The upstream body, relayed to the client as it arrives and recorded on the side.
+An upstream body, relayed to the client as it arrives and recorded on the side.
 
 A storable answer that is not a stream is held back (up to a limit) and
 written whole once it is stored: one write, framed by its length, instead of
 a chunked body whose end must wait for the commit anyway.
 
-The upstream connection is registered as the client request's push producer:
-when the client's socket buffer fills, twisted.web pauses the upstream, so a
-slow reader holds a few buffers in the proxy, not the whole answer. When the
-client leaves, the upstream connection is closed, so the provider stops
-generating (and billing) tokens for nobody. An upstream that goes silent
-mid-body for longer than the idle timeout is cut off the same way.
+The upstream is attached to the client as a push producer: when the client's
+socket buffer fills, the upstream is paused, so a slow reader holds a few
+buffers in the proxy, not the whole answer. When the client leaves, the
+upstream connection is stopped, so the provider stops generating (and
+billing) tokens for nobody. An upstream that goes silent mid-body for longer
+than the idle timeout is cut off the same way.
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import NO_BODY_CODES, PotentialDataLoss
 
+from stasis.cache.ports import BodyEnd, Client
 from stasis.streams.recorder import Recorder
-from stasis.web.exchange import Exchange
 
-__all__ = ["Outcome", "Relay"]
+__all__ = ["BodyRelay", "Outcome"]
 
 
 class Outcome(enum.Enum):
@@ -43,57 +39,65 @@ class Outcome(enum.Enum):
     ABANDONED = "abandoned"
 
 
-class Relay(Protocol):
-    """
-    Receives an upstream response body (``IResponse.deliverBody``).
+_OUTCOMES = {
+    BodyEnd.COMPLETE: Outcome.COMPLETE,
+    BodyEnd.UNCERTAIN: Outcome.UNCERTAIN,
+    BodyEnd.BROKEN: Outcome.BROKEN,
+}
 
-    Each chunk is written to the client as it arrives and fed to ``recorder``
+
+class BodyRelay:
+    """
+    Receives an upstream body (:class:`~stasis.cache.ports.BodyReceiver`).
+
+    Each chunk is written to ``client`` as it arrives and fed to ``recorder``
     (when recording); ``done`` fires with the :class:`Outcome`.
     """
 
     def __init__(
         self,
-        exchange: Exchange,
+        client: Client,
         recorder: Recorder | None,
         clock: IReactorTime,
         idle_timeout: float,
         hold: int = 0,
     ) -> None:
-        self.exchange = exchange
+        self.client = client
         self.recorder = recorder
         self.done: Deferred[Outcome] = Deferred()
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None
         self._forget_gone: Callable[[], None] = lambda: None
+        self._attached = False
         #: Up to ``hold`` bytes are held back and written whole by release().
         self._held: list[bytes] | None = [] if hold > 0 else None
         self._held_bytes = 0
         self._hold = hold
 
-    def connectionMade(self) -> None:
-        producer = IPushProducer(self.transport)
-        if not self.exchange.open:
+    def body_started(self, producer: IPushProducer) -> None:
+        if not self.client.open:
             producer.stopProducing()
             return
-        self.exchange.request.registerProducer(producer, True)
-        self._forget_gone = self.exchange.on_gone(producer.stopProducing)
+        self.client.attach(producer)
+        self._attached = True
+        self._forget_gone = self.client.on_gone(producer.stopProducing)
         self._idle = self._clock.callLater(self._idle_timeout, producer.stopProducing)
 
-    def dataReceived(self, data: bytes) -> None:
+    def body_data(self, data: bytes) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.reset(self._idle_timeout)
-        if not self.exchange.open:
+        if self.recorder is not None:
+            self.recorder.feed(data)
+        if not self.client.open:
             return
         if self._held is None:
-            self.exchange.request.write(data)
+            self.client.write(data)
         else:
             self._held.append(data)
             self._held_bytes += len(data)
             if self._held_bytes > self._hold:
                 self.release()
-        if self.recorder is not None:
-            self.recorder.feed(data)
 
     def release(self) -> None:
         """
@@ -101,26 +105,18 @@ class Relay(Protocol):
         body, and relay whatever still comes as it comes.
         """
         held, self._held = self._held, None
-        if held is None or not self.exchange.open:
+        if held is None or not self.client.open:
             return
-        request = self.exchange.request
-        if self.done.called and request.method != b"HEAD" and request.code not in NO_BODY_CODES:
-            request.setHeader(b"content-length", b"%d" % self._held_bytes)
+        if self.done.called:
+            self.client.set_length(self._held_bytes)
         if held:
-            request.write(b"".join(held))
+            self.client.write(b"".join(held))
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
+    def body_ended(self, end: BodyEnd) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._forget_gone()
-        if self.exchange.open:
-            self.exchange.request.unregisterProducer()
-        if self.exchange.gone:
-            outcome = Outcome.ABANDONED
-        elif reason.check(ResponseDone):
-            outcome = Outcome.COMPLETE
-        elif reason.check(PotentialDataLoss):
-            outcome = Outcome.UNCERTAIN
-        else:
-            outcome = Outcome.BROKEN
+        if self._attached and self.client.open:
+            self.client.detach()
+        outcome = Outcome.ABANDONED if self.client.gone else _OUTCOMES[end]
         self.done.callback(outcome)

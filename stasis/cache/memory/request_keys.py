@@ -5,22 +5,24 @@ Most repeated LLM calls repeat their bytes exactly: SDKs serialise the same
 call the same way, headers and all. Hashing those bytes costs far less than
 parsing the headers, canonicalising the JSON body and deriving the key, so a
 repeat is recognised by a keyed hash of the whole request (method, target,
-every header but Content-Length in the order sent, body) and answered from the hot entries
-straight away. The hash is keyed with the database secret, so not even memory
-holds a plain hash of a credential. A request that differs in any byte, even
-in a header that cannot change the key, simply takes the full path.
+every header but Content-Length in the order sent, body) and answered from
+the hot entries straight away. The hash is keyed with the database secret, so
+not even memory holds a plain hash of a credential. A request that differs in
+any byte, even in a header that cannot change the key, simply takes the full
+path.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 
-from twisted.web.server import Request
+from stasis.model import Change, ChangeKind
 
-__all__ = ["RecentRequests"]
+__all__ = ["RequestKeys"]
 
 
-class RecentRequests:
+class RequestKeys:
     """A bounded map from request fingerprints to cache keys (oldest forgotten first)."""
 
     def __init__(self, secret: bytes, size: int = 8192) -> None:
@@ -30,11 +32,19 @@ class RecentRequests:
         self._size = size
         self._keys: dict[bytes, str] = {}
 
-    def fingerprint(self, request: Request, body: bytes) -> bytes:
-        # twisted.web spells header names canonically and keeps their order:
-        # the same request sent again gives the same bytes here.
-        parts = [request.method, b" ", request.uri, b"\n"]
-        for name, values in request.requestHeaders.getAllRawHeaders():
+    def fingerprint(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Iterable[tuple[bytes, Sequence[bytes]]],
+        body: bytes,
+    ) -> bytes:
+        """
+        ``headers`` as twisted.web keeps them, each name once with its values:
+        the same request sent again gives the same bytes here.
+        """
+        parts = [method, b" ", target, b"\n"]
+        for name, values in headers:
             if name != b"Content-Length":
                 parts += (name, b":", b"\x00".join(values), b"\n")
         parts.append(b"\n")
@@ -50,3 +60,10 @@ class RecentRequests:
         if fingerprint not in self._keys and len(self._keys) >= self._size:
             del self._keys[next(iter(self._keys))]
         self._keys[fingerprint] = key
+
+    def on_change(self, change: Change) -> None:
+        # A fingerprint leads to a key, and every hit through it is checked
+        # against the hot entries, which follow each key; only a lost feed
+        # is a reason to start over.
+        if change.kind is ChangeKind.RESET:
+            self._keys.clear()

@@ -1,13 +1,8 @@
 """
-Which keys the database certainly does not hold, known without reading it.
+The bits of the key filter: a Bloom filter of cache keys.
 
-A request seen for the first time is a miss, and learning that costs a lookup
-on a reader thread: two thread hops, more reactor time than the SQLite query
-itself, and a fifth of a millisecond before the upstream call can start. A
-Bloom filter over every key in the database answers "certainly not there" for
-almost every new key at once, and "maybe" otherwise, when the lookup happens
-as before. It never says "not there" of a key it was given, so it cannot turn
-a hit into a miss; keys deleted since only cost a lookup that finds nothing.
+It never says "not there" of a key it was given, so it cannot turn a hit into
+a miss; keys deleted since only cost a lookup that finds nothing.
 
 Cache keys are HMAC-SHA256 digests, uniformly random already, so the filter
 takes its probe positions straight from the key's bits instead of hashing.
@@ -15,7 +10,7 @@ takes its probe positions straight from the key's bits instead of hashing.
 
 from __future__ import annotations
 
-__all__ = ["KnownKeys"]
+__all__ = ["KeyBloom"]
 
 #: Probe positions per key; with 16 bits per expected key, ~0.25% false "maybe".
 PROBES = 4
@@ -27,7 +22,7 @@ MIN_BITS = 1 << 23
 MAX_BITS = 1 << 32
 
 
-class KnownKeys:
+class KeyBloom:
     """A Bloom filter of cache keys, sized for ``expected`` keys."""
 
     def __init__(self, expected: int = 0) -> None:

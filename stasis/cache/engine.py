@@ -1,0 +1,582 @@
+"""
+The cache engine: what stasis does with one request, apart from any web server.
+
+For each request: read the directives, pick the provider, derive the key,
+look it up (in memory, else in the store), and either hand back the stored
+answer or fetch it upstream as the single flight for its key, relaying the
+body while recording it, and storing it before the client sees the end.
+
+The web adapter (:mod:`stasis.web.proxy`) turns a twisted.web request into a
+:class:`CacheRequest` and writes back the :mod:`answer <stasis.cache.answers>`;
+the management commands, the admin API and the pytest plugin use the same
+engine and store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+
+from stasis.cache.answers import Answer, Failed, Live, Stored
+from stasis.cache.counters import Counters, HitLog
+from stasis.cache.flights import NOTHING, Flight, Flights, Landed
+from stasis.cache.memory import HotEntries, KeyFilter, RequestKeys
+from stasis.cache.ports import Client, Signer, Upstream, UpstreamResponse
+from stasis.cache.relay import BodyRelay, Outcome
+from stasis.cache_status import HIT, PASSED, CacheOutcome, Status
+from stasis.errors import BadRequest, ReplayMiss, StasisError
+from stasis.headers import Pairs, content_coding, for_client, for_storage, for_upstream, header_map
+from stasis.keys import KeyRequest, ParsedBody, derive_key, parse_body
+from stasis.log import RateLimitedWarning, logger
+from stasis.model import Change, Entry
+from stasis.modes import BadDirective, Directives, Mode, parse_directives
+from stasis.providers import Provider, RequestView, identify
+from stasis.routing import Routes
+from stasis.sigv4 import SigV4Authorization, sigv4_of
+from stasis.store import Store
+from stasis.streams.recorder import Recorder
+
+__all__ = [
+    "COMMIT_PATIENCE",
+    "DEFAULT_MAX_ENTRY_BYTES",
+    "KEY_INLINE_BYTES",
+    "CacheEngine",
+    "CacheRequest",
+]
+
+_T = TypeVar("_T")
+
+log = logger("stasis.cache")
+
+#: A recorded body larger than this is relayed but not stored.
+DEFAULT_MAX_ENTRY_BYTES = 64 * 1024 * 1024
+
+#: A storable answer up to this size that is not a stream is written whole,
+#: after its commit, in one write (see BodyRelay); a larger one is relayed.
+HELD_BODY_BYTES = 1024 * 1024
+
+#: How long a stored answer's last byte waits for its commit, in seconds.
+COMMIT_PATIENCE = 1.0
+
+#: Requests with larger bodies are never answered by the byte-identical fast path.
+REMEMBERED_BODY_BYTES = 1024 * 1024
+
+#: Bodies up to this size are keyed on the reactor thread; larger ones in a
+#: thread. Canonical JSON costs ~20 µs a kilobyte of text and ~100-250 µs a
+#: kilobyte of numbers (embeddings input): at this size a body holds the
+#: reactor (and every hit behind it) at most a millisecond or two.
+KEY_INLINE_BYTES = 8 * 1024
+
+
+@frozen
+class CacheRequest:
+    """A request as the engine takes it: as it came off the wire, body read."""
+
+    method: bytes
+    #: The request target as sent (path and query, still percent-encoded).
+    target: bytes
+    #: Raw header fields in the order sent.
+    headers: Pairs
+    body: bytes
+    #: Its :class:`RequestKeys` fingerprint, when it was small enough to take one.
+    fingerprint: bytes | None = None
+
+
+@define
+class _Call:
+    """The facts of one request, gathered once, and what the engine learnt on the way."""
+
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    raw_headers: Pairs
+    body: bytes
+    #: What routing looks at; the upstream URL is worked out only when forwarding,
+    #: so replay mode serves hits even for a provider with no upstream configured.
+    view: RequestView
+    provider: Provider
+    directives: Directives
+    #: The client's SigV4 signature, when it sent one (Bedrock).
+    signed: SigV4Authorization | None
+    fingerprint: bytes | None
+    key: str | None = None
+    parsed: ParsedBody | None = None
+    #: What to say the cache did if the request fails from here on.
+    outcome: CacheOutcome = PASSED
+
+
+def _json_or_none(body: bytes) -> Any:
+    """Parsed JSON for reading token usage; None for anything else."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _in_reactor_threads(clock: Any) -> Callable[[Callable[[], _T]], Deferred[_T]]:
+    from twisted.internet.threads import deferToThreadPool
+
+    def run(work: Callable[[], _T]) -> Deferred[_T]:
+        d: Deferred[_T] = deferToThreadPool(clock, clock.getThreadPool(), work)
+        return d
+
+    return run
+
+
+@define(eq=False)
+class CacheEngine:
+    """
+    One daemon's cache: its store, its in-memory layers, its flights and counters.
+
+    Call :meth:`start` once the store is open, and :meth:`close` before the
+    store is closed.
+    """
+
+    store: Store
+    upstream: Upstream
+    routes: Routes
+    #: The reactor (its clock; and its thread pool, unless ``in_thread`` is given).
+    clock: IReactorTime
+    signer: Signer
+    default_mode: Mode = Mode.CACHE
+    #: Bytes of hot entries kept in memory; 0 keeps none.
+    memory_budget: int = 64 * 1024 * 1024
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
+    #: Runs blocking work off the reactor thread (large bodies' keys).
+    in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None
+    counters: Counters = field(factory=Counters)
+    hot: HotEntries = field(init=False)
+    key_filter: KeyFilter = field(init=False)
+    #: Made at start: it is keyed with the store's secret.
+    request_keys: RequestKeys | None = field(default=None, init=False)
+    flights: Flights = field(factory=Flights, init=False)
+    hits: HitLog = field(init=False)
+    _read_warning: RateLimitedWarning = field(init=False)
+    _commit_warning: RateLimitedWarning = field(init=False)
+    _unsubscribe: Callable[[], None] | None = field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.hot = HotEntries(self.memory_budget)
+        self.key_filter = KeyFilter(self.store)
+        self.hits = HitLog(self.store, self.clock)
+        self._read_warning = RateLimitedWarning(log, self.clock)
+        self._commit_warning = RateLimitedWarning(log, self.clock)
+        if self.in_thread is None:
+            self.in_thread = _in_reactor_threads(self.clock)
+
+    def start(self) -> None:
+        """Begin serving from an open store: follow its changes."""
+        self.request_keys = RequestKeys(self.store.secret)
+        self._unsubscribe = self.store.changes.subscribe(self._changed)
+
+    async def close(self) -> None:
+        """Write the hits counted so far; stop following the store."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.hits.close()
+
+    def _changed(self, change: Change) -> None:
+        self.hot.on_change(change)
+        self.key_filter.on_change(change)
+        if self.request_keys is not None:
+            self.request_keys.on_change(change)
+
+    # The byte-identical fast path
+
+    def fingerprint(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Iterable[tuple[bytes, Sequence[bytes]]],
+        body: bytes,
+    ) -> bytes | None:
+        """The request's fingerprint, or None when it is not worth remembering."""
+        if self.request_keys is None or len(body) > REMEMBERED_BODY_BYTES:
+            return None
+        return self.request_keys.fingerprint(method, target, headers, body)
+
+    def recall(self, fingerprint: bytes) -> Entry | None:
+        """
+        The fresh entry in memory for a byte-identical repeat of a request
+        already resolved to a key: no header parsing, no key derivation, no
+        Deferreds. None sends the request the full way. The caller counts the
+        hit (:meth:`count_hit`) if it serves the entry.
+        """
+        assert self.request_keys is not None
+        key = self.request_keys.key_of(fingerprint)
+        if key is None:
+            return None
+        entry = self.hot.get(key)
+        if entry is None or not entry.is_fresh(self.clock.seconds()):
+            return None
+        return entry
+
+    def count_hit(self, entry: Entry) -> int:
+        """Count a hit; the entry's age in seconds, for the Age header."""
+        now = self.clock.seconds()
+        self.counters.hits += 1
+        self.hits.count(entry.key, now)
+        return max(0, int(now - entry.created_at))
+
+    # The full path
+
+    def serve(self, request: CacheRequest) -> Deferred[Answer]:
+        """
+        The answer to ``request``; fails with :class:`Failed`. Cancel it when
+        the client goes away before the answer: the upstream call stops too.
+        """
+        return ensureDeferred(self._serve(request))
+
+    def _gather(self, request: CacheRequest) -> _Call:
+        headers = header_map(request.headers)
+        try:
+            directives = parse_directives(headers, self.default_mode)
+        except BadDirective as e:
+            raise BadRequest(e.message, header=e.header) from None
+        try:
+            target = request.target.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("the request target must be ASCII (percent-encode it)") from None
+        path, _, query = target.partition("?")
+        method = request.method.decode("ascii", "replace").upper()
+        view = RequestView(method=method, path=path, query=query, headers=headers)
+        return _Call(
+            method=method,
+            target=target,
+            path=path,
+            query=query,
+            headers=headers,
+            raw_headers=request.headers,
+            body=request.body,
+            view=view,
+            provider=identify(view),
+            directives=directives,
+            signed=sigv4_of(headers),
+            fingerprint=request.fingerprint,
+        )
+
+    async def _serve(self, request: CacheRequest) -> Answer:
+        call: _Call | None = None
+        try:
+            call = self._gather(request)
+            return await self._answer(call)
+        except StasisError as e:
+            if call is None:
+                raise Failed(e, PASSED, None) from e
+            raise Failed(e, call.outcome, call.key) from e
+
+    async def _answer(self, call: _Call) -> Answer:
+        if call.signed is not None:
+            # Before anything is read or forwarded: only the holder of the secret
+            # key may see what was cached under its access key.
+            await self.signer.verify(
+                call.signed,
+                call.method,
+                call.headers.get("host", ""),
+                call.target,
+                call.headers,
+                call.body,
+            )
+        mode = call.directives.mode
+        if mode is Mode.BYPASS or not call.provider.is_cacheable(call.method, call.path):
+            self.counters.bypasses += 1
+            return await self._forward(call, record=False, flight=None)
+
+        key = call.key = await self._derive_key(call)
+        call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss")
+        if (
+            call.fingerprint is not None
+            and self.request_keys is not None
+            and mode in (Mode.CACHE, Mode.REPLAY)
+            and not call.directives.realtime
+            and not call.signed
+        ):
+            # The same bytes again will mean the same key and the same decision.
+            self.request_keys.remember(call.fingerprint, key)
+
+        if mode is Mode.FRESH:
+            call.outcome = CacheOutcome(Status.MISS, forward=b"request")
+            self.counters.misses += 1
+            return await self._fetch(call)
+
+        # A first-time request in cache mode skips its lookup when the key
+        # filter knows the store holds no such key; replay mode, where a miss
+        # is an error, always looks.
+        absent = mode is Mode.CACHE and self.key_filter.absent(key)
+        entry = None if absent else await self._lookup(key)
+        if entry is not None:
+            return self._hit(entry, call.directives.realtime)
+        if mode is Mode.CACHE:
+            waiting = self.flights.follow(key)
+            if waiting is not None:
+                log.debug("{key} waits for the identical request in flight", key=key)
+                return await self._follow(call, await waiting)
+        self.counters.misses += 1
+        if mode is Mode.REPLAY:
+            call.outcome = CacheOutcome(Status.MISS, detail=b"replay-miss")
+            raise ReplayMiss(
+                "replay mode: no cached answer for this request, and replay mode never "
+                "calls the upstream; record it first with mode 'cache'",
+                key=key,
+            )
+        return await self._fetch(call)
+
+    async def _derive_key(self, call: _Call) -> str:
+        def derive() -> tuple[ParsedBody, str]:
+            parsed = parse_body(call.body)
+            key = derive_key(
+                KeyRequest(
+                    method=call.method,
+                    path=call.path,
+                    query=call.query,
+                    headers=call.headers,
+                    namespace=call.directives.namespace,
+                    parsed=parsed,
+                ),
+                self.store.secret,
+                call.provider.key_policy,
+            )
+            return parsed, key
+
+        derived: tuple[ParsedBody, str]
+        if len(call.body) > KEY_INLINE_BYTES:
+            assert self.in_thread is not None
+            derived = await self.in_thread(derive)
+        else:
+            derived = derive()
+        call.parsed, key = derived
+        return key
+
+    async def _lookup(self, key: str) -> Entry | None:
+        entry = self.hot.get(key)
+        if entry is None:
+            try:
+                entry = await self.store.get(key)
+            except Exception as e:
+                self._read_warning.warn(
+                    "cannot read the cache database ({error}); treating lookups as misses",
+                    error=e,
+                )
+                return None
+            if entry is None:
+                self.key_filter.found_nothing()
+                return None
+            self.hot.remember(entry)
+        if not entry.is_fresh(self.clock.seconds()):
+            return None
+        return entry
+
+    def _hit(self, entry: Entry, realtime: bool) -> Stored:
+        return Stored(entry, HIT, self.count_hit(entry), realtime=realtime)
+
+    async def _follow(self, call: _Call, landed: Landed) -> Answer:
+        """Answer as the flight this request waited for landed."""
+        if landed.lead is not None:
+            self.counters.misses += 1
+            return await self._fetch(call, landed.lead)
+        if landed.entry is not None and landed.stored:
+            return self._hit(landed.entry, call.directives.realtime)
+        self.counters.misses += 1
+        if landed.error is not None:
+            call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss", collapsed=True)
+            raise landed.error
+        assert landed.entry is not None
+        outcome = CacheOutcome(
+            Status.MISS,
+            forward=b"uri-miss",
+            forward_status=landed.entry.status,
+            collapsed=True,
+        )
+        return Stored(landed.entry, outcome, None, realtime=call.directives.realtime)
+
+    async def _fetch(self, call: _Call, flight: Flight | None = None) -> Answer:
+        """Fetch a miss as the single flight for its key."""
+        assert call.key is not None
+        if flight is None:
+            flight = self.flights.lead(call.key)
+        try:
+            return await self._forward(call, record=self.store.writable, flight=flight)
+        except StasisError as e:
+            if flight is not None:
+                self.flights.end(flight, Landed(error=e))
+            raise
+        except BaseException:
+            # Cancelled (the client left), or a bug: a follower fetches instead.
+            if flight is not None:
+                self.flights.end(flight, NOTHING)
+            raise
+
+    async def _forward(self, call: _Call, record: bool, flight: Flight | None) -> Live:
+        """Send the request upstream; its answer, to relay (and record, when ``record``)."""
+        cacheable = call.key is not None
+        url = self.routes.upstream_for(call.provider, call.view) + call.target
+        headers: Pairs = for_upstream(call.raw_headers)
+        if call.signed is not None:
+            headers = await self.signer.sign(call.signed, call.method, url, headers, call.body)
+        response = await self.upstream.request(call.method, url, headers, call.body)
+        storable = (
+            record
+            and cacheable
+            and 200 <= response.code < 300
+            and not content_coding(response.headers)
+        )
+        if cacheable:
+            outcome = CacheOutcome(
+                Status.MISS if record else Status.BYPASS,
+                forward=b"request" if call.directives.mode is Mode.FRESH else b"uri-miss",
+                forward_status=response.code,
+                stored=storable,
+                detail=None if record else b"store-unavailable",
+            )
+        else:
+            outcome = CacheOutcome(Status.BYPASS, forward=b"bypass", forward_status=response.code)
+        # A flight records even what it cannot store, for those waiting for it.
+        recorder = (
+            Recorder(
+                call.provider,
+                b", ".join(v for n, v in response.headers if n.lower() == b"content-type"),
+                self.clock,
+                self.max_entry_bytes,
+            )
+            if storable or flight is not None
+            else None
+        )
+
+        def relay(client: Client) -> Deferred[None]:
+            return ensureDeferred(self._relay(call, response, recorder, storable, flight, client))
+
+        return Live(
+            status=response.code,
+            phrase=response.phrase,
+            headers=for_client(response.headers),
+            outcome=outcome,
+            key=call.key,
+            relay=relay,
+        )
+
+    async def _relay(
+        self,
+        call: _Call,
+        response: UpstreamResponse,
+        recorder: Recorder | None,
+        storable: bool,
+        flight: Flight | None,
+        client: Client,
+    ) -> None:
+        landed = NOTHING
+        try:
+            hold = HELD_BODY_BYTES if storable and recorder and not recorder.is_stream else 0
+            relay = BodyRelay(client, recorder, self.clock, self.upstream.timeout, hold)
+            response.deliver(relay)
+            ended = await relay.done
+            entry: Entry | None = None
+            committed: Deferred[bool] | None = None
+            if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
+                try:
+                    entry = self._entry(call, response, recorder)
+                    if storable:
+                        committed = self._put(entry)
+                        await self._patiently(committed)
+                except Exception:
+                    # A bug in stasis, not in the answer: the client still gets it.
+                    log.failure("storing {path} failed", path=call.path)
+            if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
+                relay.release()
+                client.finish()
+            elif client.open:
+                # A clean end would tell the client a truncated body is whole.
+                client.abort()
+            if entry is not None:
+                # Those waiting for this flight are answered once the entry is
+                # committed (or refused): the next request after them finds it.
+                stored = await committed if committed is not None else False
+                landed = Landed(entry=entry, stored=stored)
+        finally:
+            if flight is not None:
+                self.flights.end(flight, landed)
+
+    def _entry(self, call: _Call, response: UpstreamResponse, recorder: Recorder) -> Entry:
+        assert call.key is not None
+        body = recorder.body
+        assert body is not None
+        if recorder.is_stream:
+            usage = recorder.usage
+        else:
+            usage = call.provider.usage(_json_or_none(body), header_map(response.headers))
+        now = self.clock.seconds()
+        ttl = call.directives.ttl
+        document = call.parsed.document if call.parsed is not None else None
+        return Entry(
+            key=call.key,
+            status=response.code,
+            headers=for_storage(response.headers),
+            body=body,
+            created_at=now,
+            method=call.method,
+            path=call.path,
+            provider=call.provider.name,
+            model=call.provider.model(call.path, document),
+            namespace=call.directives.namespace,
+            usage=usage,
+            expires_at=None if ttl is None else now + ttl,
+            timeline=recorder.timeline,
+        )
+
+    def _put(self, entry: Entry) -> Deferred[bool]:
+        """Store ``entry``: fires with True once committed, False if the store refused it."""
+        self.hot.putting(entry)
+        self.key_filter.add(entry.key)
+        self.hits.forget(entry.key)
+
+        def settled(stored: bool) -> bool:
+            self.hot.committed(entry, stored)
+            return stored
+
+        put: Deferred[bool] = self.store.put(entry).addCallbacks(
+            lambda _: True, lambda failure: self._not_stored(entry, failure)
+        )
+        return put.addCallback(settled)
+
+    async def _patiently(self, committed: Deferred[bool]) -> None:
+        """
+        Wait for a commit, but not for ever.
+
+        The last byte of an answer waits for its commit, so an answer the
+        client has whole survives a crash; but a database another process
+        holds locked must not hold the answer back with it: after
+        :data:`COMMIT_PATIENCE` the answer goes on, and the commit follows
+        when the lock is released.
+        """
+        if not await self._settles_within(committed, COMMIT_PATIENCE):
+            self._commit_warning.warn(
+                "the cache database took over {seconds:g}s to commit an answer; "
+                "answering without waiting for it",
+                seconds=COMMIT_PATIENCE,
+            )
+
+    def _not_stored(self, entry: Entry, failure: Any) -> bool:
+        # The store warns about a database it cannot write (once a minute).
+        log.debug("not stored: {path}: {error}", path=entry.path, error=failure.value)
+        return False
+
+    def _settles_within(self, d: Deferred[bool], seconds: float) -> Deferred[bool]:
+        """True once ``d`` has fired, or False after ``seconds``; ``d``'s result is left alone."""
+        settled: Deferred[bool] = Deferred()
+        timer = self.clock.callLater(seconds, settled.callback, False)
+
+        def fired(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+                settled.callback(True)
+            return result
+
+        d.addBoth(fired)
+        return settled

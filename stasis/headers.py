@@ -1,0 +1,115 @@
+"""
+Which headers cross the proxy, in each direction, and which are kept with an entry.
+
+Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and never cross;
+``X-Stasis-*`` headers are instructions to stasis; framing headers are
+recomputed because the body may be decoded on the way.
+
+Headers travel through stasis as raw ``(name, value)`` byte pairs in the order
+they came, as twisted.web and treq hand them over; nothing here imports either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "Pairs",
+    "content_coding",
+    "for_client",
+    "for_storage",
+    "for_upstream",
+    "header_map",
+    "joined",
+]
+
+#: Raw header fields as (name, value) pairs, in the order they came.
+Pairs = Sequence[tuple[bytes, bytes]]
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+#: Never forwarded upstream: the Agent sets Host, Content-Length and
+#: Accept-Encoding itself (gzip, which it decodes).
+_NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"content-length", b"accept-encoding", b"expect"}
+
+#: Not relayed to the client: the body it gets is re-framed (and maybe decoded).
+_NOT_RELAYED = _HOP_BY_HOP | {b"content-length"}
+
+#: Not kept with an entry: they describe one moment or one client, not the answer.
+_NOT_STORED = _NOT_RELAYED | {b"date", b"set-cookie", b"age"}
+
+
+def joined(pairs: Pairs, name: bytes) -> bytes:
+    """Every value of the (lower-case) ``name``, joined by commas as RFC 9110 allows."""
+    return b", ".join(value for field, value in pairs if field.lower() == name)
+
+
+def header_map(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers by lower-case name as text (latin-1, byte for byte), repeated values joined."""
+    grouped: dict[str, str] = {}
+    for name, value in pairs:
+        lower = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        grouped[lower] = f"{grouped[lower]}, {text}" if lower in grouped else text
+    return grouped
+
+
+def _connection_tokens(pairs: Pairs) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in pairs:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return tokens
+
+
+def content_coding(pairs: Pairs) -> bytes:
+    """
+    The content coding still applied to a response body, or ``b""`` for none.
+
+    twisted.web's ContentDecoderAgent leaves an *empty* Content-Encoding header
+    on responses that were never encoded, so emptiness means identity.
+    """
+    coding = b",".join(
+        value for name, value in pairs if name.lower() == b"content-encoding"
+    ).strip().lower()
+    return b"" if coding == b"identity" else coding
+
+
+def _filtered(pairs: Pairs, dropped: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    named = _connection_tokens(pairs)
+    return [
+        (name, value)
+        for name, value in pairs
+        if (lower := name.lower()) not in dropped
+        and lower not in named
+        and not lower.startswith(b"x-stasis-")
+        and (value.strip() or lower != b"content-encoding")
+    ]
+
+
+def for_upstream(pairs: Pairs) -> list[tuple[bytes, bytes]]:
+    """The client's request headers as they go to the upstream."""
+    return _filtered(pairs, _NOT_FORWARDED)
+
+
+def for_client(pairs: Pairs) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers as they go to the client."""
+    return _filtered(pairs, _NOT_RELAYED)
+
+
+def for_storage(pairs: Pairs) -> tuple[tuple[bytes, bytes], ...]:
+    """The upstream's response headers as a hit will replay them."""
+    return tuple(_filtered(pairs, _NOT_STORED))
