@@ -16,21 +16,17 @@ import time
 
 import pytest
 from attrs import evolve
-from stasis.stats import Counters
-from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from stasis.routing import Routes
-from stasis.store import Entry
-from stasis.upstream import UpstreamClient
-from stasis.web import proxy as proxy_module
+from stasis.cache import engine as engine_module
+from stasis.cache.counters import HIT_FLUSH_SECONDS
+from stasis.model import Change, ChangeKind, Entry
 from stasis.web.prepared import PreparedHead, PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
-from tests.memory_store import MemoryStore
-from tests.test_proxy_resource import CHAT, FakeAPI
+from tests.test_proxy_resource import CHAT, Harness
 
 BODY = json.dumps(CHAT).encode()
 
@@ -51,20 +47,21 @@ class Wire:
     """A StasisSite over the proxy, spoken to through one in-memory connection."""
 
     def __init__(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(time.time())
-        self.api = FakeAPI()
-        self.upstream = StubTreq(self.api)
-        self.store = MemoryStore(self.clock)
-        counters = Counters()
-        proxy = ProxyResource(
-            store=self.store,
-            upstream=UpstreamClient(self.upstream, self.clock, 30.0),  # type: ignore[arg-type]
-            routes=Routes(everything="http://upstream.test"),
-            clock=self.clock,
-            counters=counters,
+        clock = Clock()
+        clock.advance(time.time())
+        self.harness = harness = Harness(clock=clock)
+        self.clock, self.api, self.upstream, self.store = (
+            clock,
+            harness.api,
+            harness.upstream,
+            harness.store,
         )
-        self.site = StasisSite(Root(proxy, self.store, counters), max_body_bytes=1 << 20)
+        self.heads = PreparedHeads()
+        self.store.changes.subscribe(self.heads.on_change)
+        proxy = ProxyResource(harness.engine, self.heads)
+        self.site = StasisSite(
+            Root(proxy, self.store, harness.counters), max_body_bytes=1 << 20
+        )
         self.transport = StringTransport()
         self.channel = self.site.buildProtocol(None)
         self.channel.makeConnection(self.transport)
@@ -108,6 +105,7 @@ def test_a_hit_is_written_whole_with_each_header_once() -> None:
         assert body == answer
     assert not wire.transport.disconnecting
     assert len(wire.api.seen) == 1
+    wire.clock.advance(HIT_FLUSH_SECONDS)
     assert next(iter(wire.store.entries.values())).hit_count == 2
 
 
@@ -123,7 +121,7 @@ def _dechunk(body: bytes) -> bytes:
 def test_a_stored_answer_over_the_hold_limit_is_relayed_chunked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(proxy_module, "_HELD_BODY_BYTES", 16)
+    monkeypatch.setattr(engine_module, "HELD_BODY_BYTES", 16)
     wire = Wire()
     status, headers, chunked = wire.send(_request())
     assert (status, dict(headers)[b"x-stasis-status"]) == (b"HTTP/1.1 200 OK", b"MISS")
@@ -203,3 +201,15 @@ def test_prepared_heads_do_not_keep_entries_alive_and_are_bounded() -> None:
     for n in range(5):
         heads.of(_entry(key=f"{n:064x}"))
     assert len(heads) == 2
+
+
+def test_a_removed_entry_loses_its_prepared_head() -> None:
+    wire = Wire()
+    wire.send(_request())
+    wire.send(_request())
+    assert len(wire.heads) == 1
+    (key,) = wire.store.entries
+    wire.store.external(Change(ChangeKind.DELETE, (key,)))
+    assert len(wire.heads) == 0
+    _, headers, _ = wire.send(_request())
+    assert dict(headers)[b"x-stasis-status"] == b"MISS"

@@ -224,8 +224,9 @@ class UpstreamClient:
                     f"the upstream {where} sent no response within {self.timeout:g}s",
                     upstream=where,
                 )
-            if failure.check(CancelledError):
-                return failure
+            if _cancelled(failure):
+                # Called off by stasis (the client left): not the upstream's fault.
+                raise CancelledError()
             if failure.check(TimeoutError):
                 raise UpstreamTimeout(
                     f"connecting to the upstream {where} timed out", upstream=where
@@ -243,6 +244,14 @@ def _origin(url: str) -> str:
     """The scheme and authority of ``url``: what an error may name without leaking a path."""
     text: str = EncodedURL.from_text(url).replace(path=(), query=(), fragment="").to_text()
     return text
+
+
+def _cancelled(failure: Failure) -> bool:
+    """Whether ``failure`` is a cancellation, however deep the agent wrapped it."""
+    if failure.check(CancelledError):
+        return True
+    reasons = getattr(failure.value, "reasons", None)
+    return bool(reasons) and all(_cancelled(reason) for reason in reasons)
 
 
 def _describe(failure: Failure) -> str:
