@@ -250,7 +250,7 @@ def _cancelled(failure: Failure) -> bool:
     """Whether ``failure`` is a cancellation, however deep the agent wrapped it."""
     if failure.check(CancelledError):
         return True
-    reasons = getattr(failure.value, "reasons", None)
+    reasons: list[Failure] = getattr(failure.value, "reasons", None) or []
     return bool(reasons) and all(_cancelled(reason) for reason in reasons)
 
 
