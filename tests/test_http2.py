@@ -33,9 +33,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from stasis.model import Entry
 from stasis.web.prepared import PreparedHead, can_write_prepared, write_prepared
-from tests.daemon import Daemon
+from tests.daemon import Daemon, start_daemon
 from tests.fake_upstream import FakeUpstream
-from tests.h2client import H2Client, self_signed, tls_socket
+from tests.h2client import H2Client, StreamReset, self_signed, tls_socket
 
 pytestmark = [
     pytest.mark.skipif(
@@ -205,3 +205,61 @@ def test_an_answer_stored_over_http11_is_a_whole_hit_over_http2_and_http11(
     assert_whole_hit(hit, stored)
     assert [name for name, _ in hit[1]][-len(PREPARED_TAIL) :] == PREPARED_TAIL
     assert len(upstream.calls()) == 1
+
+
+# HTTP/2 failures the daemon still mishandles. An H2Stream has ``transport = None``
+# (twisted.web._http2), and two places in stasis take request.channel.transport
+# for the connection; they are not this file's to fix. strict: once fixed, these
+# pass, and the marks must go.
+
+STREAM = json.dumps({**CHAT, "stream": True}).encode()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="stasis.web.exchange.Exchange.abort closes channel.transport, None on an "
+    "H2Stream: the stream is neither ended nor reset, and the client waits",
+)
+def test_a_stream_reset_upstream_resets_the_http2_stream(
+    tls_daemon: Daemon, upstream: FakeUpstream
+) -> None:
+    upstream.reset_after_events = 2
+    client = H2Client(port_of(tls_daemon))
+    client.sock.settimeout(3)  # the deadline the daemon has to give up on the stream
+    try:
+        with pytest.raises(StreamReset) as caught:
+            client.request("POST", "/v1/chat/completions", HEADERS, STREAM)
+        assert caught.value.data.startswith(b"data: ")  # what came before the reset is kept
+    finally:
+        client.sock.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="stasis.web.site.StasisRequest._refuse_body asserts channel.transport, None "
+    "on an H2Stream: an unhandled AssertionError closes the whole connection, no 413",
+)
+def test_a_body_too_large_is_a_413_over_http2(tmp_path: Path, upstream: FakeUpstream) -> None:
+    key, cert = self_signed(tmp_path)
+    daemon = start_daemon(
+        tmp_path,
+        upstream.url,
+        "--listen",
+        f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+        "--max-body",
+        "1000",
+    )
+    try:
+        client = H2Client(port_of(daemon))
+        big = json.dumps({**CHAT, "padding": "x" * 2000}).encode()
+        try:
+            status, _, body = client.request("POST", "/v1/chat/completions", HEADERS, big)
+        finally:
+            client.sock.close()
+        assert status == 413
+        assert json.loads(body)["error"]["type"] == "stasis_body_too_large"
+    finally:
+        daemon.stop()
+        # Here, not in the start fixture, so that today's traceback fails this test only.
+        assert "Traceback" not in daemon.log
+    assert upstream.calls() == []
