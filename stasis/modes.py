@@ -97,11 +97,31 @@ def _mode_from_cache_control(value: str) -> Mode | None:
     return None
 
 
+def _namespace(value: str) -> str:
+    """
+    The namespace a header value (latin-1 text, as read off the wire) names.
+
+    A namespace is UTF-8 text; twisted.web hands header values over as bytes,
+    which stasis reads as latin-1 (every byte a character), so the bytes come
+    back exactly and are decoded as what they are. Whitespace is trimmed only
+    after that, and only HTTP's (SP, HTAB): trimmed as latin-1 text, the A0
+    that ends ``à`` (C3 A0) would be taken for a no-break space.
+    """
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise BadDirective(
+            "X-Stasis-Namespace", "X-Stasis-Namespace: the value is not valid UTF-8"
+        ) from None
+    return text.strip(" \t")
+
+
 def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
     """
     Read the mode, TTL and namespace a request asks for.
 
-    ``headers`` maps lower-case names to values. ``X-Stasis-Mode`` wins over
+    ``headers`` maps lower-case names to values, each header's bytes decoded as
+    latin-1 (so that they come back exactly). ``X-Stasis-Mode`` wins over
     ``Cache-Control``; either wins over ``default``.
     """
     mode = default
@@ -126,7 +146,7 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
             )
         ttl = int(text)
 
-    namespace = headers.get(NAMESPACE_HEADER, "").strip()
+    namespace = _namespace(headers.get(NAMESPACE_HEADER, ""))
     if len(namespace) > MAX_NAMESPACE_LENGTH or not namespace.isprintable():
         raise BadDirective(
             "X-Stasis-Namespace",

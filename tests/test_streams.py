@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from stasis.model import TokenUsage
 from stasis.providers import ANTHROPIC, GEMINI, OPENAI
 from stasis.streams.events import decode_eventstream, decode_sse
 from stasis.streams.framing import EventStreamSplitter, SSESplitter, splitter_for
@@ -216,3 +218,91 @@ def test_pace_writes_each_event_at_its_offset_and_can_be_stopped() -> None:
     clock.advance(1)
     assert written == [(0, b"aa")]
     assert len(finished) == 1
+
+
+#: Characters str.splitlines() takes for line ends that SSE does not (WHATWG: CR, LF, CRLF only).
+NOT_SSE_LINE_ENDS = ["\u2028", "\u2029", "\x85", "\v", "\f", "\x1c", "\x1d", "\x1e"]
+
+
+def sse_encode(data: str, name: str | None = None, end: str = "\n") -> bytes:
+    """One SSE event carrying ``data``: a ``data:`` line per line of it (CR, LF, CRLF split it)."""
+    lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    head = f"event: {name}{end}" if name is not None else ""
+    return (head + "".join(f"data: {line}{end}" for line in lines) + end).encode()
+
+
+@pytest.mark.parametrize("char", NOT_SSE_LINE_ENDS)
+def test_only_cr_and_lf_end_an_sse_line(char: str) -> None:
+    document = f'{{"type": "x", "text": "a{char}b"}}'
+    event = decode_sse(f"event: x{char}y\ndata: {document}\n\n".encode())
+    assert event.name == f"x{char}y"
+    assert event.data == {"type": "x", "text": f"a{char}b"}
+
+
+@pytest.mark.parametrize("char", NOT_SSE_LINE_ENDS)
+def test_a_responses_stream_keeps_its_usage_whatever_its_text_holds(char: str) -> None:
+    """Unescaped U+2028 (or \\v, \\f...) in response.completed must not cost its usage."""
+    completed = {
+        "type": "response.completed",
+        "response": {
+            "output": [{"content": [{"type": "output_text", "text": "one@@two"}]}],
+            "usage": {"input_tokens": 9, "output_tokens": 4, "total_tokens": 13},
+        },
+    }
+    # Unescaped, as a server may send it (json.dumps would escape the control characters).
+    data = json.dumps(completed).replace("@@", char)
+    raw = f"event: response.completed\ndata: {data}\n\n".encode()
+    event = decode_sse(raw)
+    assert OPENAI.stream_done is not None and OPENAI.stream_done(event)
+    usage = OPENAI.stream_usage(event, TokenUsage())
+    assert (usage.input, usage.output, usage.total) == (9, 4, 13)
+    recorder = record(OPENAI, [raw])
+    assert recorder.complete
+    assert recorder.usage.total == 13
+
+
+def test_sse_fields_follow_the_whatwg_rules() -> None:
+    raw = (
+        b": a comment, ignored\r\n"
+        b"event\r\n"  # no colon: the field name alone, its value empty
+        b"data:no space\r"
+        b"data:  two spaces\n"
+        b"data\n"  # an empty data line still adds a line
+        b"id: 7\r\n"
+        b"retry: 10\r\n"
+        b"unknown: ignored\r\n"
+        b"\r\n"
+    )
+    event = decode_sse(raw)
+    assert event.name == ""
+    assert event.data == "no space\n two spaces\n"
+
+
+sse_text = st.text(st.characters(codec="utf-8"), max_size=40)
+sse_name = st.text(st.characters(codec="utf-8", blacklist_characters="\r\n"), max_size=10)
+
+
+@given(
+    events=st.lists(st.tuples(st.none() | sse_name, sse_text, newline), min_size=1, max_size=6),
+    points=st.lists(st.integers(min_value=0), max_size=10),
+)
+def test_any_text_round_trips_through_sse(
+    events: list[tuple[str | None, str, str]], points: list[int]
+) -> None:
+    """Encoded, cut anywhere, split and decoded: each event's name and text come back."""
+    # "~" first: never JSON, so the data comes back as the text it was.
+    raws = [sse_encode("~" + text, name, end) for name, text, end in events]
+    splitter = SSESplitter()
+    found = [splitter.feed(piece) for piece in cut(b"".join(raws), points)]
+    decoded = [decode_sse(raw) for pieces in found for raw in pieces]
+    # A CR-terminated stream's last event waits for the next byte (it may be a CRLF).
+    assert len(decoded) >= len(events) - 1
+    for event, (name, text, _) in zip(decoded, events[: len(decoded)], strict=True):
+        assert event.name == name
+        assert event.data == "~" + text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@given(text=sse_text)
+def test_any_json_document_round_trips_through_sse(text: str) -> None:
+    document = {"type": "response.output_text.delta", "delta": text}
+    assert decode_sse(sse_encode(json.dumps(document, ensure_ascii=False))).data == document

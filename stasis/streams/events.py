@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 from typing import Any
 
 from attrs import frozen
@@ -34,21 +35,44 @@ class StreamEvent:
 
 def _json_or_text(text: str) -> Any:
     try:
-        return json.loads(text)
+        # strict=False: a control character left unescaped inside a string (a
+        # raw \v or \f from a sloppy server) must not cost the event its usage;
+        # the bytes are relayed and replayed as they came either way.
+        return json.loads(text, strict=False)
     except ValueError:
         return text
 
 
+#: SSE lines end at CRLF, LF or CR and nowhere else (WHATWG HTML, "Parsing an
+#: event stream"): str.splitlines() would also split at U+2028, U+0085, \v,
+#: \f..., which JSON carries unescaped inside strings.
+_SSE_LINE_END = re.compile(r"\r\n?|\n")
+
+
 def decode_sse(raw: bytes) -> StreamEvent:
+    """
+    Decode one server-sent event (as :class:`~stasis.streams.framing.SSESplitter` cut it).
+
+    The WHATWG parsing rules: a line starting with ``:`` is a comment; a line
+    with no colon is a field name with an empty value; one space after the
+    colon is dropped; ``data`` lines are joined with LF; ``id``, ``retry`` and
+    unknown fields do not matter here.
+    """
+    text = raw.decode("utf-8", "replace")
+    # What every provider sends, split at C speed; the pattern only when a CR is there.
+    lines = _SSE_LINE_END.split(text) if "\r" in text else text.split("\n")
     name: str | None = None
     data: list[str] = []
-    for line in raw.decode("utf-8", "replace").splitlines():
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "event":
-            name = value
-        elif field == "data":
+    for line in lines:
+        if not line or line[0] == ":":
+            continue
+        field, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if field == "data":
             data.append(value)
+        elif field == "event":
+            name = value
     return StreamEvent(name=name, data=_json_or_text("\n".join(data)))
 
 

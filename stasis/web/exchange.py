@@ -78,9 +78,14 @@ class Exchange:
         """
         if self.open:
             self.finished = True
-            transport = self.request.channel.transport
+            channel = self.request.channel
+            transport = channel.transport
             if transport is not None:
                 transport.loseConnection()
+            else:
+                # An HTTP/2 stream has no transport of its own: reset this
+                # stream only, not the connection its siblings share.
+                channel.abortConnection()
 
     def fail(self, error: StasisError) -> None:
         """Answer with ``error`` as JSON, if the client can still be answered."""

@@ -10,6 +10,15 @@ in one go.
 
 Only a complete, plain answer goes this way: a ``HEAD`` request, a status that
 has no body, or a paced replay takes twisted.web's usual path.
+
+Writing the head by hand relies on twisted.web's HTTP/1.x internals rather
+than on its interfaces (see :data:`RELIES_ON`): the ``Request`` attributes
+that ``write()`` and ``finish()`` consult to know that the head is out, and
+the channel's ``writeSequence``. So it is done only on an HTTP/1.x
+``HTTPChannel`` (an HTTP/2 stream frames its headers itself), and never on a
+Twisted that lacks one of them: hits then take the usual path, slower.
+tests/test_private_apis.py fails, naming the name, when a Twisted upgrade
+removes one.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import weakref
 
 from attrs import frozen
+from twisted.web import http
 from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
@@ -24,7 +34,43 @@ from twisted.web.server import Request
 from stasis.cache_status import HIT, note_status
 from stasis.model import Change, ChangeKind, Entry
 
-__all__ = ["PreparedHead", "PreparedHeads", "can_write_prepared", "write_prepared"]
+__all__ = [
+    "MISSING",
+    "RELIES_ON",
+    "PreparedHead",
+    "PreparedHeads",
+    "can_write_prepared",
+    "write_prepared",
+]
+
+#: What :func:`write_prepared` needs of twisted.web beyond its interfaces:
+#: ``Request.write`` writes the head unless ``startedWriting`` says it is out,
+#: ``finish()`` writes it (again) the same way, ``sentLength`` is the body's
+#: length for the access log; the status line takes ``clientproto`` and
+#: ``code_message``; the whole answer goes out through ``HTTPChannel.writeSequence``.
+RELIES_ON: tuple[tuple[type, str], ...] = (
+    (http.Request, "startedWriting"),
+    (http.Request, "sentLength"),
+    (http.Request, "clientproto"),
+    (http.Request, "code_message"),
+    (http.HTTPChannel, "writeSequence"),
+)
+
+
+def _missing(relies_on: tuple[tuple[type, str], ...] = RELIES_ON) -> tuple[str, ...]:
+    """The full names of those of ``relies_on`` that this Twisted lacks."""
+    return tuple(
+        f"{owner.__module__}.{owner.__qualname__}.{name}"
+        for owner, name in relies_on
+        if not hasattr(owner, name)
+    )
+
+
+#: The names in :data:`RELIES_ON` this Twisted lacks: any, and no hit is written prepared.
+MISSING = _missing()
+
+#: The protocol versions whose head is a status line and header lines on the wire.
+_HTTP1 = frozenset((b"HTTP/1.1", b"HTTP/1.0"))
 
 
 def _canonical(headers: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
@@ -98,9 +144,19 @@ class PreparedHeads:
 
 
 def can_write_prepared(request: Request, entry: Entry) -> bool:
-    """Whether ``entry`` can answer ``request`` as one prepared write."""
+    """
+    Whether ``entry`` can answer ``request`` as one prepared write.
+
+    Only over HTTP/1.x: an HTTP/2 request's channel is a stream
+    (``twisted.web._http2.H2Stream``) that puts what it is given into DATA
+    frames, so a status line written to it would reach the client as body.
+    A request whose client has gone has no channel at all.
+    """
     return (
-        not request.startedWriting
+        not MISSING
+        and isinstance(getattr(request, "channel", None), http.HTTPChannel)
+        and request.clientproto in _HTTP1
+        and not request.startedWriting
         and request.method != b"HEAD"
         and (entry.status not in NO_BODY_CODES)
     )
