@@ -240,10 +240,22 @@ class Options(usage.Options):
         return self._config
 
 
-def _original_stderr() -> IO[str]:
-    # twistd points sys.stderr into its log (stdout, or the log file) once
-    # logging starts; a start-up failure is for the person who started it.
-    return sys.__stderr__ or sys.stderr
+def _original_stderr() -> IO[str] | None:
+    """
+    Where a start-up failure goes: the stderr the daemon was started with, or
+    None when that is the null device (twistd daemonizing, or ``2>/dev/null``).
+
+    twistd points ``sys.stderr`` into its log (stdout, or the log file) once
+    logging starts; a start-up failure is for the person who started it.
+    """
+    stderr = sys.__stderr__
+    try:
+        discarded = stderr is None or os.path.samestat(
+            os.fstat(stderr.fileno()), os.stat(os.devnull)
+        )
+    except (OSError, ValueError):
+        discarded = False
+    return None if discarded else stderr
 
 
 def _exit_status_at_interpreter_exit(status: int) -> None:
@@ -269,23 +281,29 @@ class _CommandLineService(StasisService):
     """
     For twistd, where stasis is the whole process: it applies ``--log-level``,
     a start-up failure is one line on stderr and exit status 1 (also when the
-    endpoint fails only once the reactor runs), and the heap start-up built is
-    settled.
+    endpoint fails only once the reactor runs; daemonized, twistd reports it),
+    and the heap start-up built is settled.
     """
 
     def __init__(
         self,
         config: Config,
         reactor: Any = None,
-        stderr: Callable[[], IO[str]] = _original_stderr,
+        stderr: Callable[[], IO[str] | None] = _original_stderr,
         exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit,
     ) -> None:
         super().__init__(config, reactor)
         self._stderr = stderr
         self._exit_status = exit_status
 
-    def _fail(self, error: Exception) -> NoReturn:
-        self._stderr().write(f"stasis: {error}\n")
+    def _fail(self, error: StartupError) -> NoReturn:
+        stderr = self._stderr()
+        if stderr is None:
+            # Daemonized: twistd's first process waits for the daemon's word
+            # on a pipe, which twistd writes for an Exception, and prints it;
+            # a SystemExit would leave that process waiting forever.
+            raise error
+        stderr.write(f"stasis: {error}\n")
         raise SystemExit(1)
 
     def privilegedStartService(self) -> None:
@@ -304,7 +322,10 @@ class _CommandLineService(StasisService):
         _settle_the_heap()
 
     def _failed_late(self, failure: Failure) -> None:
-        self._stderr().write(f"stasis: {failure.getErrorMessage()}\n")
+        # The service has logged it too, for a daemon whose stderr is discarded.
+        stderr = self._stderr()
+        if stderr is not None:
+            stderr.write(f"stasis: {failure.getErrorMessage()}\n")
         self._exit_status(1)
         if self.reactor.running:
             self.reactor.stop()

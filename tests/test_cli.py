@@ -15,7 +15,7 @@ import pytest
 
 from stasis import __version__, cli
 from stasis.cli import handover_problem
-from tests.daemon import Daemon, run
+from tests.daemon import Daemon, _environment, run
 from tests.fake_upstream import FakeUpstream
 
 
@@ -197,3 +197,36 @@ def test_a_failure_while_the_reactor_runs_sets_the_exit_status(tmp_path: Path) -
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
     assert (result.returncode, result.stdout, result.stderr) == (1, "shut down cleanly", "")
+
+
+def test_a_daemonized_twistd_reports_a_busy_port_and_does_not_hang(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """twistd's first process waits on a pipe that only an Exception from start-up writes to."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "twistd"),
+                "--pidfile",
+                "twistd.pid",
+                "--logfile",
+                "twistd.log",
+                "stasis",
+                "-p",
+                str(port),
+                "-u",
+                upstream.url,
+            ],
+            cwd=tmp_path,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"StartupError: cannot listen on tcp:{port}:interface=127.0.0.1" in result.stderr
+    assert not (tmp_path / "twistd.pid").exists()
+    assert not (tmp_path / "stasis-cache.db").exists()

@@ -270,6 +270,16 @@ def test_a_taken_port_stops_the_daemon_with_one_line_on_stderr(store: RecordingS
     assert store.events == []
 
 
+def test_a_daemon_whose_stderr_is_discarded_raises_the_startup_error_for_twistd(
+    store: RecordingStore,
+) -> None:
+    daemon = _CommandLineService(
+        Config(listen="tcp:4000"), RaisingMemoryReactor(_busy(4000)), stderr=lambda: None
+    )
+    with pytest.raises(StartupError, match="address already in use"):
+        daemon.privilegedStartService()
+
+
 def test_an_embedded_service_leaves_the_log_level_alone_and_the_daemon_applies_it(
     store: RecordingStore,
 ) -> None:
