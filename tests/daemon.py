@@ -62,6 +62,14 @@ class Daemon:
         if not self._ready.wait(STARTUP_DEADLINE) or not self.url:
             self.stop()
             raise RuntimeError("stasis did not start:\n" + self.log)
+        # The port is bound before the database is opened, and twisted.web's
+        # line comes as it is bound: the daemon is ready once it answers (the
+        # kernel holds the connection until then).
+        try:
+            self.request("GET", "/health")
+        except OSError as e:
+            self.stop()
+            raise RuntimeError(f"stasis did not start ({e}):\n" + self.log) from None
         return self
 
     @property
