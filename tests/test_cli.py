@@ -15,7 +15,7 @@ import pytest
 
 from stasis import __version__, cli
 from stasis.cli import handover_problem
-from tests.daemon import Daemon, _environment, run
+from tests.daemon import Daemon, _environment, poll_until, run
 from tests.fake_upstream import FakeUpstream
 
 
@@ -229,5 +229,6 @@ def test_a_daemonized_twistd_reports_a_busy_port_and_does_not_hang(
         )
     assert result.returncode == 1
     assert f"StartupError: cannot listen on tcp:{port}:interface=127.0.0.1" in result.stderr
-    assert not (tmp_path / "twistd.pid").exists()
+    # The daemon removes its pid file just after telling the first process.
+    poll_until(lambda: not (tmp_path / "twistd.pid").exists())
     assert not (tmp_path / "stasis-cache.db").exists()
