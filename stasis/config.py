@@ -1,21 +1,38 @@
 """
 The daemon's settings, as one frozen value built from options or by an embedder.
+
+A :class:`Config` checks itself when it is made: a value that could not work
+(an unknown mode, a negative size, an endpoint description Twisted cannot
+parse, an upstream that is not an http(s) URL) is a :class:`ConfigError`
+naming the field, raised where the mistake was made rather than when the
+daemon starts, or, worse, quietly turned into something else.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Mapping
+from typing import Any
 
-from attrs import field, frozen
+from attrs import Attribute, field, frozen
+from hyperlink import URL, URLParseError
 
+from stasis.log import LOG_LEVELS
 from stasis.modes import Mode
+from stasis.providers import PROVIDERS
 from stasis.routing import Routes
 
 __all__ = [
     "DEFAULT_DB",
     "DEFAULT_PORT",
+    "PROVIDER_NAMES",
     "Config",
+    "ConfigError",
+    "ConfigTypeError",
     "listen_on_port",
+    "parse_upstream",
+    "upstream_url",
 ]
 
 DEFAULT_PORT = 4000
@@ -24,28 +41,211 @@ DEFAULT_UPSTREAM_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MEMORY_CACHE_BYTES = 64 * 1024 * 1024
 
+#: The names ``--upstream NAME=URL`` accepts.
+PROVIDER_NAMES = [provider.name for provider in PROVIDERS]
+
+
+class ConfigError(ValueError):
+    """
+    A setting that cannot work. ``field`` names the :class:`Config` field and
+    ``problem`` completes a sentence about it, so that the command line can
+    say the same thing about its option (``--max-body must be …``).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A setting of the wrong type (a float where a whole number is needed, say)."""
+
 
 def listen_on_port(port: int) -> str:
     """The endpoint for ``--port``: loopback only, since a cache of API answers is private."""
     return f"tcp:{port}:interface=127.0.0.1"
 
 
+def upstream_url(value: str, field: str = "upstream") -> str:
+    """``value`` checked as an upstream base URL, without a trailing slash."""
+    try:
+        url = URL.from_text(value)
+    except URLParseError as e:
+        raise ConfigError(field, f"{value!r} is not a URL: {e}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(field, f"{value!r} must be an http:// or https:// URL with a host")
+    if url.query or url.fragment:
+        raise ConfigError(field, f"{value!r} must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+def _provider_name(value: str, given: str) -> str:
+    name = value.strip().lower()
+    if name not in PROVIDER_NAMES:
+        raise ConfigError(
+            "upstreams",
+            f"{given!r}: unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}",
+        )
+    return name
+
+
+def parse_upstream(value: str) -> tuple[str | None, str]:
+    """``URL`` or ``NAME=URL`` as (provider name or None, URL); :class:`ConfigError` if neither."""
+    name, equals, url = value.partition("=")
+    if equals and "://" not in name:
+        return _provider_name(name, value), upstream_url(url.strip(), "upstreams")
+    return None, upstream_url(value.strip())
+
+
+# Converters and validators: each names its field in the error it raises.
+
+
+def _mode(value: Mode | str) -> Mode:
+    if isinstance(value, Mode):
+        return value
+    if not isinstance(value, str):
+        raise ConfigTypeError("mode", f"must be a Mode or a mode name, not {value!r}")
+    try:
+        return Mode.parse(value)
+    except ValueError:
+        raise ConfigError(
+            "mode", f"must be one of {', '.join(Mode.names())}, not {value!r}"
+        ) from None
+
+
+def _log_level(value: str) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return value.lower()
+
+
+def _upstream(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigTypeError("upstream", f"must be a URL or None, not {value!r}")
+    return upstream_url(value.strip())
+
+
+def _upstreams(value: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigTypeError("upstreams", f"must map provider names to URLs, not {value!r}")
+    return {
+        _provider_name(name, f"{name}={url}"): upstream_url(url.strip(), "upstreams")
+        for name, url in value.items()
+    }
+
+
+def _db(_: Any, attribute: Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(attribute.name, f"must name a file, not {value!r}")
+
+
+def _whole(minimum: int) -> Any:
+    def check(_: Any, attribute: Attribute[int], value: int) -> None:
+        # bool is an int to Python, and a float would be silently truncated.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigTypeError(attribute.name, f"must be a whole number of bytes, not {value!r}")
+        if value < minimum:
+            bound = "greater than 0" if minimum == 1 else f"at least {minimum}"
+            raise ConfigError(attribute.name, f"must be {bound}, not {value}")
+
+    return check
+
+
+def _seconds(_: Any, attribute: Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigTypeError(attribute.name, f"must be a number of seconds, not {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(attribute.name, f"must be greater than 0, not {value}")
+
+
+class _ProbeReactor:
+    """
+    A stand-in reactor for checking an endpoint description without listening.
+
+    Twisted's own parser builds the endpoint against it, so a description is
+    accepted exactly when ``serverFromString`` would accept it; the built-in
+    endpoints' ``listen`` then only hands their address to this object, which
+    writes it down instead of binding anything.
+    """
+
+    def __init__(self) -> None:
+        self.tcp_ports: list[int] = []
+        self.unix_paths: list[str] = []
+
+    def listenTCP(self, port: int, *args: Any, **kwargs: Any) -> None:
+        self.tcp_ports.append(port)
+
+    def listenUNIX(self, address: str, *args: Any, **kwargs: Any) -> None:
+        self.unix_paths.append(address)
+
+
+def _listen(_: Any, attribute: Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise ConfigTypeError("listen", f"must be an endpoint description, not {value!r}")
+    # Imported here: the endpoint machinery is not needed to import stasis.config.
+    from twisted.internet.endpoints import (
+        TCP4ServerEndpoint,
+        TCP6ServerEndpoint,
+        UNIXServerEndpoint,
+        serverFromString,
+    )
+
+    example = "e.g. tcp:4000:interface=127.0.0.1 or unix:/run/stasis.sock"
+    probe = _ProbeReactor()
+    try:
+        endpoint = serverFromString(probe, value)
+    except Exception as e:  # any parser, including a plugin's, may raise anything
+        if value.startswith("systemd:") and isinstance(e, IndexError | KeyError):
+            # The systemd parser looks the socket up as it parses.
+            problem = f"{value!r}: systemd passed this process no such socket"
+        else:
+            problem = f"{value!r} is not a Twisted server endpoint ({e}); {example}"
+        raise ConfigError("listen", problem) from None
+    # Only Twisted's own endpoints are known to just call the reactor here.
+    if isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint | UNIXServerEndpoint):
+        endpoint.listen(None)  # type: ignore[no-untyped-call]
+    for port in probe.tcp_ports:
+        if not 0 <= port <= 65535:
+            raise ConfigError("listen", f"{value!r}: port {port} is not between 0 and 65535")
+    for path in probe.unix_paths:
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            raise ConfigError("listen", f"{value!r}: the socket's folder {folder} does not exist")
+
+
 @frozen
 class Config:
-    """Everything a :class:`~stasis.service.StasisService` needs to know."""
+    """
+    Everything a :class:`~stasis.service.StasisService` needs to know.
 
-    listen: str = listen_on_port(DEFAULT_PORT)
+    Checked at construction; a bad value is a :class:`ConfigError` (a
+    ``ValueError``; a :class:`ConfigTypeError`, also a ``TypeError``, for a
+    value of the wrong type) whose message starts with the field's name.
+    """
+
+    #: A Twisted server endpoint description.
+    listen: str = field(default=listen_on_port(DEFAULT_PORT), validator=_listen)
     #: One upstream for every request (the original tool's behaviour); None: route by provider.
-    upstream: str | None = None
+    upstream: str | None = field(default=None, converter=_upstream)
     #: Per-provider upstreams (``--upstream NAME=URL``), overriding the above.
-    upstreams: Mapping[str, str] = field(factory=dict)
-    db: str = DEFAULT_DB
-    mode: Mode = Mode.CACHE
-    log_level: str = "info"
-    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    upstreams: Mapping[str, str] = field(factory=dict, converter=_upstreams)
+    #: The SQLite cache file.
+    db: str = field(default=DEFAULT_DB, validator=_db)
+    #: The mode of requests that choose none: a :class:`Mode` or its name.
+    mode: Mode = field(default=Mode.CACHE, converter=_mode)
+    #: stasis's log level, one of :data:`stasis.log.LOG_LEVELS`. Applied only by
+    #: the daemon (``twistd -n stasis``, ``stasis start``): an embedded service
+    #: leaves its host's logging alone (see :func:`stasis.log.set_log_level`).
+    log_level: str = field(default="info", converter=_log_level)
+    #: Seconds to wait for the upstream's headers, and then for each piece of its body.
+    upstream_timeout: float = field(default=DEFAULT_UPSTREAM_TIMEOUT, validator=_seconds)
+    #: The largest request body accepted, in bytes; a larger one is a 413.
+    max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, validator=_whole(1))
     #: Bytes of hot entries kept in memory in front of the database; 0 turns it off.
-    memory_cache_bytes: int = DEFAULT_MEMORY_CACHE_BYTES
+    memory_cache_bytes: int = field(default=DEFAULT_MEMORY_CACHE_BYTES, validator=_whole(0))
 
     @property
     def routes(self) -> Routes:

@@ -3,7 +3,8 @@ Logging: the level filter behind ``--log-level``, warnings that repeat at most
 once a minute, and a fast log observer for twistd.
 
 stasis's loggers publish through one filtering observer, so the level option
-governs stasis's own lines without replacing the observer twistd installs.
+governs stasis's own lines without replacing the observer twistd installs
+(and without touching an embedding application's other loggers).
 
 twistd's own text observer spends ~25 µs formatting each event, more than a
 cache hit costs: with one line per request that halves a busy daemon's
@@ -73,7 +74,12 @@ def enabled(namespace: str, level: LogLevel) -> bool:
 
 
 def set_log_level(name: str) -> None:
-    """Apply ``--log-level``; ``name`` is one of :data:`LOG_LEVELS`."""
+    """
+    Set the level of stasis's own loggers, process-wide; ``name`` is one of :data:`LOG_LEVELS`.
+
+    The daemon applies ``--log-level`` with it; an embedded service never
+    does, since the level belongs to the application it runs in.
+    """
     _predicate.setLogLevelForNamespace("stasis", LOG_LEVELS[name])
     _enabled.clear()
 

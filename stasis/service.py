@@ -2,23 +2,40 @@
 Service wiring: the store, the site and the listening endpoint as one service.
 
 This is what twistd runs and what an embedder builds: ``StasisService(config)``
-added to an application (or started by hand) listens when started and closes
-the database and the upstream connections when stopped.
+added to an application (or started by hand) listens and opens the database
+when started, and closes the port, the upstream connections and the database
+when stopped.
+
+Its two children are the store (opened on start, closed on stop) and the
+endpoint (a ``StreamServerEndpointService``). The port is bound first (in
+``privilegedStartService``, which twistd calls before ``startService``), so a
+port that is taken stops the start-up before the database file is created.
+
+What the daemon is made of is built in two functions, :func:`build_store` and
+:func:`build_front`: the only places that know the concrete store and web
+classes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, ensureDeferred
+from attrs import define, field, frozen
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+from zope.interface import implementer
 
-from stasis.cache import CacheEngine
+from stasis.cache import CacheEngine, Counters
 from stasis.config import Config
-from stasis.log import logger, set_log_level
+from stasis.log import logger
 from stasis.store import Store, StoreError, open_store
 from stasis.upstream import UpstreamClient, make_client
 from stasis.upstream.aws import AwsSigner
@@ -27,7 +44,7 @@ from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
 
-__all__ = ["StartupError", "StasisService"]
+__all__ = ["Front", "StartupError", "StasisService", "build_front", "build_store"]
 
 log = logger("stasis.service")
 
@@ -36,12 +53,169 @@ class StartupError(Exception):
     """The daemon cannot start: the database or the listening address is unusable."""
 
 
+# The seam: what the daemon is made of. Only these two functions name the
+# concrete store and web classes.
+
+
+def build_store(config: Config, reactor: Any) -> Store:
+    """The cache store for ``config`` (``--db``: a path, later a URL), not yet open."""
+    return open_store(config.db, reactor)
+
+
+@frozen
+class Front:
+    """What :func:`build_front` makes: the engine, the site to listen with, and how to close it."""
+
+    engine: CacheEngine
+    site: Site
+    #: Closes what the site holds open (the upstream connection pool), once
+    #: the port no longer accepts connections.
+    close: Callable[[], Deferred[None]]
+
+    @property
+    def counters(self) -> Counters:
+        return self.engine.counters
+
+
+def build_front(config: Config, reactor: Any, store: Store) -> Front:
+    """The cache engine over ``store``, and the site serving it with ``/health`` and ``/stats``."""
+    http, pool = make_client(reactor)
+    engine = CacheEngine(
+        store=store,
+        upstream=UpstreamClient(http, reactor, config.upstream_timeout),
+        routes=config.routes,
+        clock=reactor,
+        signer=AwsSigner(),
+        default_mode=config.mode,
+        memory_budget=config.memory_cache_bytes,
+    )
+    heads = PreparedHeads()
+    store.changes.subscribe(heads.on_change)
+    site = StasisSite(
+        Root(ProxyResource(engine, heads), store, engine.counters),
+        max_body_bytes=config.max_body_bytes,
+        reactor=reactor,
+    )
+    return Front(engine=engine, site=site, close=pool.closeCachedConnections)
+
+
+class _CacheService(Service):
+    """
+    Opens the store when started (synchronously: raises if unusable) and
+    starts the engine on it; stops the engine (its last hit counts written),
+    then closes the store.
+    """
+
+    def __init__(self, store: Store, engine: CacheEngine) -> None:
+        self.store = store
+        self.engine = engine
+
+    def startService(self) -> None:
+        self.store.open()
+        self.engine.start()
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        try:
+            await self.engine.close()
+        finally:
+            await self.store.close()
+
+
+@implementer(IStreamServerEndpoint)
+@define
+class _ReportingEndpoint:
+    """
+    Wraps an endpoint to keep the outcome of its ``listen``.
+
+    ``StreamServerEndpointService`` logs a failed listen and forgets it; this
+    remembers it for :meth:`outcome`, and hands the service ``None`` instead
+    of the failure (which its ``stopService`` takes as "nothing to close").
+    """
+
+    endpoint: IStreamServerEndpoint
+    description: str
+    attempted: bool = field(default=False, init=False)
+    _result: IListeningPort | Failure | None = field(default=None, init=False)
+    _waiting: list[Deferred[IListeningPort]] = field(factory=list, init=False)
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        self.attempted = True
+        listening: Deferred[IListeningPort] = maybeDeferred(self.endpoint.listen, factory)
+        # On failure the result is None, which the interface does not foresee
+        # but StreamServerEndpointService.stopService handles.
+        return listening.addCallbacks(self._listening, self._failed)  # type: ignore[arg-type]
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self._settle(port)
+        return port
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            reason = "stopped before it was listening"
+        elif isinstance(failure.value, CannotListenError) and isinstance(
+            failure.value.socketError, OSError
+        ):
+            # "Address already in use", not "Couldn't listen on …: [Errno 98] …".
+            strerror = failure.value.socketError.strerror or str(failure.value.socketError)
+            reason = strerror[:1].lower() + strerror[1:]
+        else:
+            reason = failure.getErrorMessage()
+        self._settle(Failure(StartupError(f"cannot listen on {self.description}: {reason}")))
+
+    def _settle(self, result: IListeningPort | Failure) -> None:
+        self._result = result
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            self._fire(d)
+
+    def _fire(self, d: Deferred[IListeningPort]) -> None:
+        if isinstance(self._result, Failure):
+            d.errback(self._result)
+        elif self._result is not None:
+            d.callback(self._result)
+
+    @property
+    def failure(self) -> Failure | None:
+        return self._result if isinstance(self._result, Failure) else None
+
+    def outcome(self) -> Deferred[IListeningPort]:
+        """A new Deferred for the port, or the :class:`StartupError` failure."""
+        d: Deferred[IListeningPort] = Deferred()
+        if self._result is None:
+            self._waiting.append(d)
+        else:
+            self._fire(d)
+        return d
+
+
+def _describe(port: IListeningPort, listen: str) -> str:
+    address = port.getHost()
+    scheme = "https" if listen.startswith("ssl:") else "http"
+    if isinstance(address, IPv6Address):
+        return f"{scheme}://[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{scheme}://{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress) and address.name is not None:
+        name = address.name
+        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes) else name)
+    return str(address)
+
+
 class StasisService(MultiService):
     """
     The stasis daemon as a Twisted service.
 
-    ``reactor`` is injectable for tests; ``port`` is the listening port once
-    started (useful with ``tcp:0``).
+    ``reactor`` is the reactor it listens, times and connects with (the
+    global one by default). Once started, :attr:`port` is the listening port
+    (useful with ``tcp:0``), and :meth:`when_listening` reports an endpoint
+    that listens, or fails to, only later. Logging is left to the host: the
+    level in ``config`` is applied only by the daemon (``twistd -n stasis``,
+    ``stasis start``).
     """
 
     def __init__(self, config: Config, reactor: Any = None) -> None:
@@ -52,80 +226,89 @@ class StasisService(MultiService):
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
-        self.store: Store = open_store(config.db, reactor)
-        http, self._pool = make_client(reactor)
-        self.engine = CacheEngine(
-            store=self.store,
-            upstream=UpstreamClient(http, reactor, config.upstream_timeout),
-            routes=config.routes,
-            clock=reactor,
-            signer=AwsSigner(),
-            default_mode=config.mode,
-            memory_budget=config.memory_cache_bytes,
-        )
-        self.counters = self.engine.counters
-        heads = PreparedHeads()
-        self.store.changes.subscribe(heads.on_change)
-        self.proxy = ProxyResource(self.engine, heads)
-        self.site = StasisSite(
-            Root(self.proxy, self.store, self.counters),
-            max_body_bytes=config.max_body_bytes,
-            reactor=reactor,
-        )
+        self.store = build_store(config, reactor)
+        self._front = build_front(config, reactor, self.store)
+        self.engine = self._front.engine
+        self.site = self._front.site
+        self.counters = self._front.counters
         self.port: IListeningPort | None = None
+        endpoint = serverFromString(reactor, config.listen)
+        self._endpoint = _ReportingEndpoint(endpoint, config.listen)
+        self._endpoint.outcome().addCallbacks(self._listening, self._not_listening)
+        # Children in the order they depend on each other; stopped in reverse.
+        self._store_service = _CacheService(self.store, self.engine)
+        self._store_service.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self._listener = StreamServerEndpointService(self._endpoint, self.site)
+        self._listener.setServiceParent(self)
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """
+        Fires with the listening port, or fails with :class:`StartupError`.
+
+        A port that cannot be bound at once makes :meth:`startService` raise;
+        this also reports an endpoint that listens (or fails to) later.
+        """
+        return self._endpoint.outcome()
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind the port (twistd calls this first, before dropping privileges);
+        :class:`StartupError` if it cannot be.
+        """
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        failure = self._endpoint.failure
+        if failure is not None:
+            failure.raiseException()
 
     def startService(self) -> None:
         """
-        Open the database, then listen; either failing raises :class:`StartupError`.
+        Listen (unless :meth:`privilegedStartService` did), then open the
+        database; either failing raises :class:`StartupError`.
 
         Both happen before the reactor serves anything: a daemon that cannot
         cache or cannot be reached should say so and stop, not limp.
         """
-        set_log_level(self.config.log_level)
+        if not self._endpoint.attempted:
+            self.privilegedStartService()
         try:
-            self.store.open()
+            super().startService()  # type: ignore[no-untyped-call]
         except StoreError as e:
+            self.running = False
+            self._listener.stopService()
             raise StartupError(str(e)) from e
-        self.engine.start()
-        endpoint = serverFromString(self.reactor, self.config.listen)
-        listening = endpoint.listen(self.site)
-        failures: list[Any] = []
-        listening.addCallbacks(self._listening, failures.append)
-        if failures:
-            ensureDeferred(self.store.close())
-            raise StartupError(
-                f"cannot listen on {self.config.listen}: {failures[0].getErrorMessage()}"
-            )
-        super().startService()  # type: ignore[no-untyped-call]
+        if self.port is not None:
+            self._log_listening(self.port)
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
-        address = port.getHost()
-        where = (
-            f"http://{address.host}:{address.port}"
-            if isinstance(address, IPv4Address | IPv6Address)
-            else str(address)
-        )
+        if self.running:  # listening only now, after start-up
+            self._log_listening(port)
+
+    def _not_listening(self, failure: Failure) -> None:
+        # Failing at once, it is startService's StartupError; this is for later.
+        if self.running:
+            log.error("{error}", error=failure.getErrorMessage())
+
+    def _log_listening(self, port: IListeningPort) -> None:
         log.info(
             "stasis listening on {where}, upstream {upstream}, cache {db}, mode {mode}",
-            where=where,
+            where=_describe(port, self.config.listen),
             upstream=self.config.routes.describe(),
-            db=self.config.db,
+            db=self.store.location,
             mode=self.config.mode.value,
         )
 
     def stopService(self) -> Deferred[None]:
+        """Stop listening, then close the upstream connections, then the database."""
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        stopped: Deferred[None] | None = super().stopService()  # type: ignore[no-untyped-call]
-        if stopped is not None:
-            await stopped
-        if self.port is not None:
-            closing = self.port.stopListening()
-            self.port = None
-            if closing is not None:
-                await closing
-        await self._pool.closeCachedConnections()
-        await self.engine.close()
-        await self.store.close()
+        # MultiService would stop the children all at once; the database must
+        # outlive the port, or a request accepted meanwhile finds it closed.
+        Service.stopService(self)
+        if self._endpoint.attempted:
+            await self._listener.stopService()
+        self.port = None
+        await self._front.close()
+        if self._store_service.running:
+            await self._store_service.stopService()

@@ -3,7 +3,9 @@ twistd's view of stasis: command-line options in, a :class:`StasisService` out.
 
 ``twistd -n stasis --port 4000`` and ``stasis start`` both come through here;
 options become a frozen :class:`~stasis.config.Config` in one place, so the
-two ways of starting the daemon cannot drift apart.
+two ways of starting the daemon cannot drift apart. The Config checks the
+values; this module only turns text into values and the Config's complaints
+into the option names a user typed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import IO, Any, NoReturn
 
-from hyperlink import URL, URLParseError
-from twisted.application.service import IService, Service
+from twisted.application.service import IService
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from stasis.config import (
     DEFAULT_DB,
@@ -23,15 +26,40 @@ from stasis.config import (
     DEFAULT_MEMORY_CACHE_BYTES,
     DEFAULT_PORT,
     DEFAULT_UPSTREAM_TIMEOUT,
+    PROVIDER_NAMES,
     Config,
+    ConfigError,
     listen_on_port,
+    parse_upstream,
 )
-from stasis.log import LOG_LEVELS
+from stasis.log import LOG_LEVELS, set_log_level
 from stasis.modes import Mode
-from stasis.providers import PROVIDERS
 from stasis.service import StartupError, StasisService
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "fail_usage", "makeService"]
+
+#: The option a user typed for each Config field, to name it in errors.
+_OPTION_FOR_FIELD = {
+    "listen": "--listen",
+    "upstream": "--upstream",
+    "upstreams": "--upstream",
+    "db": "--db",
+    "mode": "--mode",
+    "log_level": "--log-level",
+    "upstream_timeout": "--upstream-timeout",
+    "max_body_bytes": "--max-body",
+    "memory_cache_bytes": "--memory-cache",
+}
+
+
+def _usage_error(error: ConfigError) -> usage.UsageError:
+    return usage.UsageError(f"{_OPTION_FOR_FIELD.get(error.field, error.field)} {error.problem}")
+
+
+def _coerce(function: Callable[[str], Any], doc: str = "") -> Callable[[str], Any]:
+    # twistd appends a coerce's coerceDoc to the option's help.
+    function.coerceDoc = doc  # type: ignore[attr-defined]
+    return function
 
 
 def _port(value: str) -> int:
@@ -44,69 +72,24 @@ def _port(value: str) -> int:
     return port
 
 
-def _positive(name: str) -> Any:
+def _seconds(name: str) -> Callable[[str], Any]:
     def coerce(value: str) -> float:
         try:
-            number = float(value)
+            return float(value)
         except ValueError:
-            raise ValueError(f"{name} must be a number, not {value!r}") from None
-        if number <= 0:
-            raise ValueError(f"{name} must be greater than 0, not {value}")
-        return number
+            raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
 
-    coerce.coerceDoc = ""  # type: ignore[attr-defined]
-    return coerce
+    return _coerce(coerce)
 
 
-def _url(value: str) -> str:
-    try:
-        url = URL.from_text(value)
-    except URLParseError as e:
-        raise ValueError(f"--upstream {value!r} is not a URL: {e}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"--upstream {value!r} must be an http:// or https:// URL with a host")
-    if url.query or url.fragment:
-        raise ValueError(f"--upstream {value!r} must not carry a query or fragment")
-    return value.rstrip("/")
-
-
-def parse_upstream(value: str) -> tuple[str | None, str]:
-    """``URL`` or ``NAME=URL`` as (provider name or None, URL); ``ValueError`` if neither."""
-    name, equals, url = value.partition("=")
-    if equals and "://" not in name:
-        name = name.strip().lower()
-        if name not in PROVIDER_NAMES:
-            raise ValueError(
-                f"--upstream {value!r}: unknown provider {name!r}; "
-                f"known: {', '.join(PROVIDER_NAMES)}"
-            )
-        return name, _url(url.strip())
-    return None, _url(value.strip())
-
-
-def _count(name: str) -> Any:
+def _bytes(name: str) -> Callable[[str], Any]:
     def coerce(value: str) -> int:
-        if not value.isdigit():
+        # int("1.9") fails, but int(" 1_000 ") would not: only plain digits.
+        if not (value.isascii() and value.isdigit()):
             raise ValueError(f"{name} must be a whole number of bytes, not {value!r}")
         return int(value)
 
-    coerce.coerceDoc = ""  # type: ignore[attr-defined]
-    return coerce
-
-
-def _choice(name: str, choices: list[str]) -> Any:
-    def coerce(value: str) -> str:
-        if value.lower() not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        return value.lower()
-
-    coerce.coerceDoc = f"One of: {', '.join(choices)}."  # type: ignore[attr-defined]
-    return coerce
-
-
-_port.coerceDoc = ""  # type: ignore[attr-defined]
-
-PROVIDER_NAMES = [provider.name for provider in PROVIDERS]
+    return _coerce(coerce)
 
 
 def fail_usage(message: str, command: str = "stasis") -> NoReturn:
@@ -117,7 +100,13 @@ def fail_usage(message: str, command: str = "stasis") -> NoReturn:
 
 
 class Options(usage.Options):
-    """The daemon's options (the original stasis-proxy CLI's, plus a few)."""
+    """
+    The daemon's options (the original stasis-proxy CLI's, plus a few).
+
+    ``environ`` (default: ``os.environ``) supplies ``$STASIS_DB`` and
+    ``$STASIS_UPSTREAM``, read when options are made and parsed, not when
+    this module is imported. Once parsed, :attr:`config` is the Config.
+    """
 
     synopsis = "[options]"
     longdesc = (
@@ -126,7 +115,7 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["port", "p", DEFAULT_PORT, "TCP port to listen on, on 127.0.0.1.", _port],
+        ["port", "p", DEFAULT_PORT, "TCP port to listen on, on 127.0.0.1.", _coerce(_port)],
         [
             "listen",
             None,
@@ -134,49 +123,45 @@ class Options(usage.Options):
             "Twisted server endpoint to listen on instead of --port, e.g. "
             "tcp:4000:interface=0.0.0.0, unix:/run/stasis.sock, systemd:domain=INET:index=0.",
         ],
-        [
-            "db",
-            "d",
-            os.environ.get("STASIS_DB", DEFAULT_DB),
-            "SQLite cache database file ($STASIS_DB).",
-        ],
+        ["db", "d", DEFAULT_DB, "SQLite cache database file ($STASIS_DB)."],
         [
             "mode",
             None,
             Mode.CACHE.value,
-            "Default cache mode for requests without X-Stasis-Mode.",
-            _choice("--mode", Mode.names()),
+            f"Default cache mode for requests without X-Stasis-Mode: {', '.join(Mode.names())}.",
         ],
-        [
-            "log-level",
-            "l",
-            "info",
-            "Log level.",
-            _choice("--log-level", list(LOG_LEVELS)),
-        ],
+        ["log-level", "l", "info", f"Log level: {', '.join(LOG_LEVELS)}."],
         [
             "upstream-timeout",
             None,
             DEFAULT_UPSTREAM_TIMEOUT,
             "Seconds to wait for the upstream's response headers, and then for each piece of "
             "its body.",
-            _positive("--upstream-timeout"),
+            _seconds("--upstream-timeout"),
         ],
         [
             "memory-cache",
             None,
             DEFAULT_MEMORY_CACHE_BYTES,
             "Bytes of hot entries kept in memory in front of the database (0: none).",
-            _count("--memory-cache"),
+            _bytes("--memory-cache"),
         ],
         [
             "max-body",
             None,
             DEFAULT_MAX_BODY_BYTES,
             "Largest request body accepted, in bytes.",
-            _positive("--max-body"),
+            _bytes("--max-body"),
         ],
     ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._environ = os.environ if environ is None else environ
+        self["db"] = self._environ.get("STASIS_DB") or DEFAULT_DB
+        self["upstream"] = None
+        self["upstreams"] = {}
+        self._config: Config | None = None
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -186,6 +171,8 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     opt_v = opt_version
+    # usage.Options leaves -h out for fear of clashing with a "host" option; stasis has none.
+    opt_h = usage.Options.opt_help
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -199,17 +186,12 @@ class Options(usage.Options):
         except usage.UsageError as e:
             fail_usage(str(e))
 
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self["upstream"] = None
-        self["upstreams"] = {}
-
     def opt_upstream(self, value: str) -> None:
         # The help text is set below, in one line: twistd keeps a docstring's indentation.
         try:
             name, url = parse_upstream(value)
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+        except ConfigError as e:
+            raise _usage_error(e) from None
         if name is None:
             if self["upstream"] is not None:
                 raise usage.UsageError("--upstream URL (for everything) may be given once")
@@ -218,52 +200,135 @@ class Options(usage.Options):
             self["upstreams"][name] = url
 
     opt_upstream.__doc__ = (
-        "Where requests go: a URL for everything, or NAME=URL for one provider (openai, "
-        "anthropic, bedrock, gemini, azure); repeatable. Default: each provider's public API "
-        "($STASIS_UPSTREAM). A URL may carry a path prefix."
+        "Where requests go: a URL for everything, or NAME=URL for one provider "
+        f"({', '.join(sorted(PROVIDER_NAMES))}); repeatable. Default: each provider's public "
+        "API ($STASIS_UPSTREAM). A URL may carry a path prefix."
     )
     opt_u = opt_upstream
 
     def postOptions(self) -> None:
         # twistd applies a coerce only to values given on the command line, so
-        # the defaults (which may come from the environment) are checked here.
+        # the port (whose default is a number) is checked here too.
         try:
-            self["port"] = _port(str(self["port"]))
-            environment = os.environ.get("STASIS_UPSTREAM")
-            if environment and self["upstream"] is None and not self["upstreams"]:
-                for value in environment.split(","):
-                    self.opt_upstream(value)
-        except (ValueError, usage.UsageError) as e:
+            port = _port(str(self["port"]))
+        except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        if not self["db"]:
-            raise usage.UsageError("--db must name a file")
+        environment = self._environ.get("STASIS_UPSTREAM")
+        if environment and self["upstream"] is None and not self["upstreams"]:
+            for value in environment.split(","):
+                self.opt_upstream(value)
+        try:
+            self._config = Config(
+                listen=self["listen"] or listen_on_port(port),
+                upstream=self["upstream"],
+                upstreams=dict(self["upstreams"]),
+                db=self["db"],
+                mode=self["mode"],
+                log_level=self["log-level"],
+                upstream_timeout=self["upstream-timeout"],
+                max_body_bytes=self["max-body"],
+                memory_cache_bytes=self["memory-cache"],
+            )
+        except ConfigError as e:
+            raise _usage_error(e) from None
 
-    def to_config(self) -> Config:
-        return Config(
-            listen=self["listen"] or listen_on_port(self["port"]),
-            upstream=self["upstream"],
-            upstreams=dict(self["upstreams"]),
-            db=self["db"],
-            mode=Mode.parse(self["mode"]),
-            log_level=self["log-level"],
-            upstream_timeout=float(self["upstream-timeout"]),
-            max_body_bytes=int(self["max-body"]),
-            memory_cache_bytes=int(self["memory-cache"]),
+    @property
+    def config(self) -> Config:
+        """The Config the options describe; only once they are parsed."""
+        if self._config is None:
+            raise RuntimeError("the options have not been parsed")
+        return self._config
+
+
+def _original_stderr() -> IO[str] | None:
+    """
+    Where a start-up failure goes: the stderr the daemon was started with, or
+    None when that is the null device (twistd daemonizing, or ``2>/dev/null``).
+
+    twistd points ``sys.stderr`` into its log (stdout, or the log file) once
+    logging starts; a start-up failure is for the person who started it.
+    """
+    stderr = sys.__stderr__
+    try:
+        discarded = stderr is None or os.path.samestat(
+            os.fstat(stderr.fileno()), os.stat(os.devnull)
         )
+    except (OSError, ValueError):
+        discarded = False
+    return None if discarded else stderr
+
+
+def _exit_status_at_interpreter_exit(status: int) -> None:
+    """
+    Make the process exit with ``status`` once twistd has finished.
+
+    twistd returns normally once its reactor stops, and its script exits 0;
+    nothing else lets a failure that happens while the reactor runs choose
+    the exit status. The streams are flushed first, as os._exit would not.
+    """
+    import atexit
+
+    def exit_now() -> None:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        os._exit(status)
+
+    atexit.register(exit_now)
 
 
 class _CommandLineService(StasisService):
     """
-    For twistd, where stasis is the whole process: a start-up failure is one
-    line on stderr and exit status 1, and the heap start-up built is settled.
+    For twistd, where stasis is the whole process: it applies ``--log-level``,
+    a start-up failure is one line on stderr and exit status 1 (also when the
+    endpoint fails only once the reactor runs; daemonized, twistd reports it),
+    and the heap start-up built is settled.
     """
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any = None,
+        stderr: Callable[[], IO[str] | None] = _original_stderr,
+        exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit,
+    ) -> None:
+        super().__init__(config, reactor)
+        self._stderr = stderr
+        self._exit_status = exit_status
+
+    def _fail(self, error: StartupError) -> NoReturn:
+        stderr = self._stderr()
+        if stderr is None:
+            # Daemonized: twistd's first process waits for the daemon's word
+            # on a pipe, which twistd writes for an Exception, and prints it;
+            # a SystemExit would leave that process waiting forever.
+            raise error
+        stderr.write(f"stasis: {error}\n")
+        raise SystemExit(1)
+
+    def privilegedStartService(self) -> None:
+        set_log_level(self.config.log_level)
+        try:
+            super().privilegedStartService()
+        except StartupError as e:
+            self._fail(e)
 
     def startService(self) -> None:
         try:
             super().startService()
         except StartupError as e:
-            raise SystemExit(f"stasis: {e}") from None
+            self._fail(e)
+        self.when_listening().addErrback(self._failed_late)
         _settle_the_heap()
+
+    def _failed_late(self, failure: Failure) -> None:
+        # The service has logged it too, for a daemon whose stderr is discarded.
+        stderr = self._stderr()
+        if stderr is not None:
+            stderr.write(f"stasis: {failure.getErrorMessage()}\n")
+        self._exit_status(1)
+        if self.reactor.running:
+            self.reactor.stop()
 
 
 def _settle_the_heap() -> None:
@@ -281,5 +346,5 @@ def _settle_the_heap() -> None:
 
 
 def makeService(options: Options) -> IService:
-    service: Service = _CommandLineService(options.to_config())
+    service: IService = _CommandLineService(options.config)
     return service

@@ -25,7 +25,9 @@ from typing import Any
 __all__ = ["Daemon", "poll_until", "start_daemon"]
 
 # stasis's own line, or twisted.web's (logged whatever --log-level says).
-_LISTENING = re.compile(r"stasis listening on http://[0-9.]+:(\d+)|StasisSite starting on (\d+)")
+_LISTENING = re.compile(
+    r"stasis listening on https?://[0-9.]+:(\d+)|StasisSite starting on (\d+)"
+)
 STARTUP_DEADLINE = 20.0
 
 
@@ -62,6 +64,14 @@ class Daemon:
         if not self._ready.wait(STARTUP_DEADLINE) or not self.url:
             self.stop()
             raise RuntimeError("stasis did not start:\n" + self.log)
+        # The port is bound before the database is opened, and twisted.web's
+        # line comes as it is bound: the daemon is ready once it answers (the
+        # kernel holds the connection until then).
+        try:
+            self.request("GET", "/health")
+        except OSError as e:
+            self.stop()
+            raise RuntimeError(f"stasis did not start ({e}):\n" + self.log) from None
         return self
 
     @property

@@ -227,11 +227,6 @@ def test_a_stream_reset_upstream_resets_the_http2_stream(
         client.sock.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stasis.web.site.StasisRequest._refuse_body asserts channel.transport, None "
-    "on an H2Stream: an unhandled AssertionError closes the whole connection, no 413",
-)
 def test_a_body_too_large_is_a_413_over_http2(tmp_path: Path, upstream: FakeUpstream) -> None:
     key, cert = self_signed(tmp_path)
     daemon = start_daemon(

@@ -1,10 +1,13 @@
 """
-Embedding: the service API, in-process on the real reactor (pytest-twisted).
+Embedding: the service API, in-process on the real reactor (pytest-twisted), and its
+wiring in memory (a MemoryReactor to listen with, a store that records what is done to it).
 """
 
 from __future__ import annotations
 
+import errno
 import gc
+import io
 import json
 from pathlib import Path
 
@@ -12,9 +15,19 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from stasis import Config, Mode, StartupError, StasisService
-from stasis.tap import Options, makeService
+from stasis import service as service_module
+from stasis.log import enabled, set_log_level
+from stasis.store import StoreError
+from stasis.tap import Options, _CommandLineService, makeService
 from tests.fake_upstream import FakeUpstream
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -93,3 +106,195 @@ async def test_the_daemon_settles_its_heap_and_an_embedded_service_leaves_it_alo
     finally:
         gc.unfreeze()
         await daemon.stopService()
+
+
+# The wiring, in memory: a MemoryReactor to listen with, a store that records.
+
+
+class RecordingStore:
+    """Just what the service does with a store: open it, close it."""
+
+    def __init__(self, fail_open: str | None = None) -> None:
+        self.fail_open = fail_open
+        self.events: list[str] = []
+
+    def open(self) -> None:
+        if self.fail_open is not None:
+            raise StoreError(self.fail_open)
+        self.events.append("open")
+
+    async def close(self) -> None:
+        self.events.append("close")
+
+
+@implementer(IStreamServerEndpoint)
+class LateEndpoint:
+    """An endpoint whose listen() answers only when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: Deferred[IListeningPort] = Deferred()
+
+    def listen(self, factory: object) -> Deferred[IListeningPort]:
+        return self.pending
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> RecordingStore:
+    recording = RecordingStore()
+    monkeypatch.setattr(service_module, "build_store", lambda config, reactor: recording)
+    return recording
+
+
+@pytest.fixture
+def late(monkeypatch: pytest.MonkeyPatch) -> LateEndpoint:
+    endpoint = LateEndpoint()
+    monkeypatch.setattr(service_module, "serverFromString", lambda reactor, text: endpoint)
+    return endpoint
+
+
+def _busy(port: int) -> CannotListenError:
+    return CannotListenError("127.0.0.1", port, OSError(errno.EADDRINUSE, "Address already in use"))
+
+
+def test_the_store_and_the_endpoint_are_children_and_the_reactor_passed_in_listens(
+    store: RecordingStore,
+) -> None:
+    reactor = MemoryReactorClock()
+    service = StasisService(Config(listen="tcp:4321:interface=127.0.0.1"), reactor)
+    children = list(service)
+    assert [type(child).__name__ for child in children] == [
+        "_StoreService",
+        "StreamServerEndpointService",
+    ]
+    service.startService()
+    assert service.running and all(child.running for child in children)
+    [(port, factory, _backlog, interface)] = reactor.tcpServers
+    assert (port, factory, interface) == (4321, service.site, "127.0.0.1")
+    assert store.events == ["open"]
+    assert service.port is not None
+    listening = service.when_listening()
+    assert listening.called and listening.result is service.port
+    stopped = service.stopService()
+    assert stopped.called
+    assert store.events == ["open", "close"]
+    assert service.port is None
+    assert not any(child.running for child in children)
+
+
+def test_a_taken_port_is_a_startup_error_before_the_store_is_opened(store: RecordingStore) -> None:
+    service = StasisService(Config(listen="tcp:4000"), RaisingMemoryReactor(_busy(4000)))
+    with pytest.raises(StartupError) as raised:
+        service.startService()
+    assert str(raised.value) == "cannot listen on tcp:4000: address already in use"
+    assert store.events == []
+    assert not service.running
+    # The service can still be stopped (twistd's shutdown does so) without error.
+    assert service.stopService().called
+
+
+def test_twistd_binds_in_privileged_start_and_opens_the_store_in_start(
+    store: RecordingStore,
+) -> None:
+    reactor = MemoryReactorClock()
+    service = StasisService(Config(listen="tcp:0"), reactor)
+    service.privilegedStartService()
+    assert len(reactor.tcpServers) == 1
+    assert store.events == []
+    service.startService()
+    assert len(reactor.tcpServers) == 1  # not a second time
+    assert store.events == ["open"]
+
+
+def test_an_unusable_store_closes_the_port_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    failing = RecordingStore(fail_open="cannot open the cache database 'x.db': no")
+    monkeypatch.setattr(service_module, "build_store", lambda config, reactor: failing)
+    service = StasisService(Config(listen="tcp:0"), MemoryReactorClock())
+    service.privilegedStartService()
+    port = service.port
+    assert port is not None
+    closed: list[bool] = []
+    monkeypatch.setattr(port, "stopListening", lambda: closed.append(True))
+    with pytest.raises(StartupError, match="cannot open the cache database 'x\\.db': no"):
+        service.startService()
+    assert closed == [True]
+    assert not service.running
+
+
+def test_a_late_listen_failure_is_reported(store: RecordingStore, late: LateEndpoint) -> None:
+    service = StasisService(Config(listen="tcp:4000"), MemoryReactorClock())
+    service.startService()  # the endpoint has not answered yet
+    assert service.running
+    failures: list[Failure] = []
+    service.when_listening().addErrback(failures.append)
+    assert failures == []
+    late.pending.errback(_busy(4000))
+    # Asked again afterwards, the answer is the same.
+    service.when_listening().addErrback(failures.append)
+    assert [failure.type for failure in failures] == [StartupError, StartupError]
+    assert {failure.getErrorMessage() for failure in failures} == {
+        "cannot listen on tcp:4000: address already in use"
+    }
+    assert service.port is None
+
+
+def test_a_late_listen_failure_ends_the_daemon_with_exit_status_1(
+    store: RecordingStore, late: LateEndpoint
+) -> None:
+    reactor = MemoryReactorClock()
+    stderr = io.StringIO()
+    statuses: list[int] = []
+    daemon = _CommandLineService(
+        Config(listen="tcp:4000"), reactor, stderr=lambda: stderr, exit_status=statuses.append
+    )
+    daemon.privilegedStartService()
+    try:
+        daemon.startService()
+    finally:
+        gc.unfreeze()
+    reactor.run()
+    late.pending.errback(_busy(4000))
+    assert stderr.getvalue() == "stasis: cannot listen on tcp:4000: address already in use\n"
+    assert statuses == [1]
+    assert reactor.hasStopped
+
+
+def test_a_taken_port_stops_the_daemon_with_one_line_on_stderr(store: RecordingStore) -> None:
+    stderr = io.StringIO()
+    daemon = _CommandLineService(
+        Config(listen="tcp:4000"), RaisingMemoryReactor(_busy(4000)), stderr=lambda: stderr
+    )
+    with pytest.raises(SystemExit) as exited:
+        daemon.privilegedStartService()
+    assert exited.value.code == 1
+    assert stderr.getvalue() == "stasis: cannot listen on tcp:4000: address already in use\n"
+    assert store.events == []
+
+
+def test_a_daemon_whose_stderr_is_discarded_raises_the_startup_error_for_twistd(
+    store: RecordingStore,
+) -> None:
+    daemon = _CommandLineService(
+        Config(listen="tcp:4000"), RaisingMemoryReactor(_busy(4000)), stderr=lambda: None
+    )
+    with pytest.raises(StartupError, match="address already in use"):
+        daemon.privilegedStartService()
+
+
+def test_an_embedded_service_leaves_the_log_level_alone_and_the_daemon_applies_it(
+    store: RecordingStore,
+) -> None:
+    config = Config(listen="tcp:0", log_level="error")
+    try:
+        set_log_level("debug")
+        embedded = StasisService(config, MemoryReactorClock())
+        embedded.startService()
+        assert enabled("stasis.proxy", LogLevel.debug)
+        daemon = _CommandLineService(config, MemoryReactorClock())
+        try:
+            daemon.startService()
+        finally:
+            gc.unfreeze()
+        assert not enabled("stasis.proxy", LogLevel.warn)
+        assert enabled("stasis.proxy", LogLevel.error)
+    finally:
+        set_log_level("info")

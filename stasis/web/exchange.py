@@ -10,6 +10,7 @@ also the :class:`~stasis.cache.ports.Client` the engine relays a live answer to.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
@@ -85,7 +86,8 @@ class Exchange:
             else:
                 # An HTTP/2 stream has no transport of its own: reset this
                 # stream only, not the connection its siblings share.
-                channel.abortConnection()
+                stream: Any = channel
+                stream.abortConnection()
 
     def fail(self, error: StasisError) -> None:
         """Answer with ``error`` as JSON, if the client can still be answered."""

@@ -12,17 +12,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import RESPONSES, datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
 from stasis.cache_status import noted_status
 from stasis.errors import BadRequest, BodyTooLarge, InternalError, StasisError
 from stasis.log import enabled, logger
 
-__all__ = ["StasisRequest", "StasisSite", "write_error"]
+__all__ = ["ErrorAnswer", "StasisRequest", "StasisSite", "error_answer", "write_error"]
 
 log = logger("stasis.http")
 #: The per-request line's logger: Site.log checks --log-level itself, once, so
@@ -35,15 +38,65 @@ _ACCESS_SYSTEM = "stasis.http#info"
 _REASONS = {413: b"Content Too Large"}
 
 
-def write_error(request: server.Request, error: StasisError) -> None:
-    """Answer ``request`` with ``error`` as a JSON body and finish it."""
+@frozen
+class ErrorAnswer:
+    """The whole HTTP answer to a :class:`StasisError`: status line, headers, body."""
+
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+    def to_bytes(self, *extra: tuple[bytes, bytes]) -> bytes:
+        """
+        The answer as HTTP/1.1 bytes, with ``extra`` headers after its own.
+
+        Header names are spelled as twisted.web spells them (its ``Headers``
+        canonicalises them), so an answer written this way is
+        indistinguishable from one written through a ``Request``.
+        """
+        headers = Headers()
+        for name, value in (*self.headers, *extra):
+            headers.addRawHeader(name, value)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)]
+        lines += [
+            b"%s: %s\r\n" % (name, value)
+            for name, values in headers.getAllRawHeaders()
+            for value in values
+        ]
+        return b"".join([*lines, b"\r\n", self.body])
+
+
+def error_answer(error: StasisError) -> ErrorAnswer:
+    """
+    The one description of how stasis answers with an error: every error,
+    whichever path writes it, carries exactly these headers.
+    """
     body = error.to_json()
-    request.setResponseCode(error.status, _REASONS.get(error.status))
-    request.setHeader(b"content-type", b"application/json")
-    # botocore names the error by this header (Bedrock clients).
-    request.setHeader(b"x-amzn-errortype", error.type.encode("ascii"))
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
+    return ErrorAnswer(
+        status=error.status,
+        reason=_REASONS.get(error.status) or RESPONSES.get(error.status, b"Error"),
+        headers=(
+            # What twisted.web's Request.process sets, for the errors written
+            # before it runs (a bad Host, a body over the limit).
+            (b"server", server.version),
+            (b"date", datetimeToString()),
+            (b"content-type", b"application/json"),
+            # botocore names the error by this header (Bedrock clients).
+            (b"x-amzn-errortype", error.type.encode("ascii")),
+            (b"content-length", b"%d" % len(body)),
+        ),
+        body=body,
+    )
+
+
+def write_error(request: server.Request, error: StasisError) -> None:
+    """Answer ``request`` with ``error`` (see :func:`error_answer`) and finish it."""
+    answer = error_answer(error)
+    request.setResponseCode(answer.status, answer.reason)
+    for name, value in answer.headers:
+        request.setHeader(name, value)
+    request.write(answer.body)
     request.finish()
 
 
@@ -67,6 +120,14 @@ class StasisRequest(server.Request):
         self._max_body: int = channel.site.max_body_bytes  # type: ignore[attr-defined]
         self._received = 0
         self._refused = False
+        #: Whether the connection is gone: nothing may be written any more.
+        self._lost = False
+
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(
+            f"the request body is larger than the limit of {self._max_body} bytes",
+            limit=self._max_body,
+        )
 
     def _refuse_body(self) -> None:
         """
@@ -75,22 +136,13 @@ class StasisRequest(server.Request):
         The answer goes straight to the transport because the request never
         reaches a resource. The connection is closed only once the body has
         been read to its end: closing on unread data makes the kernel send a
-        reset, which destroys the 413 before the client reads it.
+        reset, which destroys the 413 before the client reads it. An HTTP/2
+        stream has no transport of its own: it is answered in :meth:`process`.
         """
         self._refused = True
-        error = BodyTooLarge(
-            f"the request body is larger than the limit of {self._max_body} bytes",
-            limit=self._max_body,
-        )
-        body = error.to_json()
         transport = self.channel.transport
-        assert transport is not None
-        transport.write(
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        if transport is not None:
+            transport.write(error_answer(self._too_large()).to_bytes((b"connection", b"close")))
         # The request line is not on the request yet while its body arrives.
         log.info("refused a request body over {limit} bytes: 413", limit=self._max_body)
 
@@ -111,6 +163,11 @@ class StasisRequest(server.Request):
 
     def process(self) -> None:
         if self._refused:
+            if self.channel.transport is None:
+                # HTTP/2: the stream is answered now, its siblings go on.
+                self.site = self.channel.site  # type: ignore[attr-defined]
+                write_error(self, self._too_large())
+                return
             # Answered 413 as its body arrived; the connection ends here.
             self.channel.loseConnection()
             return
@@ -124,12 +181,18 @@ class StasisRequest(server.Request):
             return
         super().process()  # type: ignore[no-untyped-call]
 
+    def connectionLost(self, reason: Failure) -> None:
+        self._lost = True
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
     def processingFailed(self, reason: Failure) -> None:
         log.failure("unexpected error serving {path}", reason, path=self.path.decode("latin-1"))
-        if self.finished or self._disconnected:
+        if self.finished or self._lost:
             return
         if self.startedWriting:
-            self.channel.transport.abortConnection()  # type: ignore[union-attr]
+            # The connection, or on HTTP/2 (no transport of its own) the stream.
+            ending: Any = self.channel.transport or self.channel
+            ending.abortConnection()
             return
         write_error(self, InternalError("stasis failed to serve this request; see its log"))
 
