@@ -1,15 +1,16 @@
 """
-The cache store: one interface, its change feed, and the adbapi implementation on SQLite.
+The cache store: one interface, its change feed, and the factory that opens one from ``--db``.
 
 Everything the engine and the management commands need from storage goes
 through :class:`Store`, so that a second engine (PostgreSQL) is one more
-implementation, not a change to its callers.
+dialect under the same adbapi implementation, not a change to its callers.
 """
 
 from __future__ import annotations
 
 from stasis.model import Change, ChangeKind, Entry, EntryFilter, EntryInfo, Page, StoreStats
 from stasis.store._feed import ChangeFeed
+from stasis.store._open import open_store
 from stasis.store._protocol import EVERY_ENTRY, Store, StoreError
 
 __all__ = [
@@ -24,8 +25,5 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreStats",
+    "open_store",
 ]
-
-
-def open_store(db: str, reactor: object) -> Store:  # pragma: no cover - replaced by the store work
-    raise StoreError("the adbapi store is being rebuilt on its branch")

@@ -1,0 +1,487 @@
+"""
+The cache store over adbapi, the same on every SQL engine; a dialect says the rest.
+
+The reactor thread never waits on the database: every query runs in adbapi's
+thread pools. Writes go through one connection, because SQLite allows one
+writer anyway and a single writer cannot deadlock against itself; reads have
+connections of their own, so a lookup never queues behind a commit.
+
+Writes are applied one transaction at a time, in the order they were asked
+for, so a delete is never undone by a put asked for before it that was still
+waiting. Puts asked for while a transaction is under way are committed
+together in the next one (group commit): under load a commit costs a batch of
+entries what it would cost one. Each committed write is published on
+:attr:`AdbapiStore.changes` before its caller hears of it; other processes'
+changes are looked for once a second, beside a checkpoint of what was written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from attrs import define, field
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from stasis.log import logger
+from stasis.model import Change, ChangeKind, Entry, EntryFilter, Page, StoreStats
+from stasis.store._dialect import ChangeWatcher, Dialect
+from stasis.store._feed import ChangeFeed
+from stasis.store._listing import page, page_query, where_sql
+from stasis.store._protocol import EVERY_ENTRY, StoreError
+from stasis.store._rows import ENTRY_COLUMNS, WRITTEN_COLUMNS, entry_row, row_to_entry
+
+__all__ = ["WATCH_SECONDS", "WRITE_RETRY_SECONDS", "AdbapiStore"]
+
+_T = TypeVar("_T")
+
+log = logger("stasis.store")
+
+#: How long the store reports itself unwritable after a failed write.
+WRITE_RETRY_SECONDS = 60.0
+#: How often to look for other processes' changes, and to checkpoint.
+WATCH_SECONDS = 1.0
+#: Keys handed to ``scan_keys``'s visitor between two chances for the reactor
+#: thread to take the GIL.
+SCAN_YIELD_EVERY = 256
+
+
+@define
+class _Write:
+    """One write transaction, waiting its turn or under way."""
+
+    #: Runs on the writer thread before the transaction begins (compressing
+    #: entries there keeps it off the reactor and outside the write lock).
+    prepare: Callable[[], Any]
+    #: Runs on the writer thread inside the transaction: (cursor, prepared) -> result.
+    statements: Callable[[Any, Any], Any]
+    #: On the reactor thread once committed: publish the change, tell the caller.
+    settle: Callable[[Any], None]
+    #: On the reactor thread if the transaction failed.
+    fail: Callable[[Failure], None]
+    #: A batch of puts, which takes more puts until it begins; None for any other write.
+    puts: list[tuple[Entry, Deferred[None]]] | None = None
+    #: Told once this write is settled, after its callers.
+    settled: list[Deferred[None]] = field(factory=list)
+
+
+def _keys(keys: list[bytes]) -> tuple[str, ...]:
+    return tuple(key.hex() for key in keys)
+
+
+@define
+class AdbapiStore:
+    """
+    A :class:`~stasis.store.Store` on an SQL database. Call :meth:`open` first.
+
+    :meth:`open` prepares the schema synchronously, on purpose: it runs once,
+    before the daemon listens, so a database that cannot be used stops the
+    start-up with a clear error instead of failing every request later.
+    """
+
+    dialect: Dialect
+    reactor: IReactorTime
+    #: Concurrent lookups; more threads than cores buys nothing.
+    readers: int = 2
+    _changes: ChangeFeed = field(factory=ChangeFeed, init=False)
+    _writer: adbapi.ConnectionPool | None = field(default=None, init=False)
+    _reader: adbapi.ConnectionPool | None = field(default=None, init=False)
+    _watcher: ChangeWatcher | None = field(default=None, init=False)
+    _secret: bytes = field(default=b"", init=False)
+    _read_only: bool = field(default=False, init=False)
+    _closing: bool = field(default=False, init=False)
+    _write_failed_at: float | None = field(default=None, init=False)
+    #: Writes asked for and not yet begun, in order.
+    _queue: deque[_Write] = field(factory=deque, init=False)
+    #: The write under way, if any.
+    _running: _Write | None = field(default=None, init=False)
+    #: Whether anything was committed (here or elsewhere) since the last checkpoint.
+    _wrote: bool = field(default=False, init=False)
+    _loop: LoopingCall | None = field(default=None, init=False)
+    #: Fires once the loop has stopped and its last round is over.
+    _loop_done: Deferred[Any] | None = field(default=None, init=False)
+
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    @property
+    def location(self) -> str:
+        return self.dialect.location
+
+    @property
+    def changes(self) -> ChangeFeed:
+        return self._changes
+
+    @property
+    def writable(self) -> bool:
+        """False while writes are known to fail; misses then go through uncached."""
+        if self._read_only:
+            return False
+        if self._write_failed_at is None:
+            return True
+        return self.reactor.seconds() - self._write_failed_at >= WRITE_RETRY_SECONDS
+
+    # Opening and closing
+
+    def open(self) -> None:
+        if self._writer is not None:
+            return
+        prepared = self.dialect.prepare()
+        self._secret = prepared.secret
+        self._read_only = prepared.read_only
+        self._watcher = prepared.watcher
+        self._closing = False
+        module, args, keywords = self.dialect.pool_arguments()
+        self._writer, self._reader = (
+            adbapi.ConnectionPool(
+                module, *args, cp_min=1, cp_max=size, cp_reactor=self.reactor, **keywords
+            )
+            for size in (1, self.readers)
+        )
+        self._loop = LoopingCall(lambda: ensureDeferred(self._every_second()))
+        self._loop.clock = self.reactor
+        self._loop_done = self._loop.start(WATCH_SECONDS, now=True).addErrback(
+            lambda failure: log.failure("watching the cache database failed", failure)
+        )
+
+    async def close(self) -> None:
+        """Wait for the writes asked for so far (later ones fail), then disconnect."""
+        if self._writer is None or self._closing:
+            return
+        self._closing = True
+        try:
+            if self._loop is not None and self._loop.running:
+                self._loop.stop()
+            if self._loop_done is not None:
+                await self._loop_done
+            await self._writes_settled()
+        finally:
+            self._loop = self._loop_done = None
+            self._writer.close()
+            self._writer = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # Reads
+
+    def _read(self, query: Callable[[Any], _T]) -> Deferred[_T]:
+        """Run ``query(cursor)`` on a reader's connection; database errors become StoreError."""
+        if self._reader is None:
+            return fail(StoreError("the store is not open"))
+        d: Deferred[_T] = self._reader.runInteraction(query)
+        d.addErrback(self._failed, "read")
+        return d
+
+    def _failed(self, failure: Failure, doing: str) -> Failure:
+        if failure.check(StoreError):
+            return failure
+        error = StoreError(f"cannot {doing} the cache database {self.location}: {failure.value}")
+        error.__cause__ = failure.value
+        return Failure(error)
+
+    def get(self, key: str) -> Deferred[Entry | None]:
+        digest = bytes.fromhex(key)
+        statement = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE key = {self.dialect.param}"
+
+        def select(cursor: Any) -> Entry | None:
+            cursor.execute(statement, (digest,))
+            row = cursor.fetchone()
+            return None if row is None else row_to_entry(row)
+
+        return self._read(select)
+
+    def list_entries(
+        self, where: EntryFilter = EVERY_ENTRY, limit: int = 100, cursor: str | None = None
+    ) -> Deferred[Page]:
+        try:
+            query, parameters = page_query(where, limit, cursor, self.dialect.param)
+        except StoreError:
+            return fail()
+
+        def select(db: Any) -> Page:
+            db.execute(query, parameters)
+            return page(db.fetchall(), limit)
+
+        return self._writes_settled().addCallback(lambda _: self._read(select))
+
+    def stats(self) -> Deferred[StoreStats]:
+        def select(cursor: Any) -> StoreStats:
+            cursor.execute(
+                "SELECT COUNT(*), COALESCE(SUM(total_tokens * hit_count), 0), "
+                "MIN(created_at), MAX(created_at) FROM entries"
+            )
+            count, saved, oldest, newest = cursor.fetchone()
+            return StoreStats(
+                entries=count,
+                tokens_saved=saved,
+                db_size_bytes=self.dialect.database_size(cursor),
+                oldest=oldest,
+                newest=newest,
+            )
+
+        return self._writes_settled().addCallback(lambda _: self._read(select))
+
+    def scan_keys(self, visit: Callable[[bytes], None]) -> Deferred[None]:
+        def scan(cursor: Any) -> None:
+            cursor.execute("SELECT key FROM entries")
+            while rows := cursor.fetchmany(SCAN_YIELD_EVERY):
+                for (key,) in rows:
+                    visit(bytes(key))
+                # Let the reactor thread have the GIL: a million keys take
+                # seconds, and requests must not wait behind them.
+                time.sleep(0)
+
+        return self._read(scan)
+
+    # Writes, one transaction at a time, in the order asked for
+
+    def _writes_settled(self) -> Deferred[None]:
+        """
+        Fires once every write asked for so far is committed or has failed.
+
+        What must see the writes asked for so far (statistics, listings,
+        closing) waits here; lookups do not, so they never wait for a commit.
+        """
+        last = self._queue[-1] if self._queue else self._running
+        if last is None:
+            return succeed(None)
+        settled: Deferred[None] = Deferred()
+        last.settled.append(settled)
+        return settled
+
+    def _enqueue(self, write: _Write) -> None:
+        self._queue.append(write)
+        if self._running is None:
+            self._begin_next()
+
+    def _refused(self) -> StoreError | None:
+        if self._writer is None or self._closing:
+            return StoreError("the store is not open")
+        if self._read_only:
+            return StoreError(f"the cache database {self.location} is read-only")
+        return None
+
+    def _begin_next(self) -> None:
+        if not self._queue or self._writer is None:
+            return
+        write = self._running = self._queue.popleft()
+        watcher = self._watcher
+        assert watcher is not None
+        begin = self.dialect.begin
+
+        def transaction(connection: Any) -> Any:
+            prepared = write.prepare()
+            cursor = connection.cursor()
+            try:
+                cursor.execute(begin)
+                mark = watcher.begin_write(cursor)
+                result = write.statements(cursor, prepared)
+                mark = watcher.end_write(cursor, mark)
+            finally:
+                cursor.close()
+            # Committed here, not by adbapi after we return, so that the watcher
+            # only ever counts a transaction that is in the database.
+            connection.commit()
+            watcher.committed(mark)
+            return result
+
+        d: Deferred[Any] = self._writer.runWithConnection(transaction)
+        d.addBoth(self._finished, write)
+
+    def _finished(self, result: object, write: _Write) -> None:
+        self._running = None
+        try:
+            if isinstance(result, Failure):
+                self._note_write_failure(result.value)
+                write.fail(self._failed(result, "write"))
+            else:
+                self._write_failed_at = None
+                self._wrote = True
+                write.settle(result)
+        finally:
+            # Whatever became of this one, the writes after it must go on.
+            for settled in write.settled:
+                settled.callback(None)
+            self._begin_next()
+
+    def _note_write_failure(self, error: BaseException | None) -> None:
+        first = self.writable
+        self._write_failed_at = self.reactor.seconds()
+        if first:
+            log.warn(
+                "cannot write the cache database {location} ({error}); answers are passed "
+                "through uncached for the next {seconds:.0f}s",
+                location=self.location,
+                error=error,
+                seconds=WRITE_RETRY_SECONDS,
+            )
+
+    def _write(
+        self,
+        statements: Callable[[Any], _T],
+        change: Callable[[_T], Change | None],
+    ) -> Deferred[_T]:
+        """Queue one write transaction; publish ``change(result)`` once it is committed."""
+        refused = self._refused()
+        if refused is not None:
+            return fail(refused)
+        done: Deferred[_T] = Deferred()
+
+        def settle(result: Any) -> None:
+            published = change(result)
+            if published is not None:
+                self._changes.publish(published)
+            done.callback(result)
+
+        self._enqueue(
+            _Write(
+                prepare=lambda: None,
+                statements=lambda cursor, _: statements(cursor),
+                settle=settle,
+                fail=done.errback,
+            )
+        )
+        return done
+
+    def put(self, entry: Entry) -> Deferred[None]:
+        """
+        Store ``entry``, replacing any entry of the same key; fires once committed.
+
+        Puts asked for while a transaction is under way are written together
+        in the next one.
+        """
+        refused = self._refused()
+        if refused is not None:
+            return fail(refused)
+        stored: Deferred[None] = Deferred()
+        last = self._queue[-1] if self._queue else None
+        if last is not None and last.puts is not None:
+            last.puts.append((entry, stored))
+        else:
+            self._enqueue(self._put_batch([(entry, stored)]))
+        return stored
+
+    def _put_batch(self, puts: list[tuple[Entry, Deferred[None]]]) -> _Write:
+        upsert = self.dialect.upsert(WRITTEN_COLUMNS)
+
+        def prepare() -> list[tuple[Any, ...]]:
+            return [entry_row(entry) for entry, _ in puts]
+
+        def statements(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+            cursor.executemany(upsert, rows)
+
+        def settle(_: object) -> None:
+            keys = tuple(dict.fromkeys(entry.key for entry, _ in puts))
+            self._changes.publish(Change(ChangeKind.PUT, keys))
+            for _, stored in puts:
+                stored.callback(None)
+
+        def failed(failure: Failure) -> None:
+            for _, stored in puts:
+                stored.errback(failure)
+
+        return _Write(prepare, statements, settle, failed, puts=puts)
+
+    def delete(self, key: str) -> Deferred[bool]:
+        digest = bytes.fromhex(key)
+        statement = f"DELETE FROM entries WHERE key = {self.dialect.param}"
+
+        def statements(cursor: Any) -> bool:
+            cursor.execute(statement, (digest,))
+            return bool(cursor.rowcount > 0)
+
+        return self._write(
+            statements, lambda existed: Change(ChangeKind.DELETE, (key,)) if existed else None
+        )
+
+    def _remove(self, clause: str, parameters: list[Any]) -> Deferred[int]:
+        """Delete the entries matching ``clause``; publish their keys as one PURGE."""
+
+        def statements(cursor: Any) -> list[bytes]:
+            # Read, then deleted, in one transaction under the write lock: the
+            # same rows, so the change names exactly the keys removed.
+            cursor.execute(f"SELECT key FROM entries{clause}", parameters)
+            keys = [bytes(key) for (key,) in cursor.fetchall()]
+            if keys:
+                cursor.execute(f"DELETE FROM entries{clause}", parameters)
+            return keys
+
+        def change(keys: list[bytes]) -> Change | None:
+            return Change(ChangeKind.PURGE, _keys(keys)) if keys else None
+
+        return self._write(statements, change).addCallback(len)
+
+    def purge(self, where: EntryFilter) -> Deferred[int]:
+        clause, parameters = where_sql(where, self.dialect.param)
+        return self._remove(clause, parameters)
+
+    def prune(self, now: float) -> Deferred[int]:
+        return self._remove(f" WHERE expires_at <= {self.dialect.param}", [now])
+
+    def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> Deferred[None]:
+        """
+        Add hits to entries in one transaction; a key with no entry is ignored.
+
+        Counting a hit changes no answer, so it publishes no change (and the
+        SQLite change log's triggers leave it out). A read-only database keeps
+        no count: the hits are dropped, not failed.
+        """
+        if not hits or self._read_only:
+            return succeed(None)
+        p = self.dialect.param
+        statement = (
+            f"UPDATE entries SET hit_count = hit_count + {p}, last_hit_at = {p} WHERE key = {p}"
+        )
+        rows = [(count, when, bytes.fromhex(key)) for key, (count, when) in hits.items()]
+
+        def statements(cursor: Any) -> None:
+            cursor.executemany(statement, rows)
+
+        return self._write(statements, lambda _: None)
+
+    # Once a second
+
+    async def _every_second(self) -> None:
+        """What an open store does once a second: notice other processes, checkpoint."""
+        await self._look_for_changes()
+        await self._checkpoint()
+
+    async def _look_for_changes(self) -> None:
+        watcher = self._watcher
+        if self._writer is None or watcher is None:
+            return
+        now, writable = self.reactor.seconds(), self.writable
+        try:
+            noticed = await self._writer.runWithConnection(
+                lambda connection: watcher.poll(connection, now, writable)
+            )
+        except Exception as e:
+            log.debug("cannot look for other processes' changes: {error}", error=e)
+            return
+        if noticed.committed:
+            # Another process's commits are not checkpointed by it either.
+            self._wrote = True
+        for change in noticed.changes:
+            self._changes.publish(change)
+
+    async def _checkpoint(self) -> None:
+        """
+        Let the dialect tidy up after what was written since the last time
+        (SQLite copies its WAL into the database): on a reader's connection,
+        so that it never blocks the writer and no commit waits for it.
+        """
+        if not self._wrote or self._reader is None:
+            return
+        self._wrote = False
+        try:
+            await self._read(self.dialect.checkpoint)
+        except Exception as e:
+            log.debug("cannot checkpoint the cache database: {error}", error=e)

@@ -1,0 +1,120 @@
+"""
+What differs from one SQL engine to the next, under the one adbapi store.
+
+:class:`~stasis.store._adbapi.AdbapiStore` holds everything that is the same
+on every engine (group commit on one writer, lookups on readers, ordered
+writes, the change feed, listings); a :class:`Dialect` says how to connect,
+how to spell the few statements that differ, and how other processes'
+changes are noticed (a :class:`ChangeWatcher`). SQLite is
+:mod:`stasis.store._sqlite`; PostgreSQL will be one more module of the same
+shape (psycopg, ``%s`` parameters, ``ON CONFLICT DO UPDATE``, LISTEN/NOTIFY).
+
+Every method that takes a cursor or a connection runs in one of the store's
+database threads, never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from attrs import frozen
+
+from stasis.model import Change
+
+__all__ = ["ChangeWatcher", "Dialect", "Noticed", "Prepared"]
+
+
+@frozen
+class Noticed:
+    """What one look for other processes' changes found."""
+
+    #: Whether another process committed anything at all since the last look
+    #: (even a change that names no entry, such as counting hits).
+    committed: bool
+    #: Their changes to entries, in commit order, each with ``local=False``.
+    changes: tuple[Change, ...] = ()
+
+
+class ChangeWatcher(Protocol):
+    """
+    How one engine learns which keys other processes changed.
+
+    Every method runs on the store's single writer thread, one at a time, so
+    a watcher keeps its state in plain attributes. The write hooks let it
+    tell this process's changes from others' where the engine cannot (SQLite's
+    change log holds everyone's); an engine that can (PostgreSQL's notifications
+    name the sending backend) leaves them empty.
+    """
+
+    def begin_write(self, cursor: Any) -> object:
+        """In a write transaction, before its statements; returns a mark for :meth:`end_write`."""
+
+    def end_write(self, cursor: Any, mark: object) -> object:
+        """Inside the transaction, after its statements; the result goes to :meth:`committed`."""
+
+    def committed(self, mark: object) -> None:
+        """The transaction ``mark`` came from is committed (never called if it failed)."""
+
+    def poll(self, connection: Any, now: float, writable: bool) -> Noticed:
+        """
+        Look for other processes' changes since the last look; called about
+        once a second. ``now`` is the reactor's time; ``writable`` says
+        whether housekeeping writes (trimming a log) may be tried.
+        """
+
+
+@frozen
+class Prepared:
+    """A database made ready to use by :meth:`Dialect.prepare`."""
+
+    secret: bytes
+    #: Hits can be served, nothing can be stored.
+    read_only: bool
+    watcher: ChangeWatcher
+
+
+class Dialect(Protocol):
+    """One SQL engine, as the adbapi store needs to know it."""
+
+    @property
+    def location(self) -> str:
+        """Where the database is, for log lines and errors: never a password."""
+
+    @property
+    def param(self) -> str:
+        """The DB-API placeholder for one parameter (``?`` or ``%s``)."""
+
+    @property
+    def begin(self) -> str:
+        """
+        The statement that starts a write transaction, taking the write lock at
+        once where the engine has one, so that a transaction never fails
+        half-way because another writer got there first.
+        """
+
+    def prepare(self) -> Prepared:
+        """
+        Connect once, synchronously, and create or migrate the schema; raise
+        :class:`~stasis.store.StoreError` saying why if the database cannot be used.
+        """
+
+    def pool_arguments(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """
+        ``adbapi.ConnectionPool``'s DB-API module name, connection arguments
+        and keywords (``cp_openfun`` included; the store sets the pool's size
+        and reactor).
+        """
+
+    def upsert(self, columns: Sequence[str]) -> str:
+        """A statement storing one ``entries`` row of these columns, replacing its key's row."""
+
+    def database_size(self, cursor: Any) -> int:
+        """The database's size in bytes, as ``/stats`` reports it."""
+
+    def checkpoint(self, cursor: Any) -> None:
+        """
+        Housekeeping after writes, on a reader's connection about once a second
+        when something was written (SQLite copies its WAL into the database
+        file); must never wait for the writer.
+        """
