@@ -26,7 +26,7 @@ __all__ = ["Daemon", "poll_until", "start_daemon"]
 
 # stasis's own line, or twisted.web's (logged whatever --log-level says).
 _LISTENING = re.compile(
-    r"stasis listening on https?://[0-9.]+:(\d+)|StasisSite starting on (\d+)"
+    r"stasis listening on (https?)://[0-9.]+:(\d+)|StasisSite starting on (\d+)"
 )
 STARTUP_DEADLINE = 20.0
 
@@ -47,6 +47,7 @@ class Daemon:
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.url = ""
+        self.announced = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -56,7 +57,10 @@ class Daemon:
             self.lines.append(line)
             match = _LISTENING.search(line)
             if match and not self.url:
-                self.url = f"http://127.0.0.1:{match.group(1) or match.group(2)}"
+                scheme, port, web_port = match.groups()
+                self.url = f"{scheme or 'http'}://127.0.0.1:{port or web_port}"
+                #: stasis's own line comes once the database is open as well.
+                self.announced = scheme is not None
                 self._ready.set()
         self._ready.set()
 
@@ -65,8 +69,11 @@ class Daemon:
             self.stop()
             raise RuntimeError("stasis did not start:\n" + self.log)
         # The port is bound before the database is opened, and twisted.web's
-        # line comes as it is bound: the daemon is ready once it answers (the
-        # kernel holds the connection until then).
+        # line (all there is below --log-level info) comes as it is bound: the
+        # daemon is ready once it answers (the kernel holds the connection
+        # until then).
+        if self.announced:
+            return self
         try:
             self.request("GET", "/health")
         except OSError as e:

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 import treq
+from attrs import define, field
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -29,6 +31,7 @@ from stasis.log import enabled, set_log_level
 from stasis.store import StoreError
 from stasis.tap import Options, _CommandLineService, makeService
 from tests.fake_upstream import FakeUpstream
+from tests.memory_store import MemoryStore
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -111,12 +114,12 @@ async def test_the_daemon_settles_its_heap_and_an_embedded_service_leaves_it_alo
 # The wiring, in memory: a MemoryReactor to listen with, a store that records.
 
 
-class RecordingStore:
-    """Just what the service does with a store: open it, close it."""
+@define
+class RecordingStore(MemoryStore):
+    """A store that records what the service does with it: open it, close it."""
 
-    def __init__(self, fail_open: str | None = None) -> None:
-        self.fail_open = fail_open
-        self.events: list[str] = []
+    fail_open: str | None = None
+    events: list[str] = field(factory=list)
 
     def open(self) -> None:
         if self.fail_open is not None:
@@ -140,7 +143,7 @@ class LateEndpoint:
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> RecordingStore:
-    recording = RecordingStore()
+    recording = RecordingStore(Clock())
     monkeypatch.setattr(service_module, "build_store", lambda config, reactor: recording)
     return recording
 
@@ -163,7 +166,7 @@ def test_the_store_and_the_endpoint_are_children_and_the_reactor_passed_in_liste
     service = StasisService(Config(listen="tcp:4321:interface=127.0.0.1"), reactor)
     children = list(service)
     assert [type(child).__name__ for child in children] == [
-        "_StoreService",
+        "_CacheService",
         "StreamServerEndpointService",
     ]
     service.startService()
@@ -206,7 +209,7 @@ def test_twistd_binds_in_privileged_start_and_opens_the_store_in_start(
 
 
 def test_an_unusable_store_closes_the_port_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    failing = RecordingStore(fail_open="cannot open the cache database 'x.db': no")
+    failing = RecordingStore(Clock(), fail_open="cannot open the cache database 'x.db': no")
     monkeypatch.setattr(service_module, "build_store", lambda config, reactor: failing)
     service = StasisService(Config(listen="tcp:0"), MemoryReactorClock())
     service.privilegedStartService()
