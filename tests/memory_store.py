@@ -126,7 +126,11 @@ class MemoryStore:
         if not (self.hold_writes or self._held):
             return run()
         done: Deferred[_T] = Deferred()
-        self._waiting.append((len(self._held), lambda: run().chainDeferred(done)))
+
+        def later() -> None:
+            run().chainDeferred(done)
+
+        self._waiting.append((len(self._held), later))
         return done
 
     def delete(self, key: str) -> Deferred[bool]:
