@@ -22,7 +22,7 @@ from attrs import define, evolve, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 
 from stasis.model import Change, ChangeKind, Entry, EntryFilter, TokenUsage
 from stasis.store import EVERY_ENTRY, Store, StoreError, open_store
@@ -242,6 +242,19 @@ async def test_stats_and_listings_count_the_writes_asked_for_before_them(
     assert [info.key for info in (await page).entries] == [key(3), key(2), key(1)]
     await gatherResults(puts)
     assert await deleted is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_asked_for_as_a_commit_is_heard_of_still_counts(subject: Subject) -> None:
+    store = subject.store
+    first = store.put(make_entry(1))
+    deleted = store.delete(key(1))
+    chained: list[Deferred[None]] = []
+    first.addCallback(lambda _: chained.append(store.put(make_entry(2))))
+    assert await deleted is True
+    assert (await store.stats()).entries == 1  # after the put asked for before it
+    await chained[0]
+    assert [info.key for info in (await store.list_entries()).entries] == [key(2)]
 
 
 @pytest_twisted.ensureDeferred

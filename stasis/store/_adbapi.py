@@ -270,7 +270,9 @@ class AdbapiStore:
         return None
 
     def _begin_next(self) -> None:
-        if not self._queue or self._writer is None:
+        # Also called from callbacks of the write that just settled (a caller
+        # putting again at once): whichever call comes first begins the next.
+        if self._running is not None or not self._queue or self._writer is None:
             return
         write = self._running = self._queue.popleft()
         watcher = self._watcher
