@@ -245,7 +245,8 @@ class AdbapiStore:
             prepared = write.prepare()
             cursor = connection.cursor()
             try:
-                cursor.execute(begin)
+                if begin:
+                    cursor.execute(begin)
                 mark = watcher.begin_write(cursor)
                 result = write.statements(cursor, prepared)
                 mark = watcher.end_write(cursor, mark)
