@@ -37,9 +37,15 @@ from stasis.store import (
     open_store,
 )
 from stasis.store._adbapi import WRITE_RETRY_SECONDS, AdbapiStore
-from stasis.store._changelog import KEEP_SECONDS, TRIM_EVERY_SECONDS
+from stasis.store._changelog import KEEP_SECONDS, TRIM_EVERY_SECONDS, ChangeLog
 from stasis.store._codec import decode, encode
-from stasis.store._schema import SCHEMA_VERSION, SchemaError, migrations, split_statements
+from stasis.store._schema import (
+    SCHEMA_VERSION,
+    SchemaError,
+    migrate,
+    migrations,
+    split_statements,
+)
 from stasis.store._sqlite import SQLiteDialect
 from tests.store_support import ShiftedReactor, key, make_entry, merged, raw
 from tests.waiting import wait_for
@@ -870,6 +876,63 @@ async def test_the_log_is_trimmed_of_old_rows_at_most_once_a_minute(tmp_path: Pa
         assert logged(path) == [("put", key(2)), ("put", key(3)), ("put", key("marker"))]
     finally:
         await store.close()
+
+
+_steps = st.lists(
+    st.tuples(st.sampled_from(["ours", "theirs", "look"]), st.integers(0, 3)), max_size=30
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=_steps)
+def test_the_log_tells_exactly_the_other_processes_changes_in_order(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int]]
+) -> None:
+    """
+    The change log's reader alone, driven step by step: whatever the interleaving
+    of this process's transactions, another's, and looks at the log, the keys it
+    reports are the other process's, each once, in commit order.
+    """
+    path = tmp_path_factory.mktemp("log") / "cache.db"
+    ours = sqlite3.connect(str(path), isolation_level=None)
+    theirs = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        _sqlite.configure(ours)
+        migrate(ours)
+        changelog = ChangeLog.at_end(ours)
+        expected: list[str] = []
+        told: list[str] = []
+
+        def look() -> None:
+            noticed = changelog.poll(ours, now=time.time(), writable=False)
+            assert all(not change.local for change in noticed.changes)
+            assert ChangeKind.RESET not in [change.kind for change in noticed.changes]
+            told.extend(k for change in noticed.changes for k in change.keys)
+
+        for n, (step, rows) in enumerate(steps):
+            digests = [key(f"{n}-{row}") for row in range(rows)]
+            if step == "ours":  # as AdbapiStore's writer does it
+                cursor = ours.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
+                mark = changelog.begin_write(cursor)
+                for digest in digests:
+                    raw_insert(ours, digest)
+                mark = changelog.end_write(cursor, mark)
+                ours.commit()
+                changelog.committed(mark)
+            elif step == "theirs":
+                theirs.execute("BEGIN IMMEDIATE")
+                for digest in digests:
+                    raw_insert(theirs, digest)
+                theirs.execute("COMMIT")
+                expected += digests
+            else:
+                look()
+        look()
+        assert told == expected
+    finally:
+        ours.close()
+        theirs.close()
 
 
 # The codec
