@@ -9,6 +9,7 @@ refuses reads or writes, or holds a commit back.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from attrs import define, evolve, field
 from twisted.internet.defer import Deferred, fail, succeed
@@ -24,6 +25,8 @@ from stasis.model import (
     StoreStats,
 )
 from stasis.store import EVERY_ENTRY, ChangeFeed, StoreError
+
+_T = TypeVar("_T")
 
 
 def info_of(entry: Entry) -> EntryInfo:
@@ -70,9 +73,12 @@ class MemoryStore:
     changes: ChangeFeed = field(factory=ChangeFeed)
     #: How many lookups reached the "database".
     gets: int = 0
-    #: While True, puts wait (uncommitted, invisible to get) until release_writes().
+    #: While True, writes wait (uncommitted, invisible to get) until release_writes().
     hold_writes: bool = False
     _held: list[tuple[Entry, Deferred[None]]] = field(factory=list)
+    #: The other writes, and the reads that count the writes before them, asked
+    #: for while writes were held: (how many puts were held then, what to do).
+    _waiting: list[tuple[int, Callable[[], None]]] = field(factory=list)
     _open: bool = False
 
     def open(self) -> None:
@@ -102,21 +108,42 @@ class MemoryStore:
         return succeed(None)
 
     def release_writes(self) -> None:
-        """Commit the held puts, in order, and stop holding."""
+        """Commit the held writes, in the order they were asked for, and stop holding."""
         self.hold_writes = False
         held, self._held = self._held, []
-        for entry, committed in held:
-            self.entries[entry.key] = entry
-            self._commit(Change(ChangeKind.PUT, (entry.key,)))
-            committed.callback(None)
+        waiting, self._waiting = self._waiting, []
+        for position in range(len(held) + 1):
+            for _, action in (w for w in waiting if w[0] == position):
+                action()
+            if position < len(held):
+                entry, committed = held[position]
+                self.entries[entry.key] = entry
+                self._commit(Change(ChangeKind.PUT, (entry.key,)))
+                committed.callback(None)
+
+    def _in_turn(self, run: Callable[[], Deferred[_T]]) -> Deferred[_T]:
+        """``run()`` now, or, while writes are held, once the writes before it are released."""
+        if not (self.hold_writes or self._held):
+            return run()
+        done: Deferred[_T] = Deferred()
+
+        def later() -> None:
+            run().chainDeferred(done)
+
+        self._waiting.append((len(self._held), later))
+        return done
 
     def delete(self, key: str) -> Deferred[bool]:
         if self.fail_writes:
             return fail(StoreError("database or disk is full"))
-        existed = self.entries.pop(key, None) is not None
-        if existed:
-            self._commit(Change(ChangeKind.DELETE, (key,)))
-        return succeed(existed)
+
+        def delete() -> Deferred[bool]:
+            existed = self.entries.pop(key, None) is not None
+            if existed:
+                self._commit(Change(ChangeKind.DELETE, (key,)))
+            return succeed(existed)
+
+        return self._in_turn(delete)
 
     def external(self, change: Change) -> None:
         """Pretend another process changed the database."""
@@ -130,55 +157,81 @@ class MemoryStore:
     ) -> Deferred[Page]:
         if self.fail_reads:
             return fail(StoreError("disk I/O error"))
-        chosen = sorted(
-            (e for e in self.entries.values() if matches(e, where)), key=_order, reverse=True
-        )
+        after: tuple[float, str] | None = None
         if cursor is not None:
-            at, _, key = cursor.partition("/")
-            after = (float(at), key)
-            chosen = [e for e in chosen if _order(e) < after]
-        page = chosen[:limit]
-        more = len(chosen) > limit
-        next_cursor = f"{page[-1].created_at!r}/{page[-1].key}" if more and page else None
-        return succeed(Page(tuple(info_of(e) for e in page), next_cursor))
+            at, slash, key = cursor.partition("/")
+            try:
+                after = (float(at), key)
+            except ValueError:
+                slash = ""
+            if not slash:
+                return fail(StoreError(f"not a listing cursor: {cursor!r}"))
 
-    def _remove(self, keys: list[str]) -> Deferred[int]:
+        def listing() -> Deferred[Page]:
+            chosen = sorted(
+                (e for e in self.entries.values() if matches(e, where)), key=_order, reverse=True
+            )
+            if after is not None:
+                chosen = [e for e in chosen if _order(e) < after]
+            page = chosen[: max(limit, 0)]
+            more = len(chosen) > len(page)
+            next_cursor = f"{page[-1].created_at!r}/{page[-1].key}" if more and page else None
+            return succeed(Page(tuple(info_of(e) for e in page), next_cursor))
+
+        return self._in_turn(listing)
+
+    def _remove(self, chosen: Callable[[], list[str]]) -> Deferred[int]:
         if self.fail_writes:
             return fail(StoreError("database or disk is full"))
-        for key in keys:
-            del self.entries[key]
-        if keys:
-            self._commit(Change(ChangeKind.PURGE, tuple(keys)))
-        return succeed(len(keys))
+
+        def remove() -> Deferred[int]:
+            keys = chosen()
+            for key in keys:
+                del self.entries[key]
+            if keys:
+                self._commit(Change(ChangeKind.PURGE, tuple(keys)))
+            return succeed(len(keys))
+
+        return self._in_turn(remove)
 
     def purge(self, where: EntryFilter) -> Deferred[int]:
-        return self._remove([k for k, e in self.entries.items() if matches(e, where)])
+        return self._remove(lambda: [k for k, e in self.entries.items() if matches(e, where)])
 
     def prune(self, now: float) -> Deferred[int]:
-        return self._remove([k for k, e in self.entries.items() if not e.is_fresh(now)])
+        return self._remove(lambda: [k for k, e in self.entries.items() if not e.is_fresh(now)])
 
     def stats(self) -> Deferred[StoreStats]:
         if self.fail_reads:
             return fail(StoreError("disk I/O error"))
-        values = list(self.entries.values())
-        return succeed(
-            StoreStats(
-                entries=len(values),
-                tokens_saved=sum(e.usage.total * e.hit_count for e in values),
-                db_size_bytes=sum(len(e.body) for e in values),
-                oldest=min((e.created_at for e in values), default=None),
-                newest=max((e.created_at for e in values), default=None),
+
+        def count() -> Deferred[StoreStats]:
+            values = list(self.entries.values())
+            return succeed(
+                StoreStats(
+                    entries=len(values),
+                    tokens_saved=sum(e.usage.total * e.hit_count for e in values),
+                    db_size_bytes=sum(len(e.body) for e in values),
+                    oldest=min((e.created_at for e in values), default=None),
+                    newest=max((e.created_at for e in values), default=None),
+                )
             )
-        )
+
+        return self._in_turn(count)
 
     def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> Deferred[None]:
-        for key, (count, when) in hits.items():
-            entry = self.entries.get(key)
-            if entry is not None:
-                self.entries[key] = evolve(
-                    entry, hit_count=entry.hit_count + count, last_hit_at=when
-                )
-        return succeed(None)
+        if self.fail_writes:
+            return fail(StoreError("database or disk is full"))
+
+        def add() -> Deferred[None]:
+            for key, (count, when) in hits.items():
+                entry = self.entries.get(key)
+                if entry is not None:
+                    self.entries[key] = evolve(
+                        entry, hit_count=entry.hit_count + count, last_hit_at=when
+                    )
+            return succeed(None)
+
+        return self._in_turn(add)
 
     def scan_keys(self, visit: Callable[[bytes], None]) -> Deferred[None]:
         if self.fail_reads:

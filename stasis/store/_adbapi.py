@@ -7,18 +7,15 @@ writer anyway and a single writer cannot deadlock against itself; reads have
 connections of their own, so a lookup never queues behind a commit.
 
 Writes are applied one transaction at a time, in the order they were asked
-for, so a delete is never undone by a put asked for before it that was still
-waiting. Puts asked for while a transaction is under way are committed
-together in the next one (group commit): under load a commit costs a batch of
-entries what it would cost one. Each committed write is published on
-:attr:`AdbapiStore.changes` before its caller hears of it; other processes'
-changes are looked for once a second, beside a checkpoint of what was written.
+for, puts grouped (:mod:`stasis.store._writes`). Each committed write is
+published on :attr:`AdbapiStore.changes` before its caller hears of it; other
+processes' changes are looked for once a second, beside a checkpoint of what
+was written.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -36,6 +33,7 @@ from stasis.store._feed import ChangeFeed
 from stasis.store._listing import page, page_query, where_sql
 from stasis.store._protocol import EVERY_ENTRY, StoreError
 from stasis.store._rows import ENTRY_COLUMNS, WRITTEN_COLUMNS, entry_row, row_to_entry
+from stasis.store._writes import Write, WriteQueue
 
 __all__ = ["WATCH_SECONDS", "WRITE_RETRY_SECONDS", "AdbapiStore"]
 
@@ -50,25 +48,6 @@ WATCH_SECONDS = 1.0
 #: Keys handed to ``scan_keys``'s visitor between two chances for the reactor
 #: thread to take the GIL.
 SCAN_YIELD_EVERY = 256
-
-
-@define
-class _Write:
-    """One write transaction, waiting its turn or under way."""
-
-    #: Runs on the writer thread before the transaction begins (compressing
-    #: entries there keeps it off the reactor and outside the write lock).
-    prepare: Callable[[], Any]
-    #: Runs on the writer thread inside the transaction: (cursor, prepared) -> result.
-    statements: Callable[[Any, Any], Any]
-    #: On the reactor thread once committed: publish the change, tell the caller.
-    settle: Callable[[Any], None]
-    #: On the reactor thread if the transaction failed.
-    fail: Callable[[Failure], None]
-    #: A batch of puts, which takes more puts until it begins; None for any other write.
-    puts: list[tuple[Entry, Deferred[None]]] | None = None
-    #: Told once this write is settled, after its callers.
-    settled: list[Deferred[None]] = field(factory=list)
 
 
 def _keys(keys: list[bytes]) -> tuple[str, ...]:
@@ -97,15 +76,20 @@ class AdbapiStore:
     _read_only: bool = field(default=False, init=False)
     _closing: bool = field(default=False, init=False)
     _write_failed_at: float | None = field(default=None, init=False)
-    #: Writes asked for and not yet begun, in order.
-    _queue: deque[_Write] = field(factory=deque, init=False)
-    #: The write under way, if any.
-    _running: _Write | None = field(default=None, init=False)
+    _writes: WriteQueue = field(init=False)
+    #: Statements made once, with the dialect's spelling.
+    _select_entry: str = field(init=False)
+    _upsert: str = field(init=False)
     #: Whether anything was committed (here or elsewhere) since the last checkpoint.
     _wrote: bool = field(default=False, init=False)
     _loop: LoopingCall | None = field(default=None, init=False)
     #: Fires once the loop has stopped and its last round is over.
     _loop_done: Deferred[Any] | None = field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._writes = WriteQueue(self._transaction, self._noted)
+        self._select_entry = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE key = {self.dialect.param}"
+        self._upsert = self.dialect.upsert(WRITTEN_COLUMNS)
 
     @property
     def secret(self) -> bytes:
@@ -161,7 +145,7 @@ class AdbapiStore:
                 self._loop.stop()
             if self._loop_done is not None:
                 await self._loop_done
-            await self._writes_settled()
+            await self._writes.settled()
         finally:
             self._loop = self._loop_done = None
             self._writer.close()
@@ -189,7 +173,7 @@ class AdbapiStore:
 
     def get(self, key: str) -> Deferred[Entry | None]:
         digest = bytes.fromhex(key)
-        statement = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE key = {self.dialect.param}"
+        statement = self._select_entry
 
         def select(cursor: Any) -> Entry | None:
             cursor.execute(statement, (digest,))
@@ -210,7 +194,7 @@ class AdbapiStore:
             db.execute(query, parameters)
             return page(db.fetchall(), limit)
 
-        return self._writes_settled().addCallback(lambda _: self._read(select))
+        return self._writes.settled().addCallback(lambda _: self._read(select))
 
     def stats(self) -> Deferred[StoreStats]:
         def select(cursor: Any) -> StoreStats:
@@ -227,7 +211,7 @@ class AdbapiStore:
                 newest=newest,
             )
 
-        return self._writes_settled().addCallback(lambda _: self._read(select))
+        return self._writes.settled().addCallback(lambda _: self._read(select))
 
     def scan_keys(self, visit: Callable[[bytes], None]) -> Deferred[None]:
         def scan(cursor: Any) -> None:
@@ -243,25 +227,6 @@ class AdbapiStore:
 
     # Writes, one transaction at a time, in the order asked for
 
-    def _writes_settled(self) -> Deferred[None]:
-        """
-        Fires once every write asked for so far is committed or has failed.
-
-        What must see the writes asked for so far (statistics, listings,
-        closing) waits here; lookups do not, so they never wait for a commit.
-        """
-        last = self._queue[-1] if self._queue else self._running
-        if last is None:
-            return succeed(None)
-        settled: Deferred[None] = Deferred()
-        last.settled.append(settled)
-        return settled
-
-    def _enqueue(self, write: _Write) -> None:
-        self._queue.append(write)
-        if self._running is None:
-            self._begin_next()
-
     def _refused(self) -> StoreError | None:
         if self._writer is None or self._closing:
             return StoreError("the store is not open")
@@ -269,19 +234,19 @@ class AdbapiStore:
             return StoreError(f"the cache database {self.location} is read-only")
         return None
 
-    def _begin_next(self) -> None:
-        if not self._queue or self._writer is None:
-            return
-        write = self._running = self._queue.popleft()
+    def _transaction(self, write: Write) -> Deferred[Any]:
+        """Run ``write`` as one transaction on the writer's connection."""
         watcher = self._watcher
-        assert watcher is not None
+        if self._writer is None or watcher is None:
+            return fail(StoreError("the store is not open"))
         begin = self.dialect.begin
 
         def transaction(connection: Any) -> Any:
             prepared = write.prepare()
             cursor = connection.cursor()
             try:
-                cursor.execute(begin)
+                if begin:
+                    cursor.execute(begin)
                 mark = watcher.begin_write(cursor)
                 result = write.statements(cursor, prepared)
                 mark = watcher.end_write(cursor, mark)
@@ -294,25 +259,14 @@ class AdbapiStore:
             return result
 
         d: Deferred[Any] = self._writer.runWithConnection(transaction)
-        d.addBoth(self._finished, write)
+        return d
 
-    def _finished(self, result: object, write: _Write) -> None:
-        self._running = None
-        try:
-            if isinstance(result, Failure):
-                self._note_write_failure(result.value)
-                write.fail(self._failed(result, "write"))
-            else:
-                self._write_failed_at = None
-                self._wrote = True
-                write.settle(result)
-        finally:
-            # Whatever became of this one, the writes after it must go on.
-            for settled in write.settled:
-                settled.callback(None)
-            self._begin_next()
-
-    def _note_write_failure(self, error: BaseException | None) -> None:
+    def _noted(self, outcome: object) -> object:
+        """Keep ``writable`` up to date with how the last write went."""
+        if not isinstance(outcome, Failure):
+            self._write_failed_at = None
+            self._wrote = True
+            return outcome
         first = self.writable
         self._write_failed_at = self.reactor.seconds()
         if first:
@@ -320,9 +274,10 @@ class AdbapiStore:
                 "cannot write the cache database {location} ({error}); answers are passed "
                 "through uncached for the next {seconds:.0f}s",
                 location=self.location,
-                error=error,
+                error=outcome.value,
                 seconds=WRITE_RETRY_SECONDS,
             )
+        return self._failed(outcome, "write")
 
     def _write(
         self,
@@ -341,8 +296,8 @@ class AdbapiStore:
                 self._changes.publish(published)
             done.callback(result)
 
-        self._enqueue(
-            _Write(
+        self._writes.add(
+            Write(
                 prepare=lambda: None,
                 statements=lambda cursor, _: statements(cursor),
                 settle=settle,
@@ -362,15 +317,15 @@ class AdbapiStore:
         if refused is not None:
             return fail(refused)
         stored: Deferred[None] = Deferred()
-        last = self._queue[-1] if self._queue else None
-        if last is not None and last.puts is not None:
-            last.puts.append((entry, stored))
+        batch = self._writes.open_batch()
+        if batch is not None:
+            batch.append((entry, stored))
         else:
-            self._enqueue(self._put_batch([(entry, stored)]))
+            self._writes.add(self._put_batch([(entry, stored)]))
         return stored
 
-    def _put_batch(self, puts: list[tuple[Entry, Deferred[None]]]) -> _Write:
-        upsert = self.dialect.upsert(WRITTEN_COLUMNS)
+    def _put_batch(self, puts: list[tuple[Entry, Deferred[None]]]) -> Write:
+        upsert = self._upsert
 
         def prepare() -> list[tuple[Any, ...]]:
             return [entry_row(entry) for entry, _ in puts]
@@ -388,7 +343,7 @@ class AdbapiStore:
             for _, stored in puts:
                 stored.errback(failure)
 
-        return _Write(prepare, statements, settle, failed, puts=puts)
+        return Write(prepare, statements, settle, failed, puts=puts)
 
     def delete(self, key: str) -> Deferred[bool]:
         digest = bytes.fromhex(key)

@@ -90,7 +90,8 @@ class Dialect(Protocol):
         """
         The statement that starts a write transaction, taking the write lock at
         once where the engine has one, so that a transaction never fails
-        half-way because another writer got there first.
+        half-way because another writer got there first; empty where the
+        driver begins transactions itself.
         """
 
     def prepare(self) -> Prepared:

@@ -33,10 +33,11 @@ class Store(Protocol):
     What stasis needs from a cache database.
 
     Every method returning a Deferred fires once its work is committed (or
-    read); writes are applied in the order they were asked for, so a delete
-    asked for after a put is never undone by that put. Each committed change
-    is published on :attr:`changes`, this process's at once, other
-    processes' within about a second.
+    read), or fails with :class:`StoreError` when the database refuses it;
+    writes are applied in the order they were asked for, so a delete asked
+    for after a put is never undone by that put. Each committed change is
+    published on :attr:`changes`, this process's at once, other processes'
+    within about a second.
     """
 
     @property
@@ -53,7 +54,16 @@ class Store(Protocol):
 
     @property
     def changes(self) -> ChangeFeed:
-        """Committed puts, deletes and purges, naming their keys."""
+        """
+        Committed puts, deletes and purges, naming their keys, in commit order.
+
+        This process's (``local=True``) are published right after their commit
+        and before the Deferred of the write fires; puts committed together may
+        come as one change. Other processes' (``local=False``) come within
+        about a second, a delete however it was made (an ``rm``, a purge, raw
+        SQL); a :attr:`~stasis.model.ChangeKind.RESET` says the store lost
+        track and everything must be forgotten. Counting hits publishes nothing.
+        """
 
     def open(self) -> None:
         """Connect, create or migrate the schema; :class:`StoreError` if it cannot be used."""
@@ -64,7 +74,11 @@ class Store(Protocol):
     def get(self, key: str) -> Deferred[Entry | None]: ...
 
     def put(self, entry: Entry) -> Deferred[None]:
-        """Store ``entry``, replacing any entry of its key; fires once committed."""
+        """
+        Store ``entry``, replacing any entry of its key; fires once committed.
+
+        Puts asked for while a commit is under way may be committed together.
+        """
 
     def delete(self, key: str) -> Deferred[bool]:
         """Remove ``key``'s entry; fires with whether there was one."""
@@ -75,26 +89,34 @@ class Store(Protocol):
         """
         Entries matching ``where``, newest first, at most ``limit`` of them.
 
-        ``cursor`` comes from the previous page: paging by cursor, not by offset,
-        stays as fast at the 100,000th entry as at the first, and an entry
-        stored meanwhile neither repeats nor skips one.
+        Ordered by ``(created_at, key)``, descending. ``cursor`` comes from the
+        previous page (a string that is not one fails with :class:`StoreError`);
+        the last page has none. Paging by cursor, not by offset, stays as fast
+        at the 100,000th entry as at the first, and an entry stored or removed
+        meanwhile neither repeats nor skips one. Counts the writes asked for
+        before it, as :meth:`stats` does.
         """
 
     def purge(self, where: EntryFilter) -> Deferred[int]:
         """Remove every entry matching ``where``; fires with how many."""
 
     def prune(self, now: float) -> Deferred[int]:
-        """Remove the entries expired at ``now``; fires with how many."""
+        """Remove the entries expired at ``now`` (``expires_at <= now``); fires with how many."""
 
     def stats(self) -> Deferred[StoreStats]:
         """Counted after every write asked for so far."""
 
     def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> Deferred[None]:
-        """Add hits to entries: ``{key: (count, time of the last)}``."""
+        """
+        Add hits to entries, ``{key: (count, time of the last)}``, in one write.
+
+        A key with no entry is ignored; a read-only database drops them.
+        """
 
     def scan_keys(self, visit: Callable[[bytes], None]) -> Deferred[None]:
         """
         Call ``visit`` with every stored key (its 32 raw bytes), off the reactor
-        thread where the store has threads, letting other threads run now and
-        then: a million keys must not hold up requests.
+        thread where the store has threads (so ``visit`` must be safe to call
+        from another thread), letting other threads run now and then: a million
+        keys must not hold up requests.
         """

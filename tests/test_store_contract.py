@@ -1,0 +1,620 @@
+"""
+The store contract: the same tests against every implementation of :class:`stasis.store.Store`.
+
+Each test takes ``subject``, one store per implementation (the in-memory
+double the engine's tests run on, and SQLite through ``open_store``; a
+PostgreSQL store will be one more parameter), plus a way to hold its commits
+back, so that ordering can be shown on all of them alike: the double holds
+its writes in memory, SQLite is held by another connection taking the write
+lock (the store waits for it, as for any other process).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from attrs import define, evolve, field
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+
+from stasis.model import Change, ChangeKind, Entry, EntryFilter, TokenUsage
+from stasis.store import EVERY_ENTRY, Store, StoreError, open_store
+from tests.memory_store import MemoryStore, info_of
+from tests.store_support import key, make_entry, merged
+
+IMPLEMENTATIONS = ["memory", "sqlite"]
+
+
+@define
+class Subject:
+    """One store under test, with a way to hold its commits back and to let them go."""
+
+    store: Store
+    hold: Callable[[], None]
+    release: Callable[[], None]
+    #: Every change the store published, in order.
+    changes: list[Change] = field(factory=list)
+
+    def local(self) -> list[Change]:
+        return [change for change in self.changes if change.local]
+
+
+def _memory() -> Subject:
+    store = MemoryStore(reactor)
+
+    def hold() -> None:
+        store.hold_writes = True
+
+    return Subject(store, hold, store.release_writes)
+
+
+def _sqlite(path: Path) -> Subject:
+    store = open_store(str(path), reactor)
+    holder: list[sqlite3.Connection] = []
+
+    def hold() -> None:
+        connection = sqlite3.connect(str(path), isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")  # the write lock: the store's writes wait
+        holder.append(connection)
+
+    def release() -> None:
+        connection = holder.pop()
+        connection.execute("COMMIT")
+        connection.close()
+
+    return Subject(store, hold, release)
+
+
+@pytest_twisted.async_yield_fixture(params=IMPLEMENTATIONS)
+async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
+    made = _memory() if request.param == "memory" else _sqlite(tmp_path / "cache.db")
+    made.store.open()
+    made.store.changes.subscribe(made.changes.append)
+    try:
+        yield made
+    finally:
+        await made.store.close()
+
+
+@pytest.fixture(autouse=True)
+def _hypothesis_wrapped_once(request: pytest.FixtureRequest) -> Iterator[None]:
+    """
+    pytest-twisted runs a hypothesis test's examples in the reactor by wrapping
+    the test's ``hypothesis.inner_test`` in place; a parametrized test is one
+    function run once per parameter, so from the second parameter on it would be
+    wrapped twice and fail ("blockon cannot be called from the twisted greenlet").
+    Put the unwrapped one back after each run.
+    """
+    hypothesis = getattr(request.function, "hypothesis", None)
+    inner = getattr(hypothesis, "inner_test", None)
+    yield
+    if hypothesis is not None:
+        hypothesis.inner_test = inner
+
+
+async def put_all(store: Store, entries: list[Entry]) -> None:
+    """Put every entry at once, as concurrent misses would, and wait for them all."""
+    await gatherResults([store.put(entry) for entry in entries])
+
+
+async def listed(store: Store, where: EntryFilter = EVERY_ENTRY, limit: int = 7) -> list[str]:
+    """Every key a listing gives, page after page."""
+    keys: list[str] = []
+    cursor = None
+    for _ in range(1000):  # a cursor that goes nowhere must fail the test, not hang it
+        page = await store.list_entries(where, limit, cursor)
+        keys += [info.key for info in page.entries]
+        if page.cursor is None:
+            return keys
+        assert len(page.entries) == limit
+        cursor = page.cursor
+    raise AssertionError("the listing never ended")
+
+
+def newest_first(entries: list[Entry]) -> list[str]:
+    return [e.key for e in sorted(entries, key=lambda e: (e.created_at, e.key), reverse=True)]
+
+
+def matches(entry: Entry, where: EntryFilter) -> bool:
+    return (
+        (where.provider is None or entry.provider == where.provider)
+        and (where.model is None or entry.model == where.model)
+        and (where.namespace is None or entry.namespace == where.namespace)
+        and (where.since is None or entry.created_at >= where.since)
+        and (where.until is None or entry.created_at < where.until)
+    )
+
+
+# Entries
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_entry_round_trips_with_every_field(subject: Subject) -> None:
+    store = subject.store
+    entry = Entry(
+        key=key("all"),
+        status=429,
+        headers=(
+            (b"Content-Type", b"text/plain; charset=iso-8859-1"),
+            (b"set-cookie", b"a=1"),
+            (b"X-Caf\xe9", b"r\xe9sum\xe9 \xff\x00\x7f"),
+            (b"set-cookie", b"b=2"),
+            (b"set-cookie", b"a=3"),
+        ),
+        body=bytes(range(256)) * 3,
+        created_at=1_700_000_123.456789,
+        method="PUT",
+        path="/model/anthropic.claude-3/invoke?x=1",
+        provider="bedrock",
+        model=None,
+        namespace="team-a",
+        usage=TokenUsage(input=1234, output=56789, total=58023),
+        expires_at=1_700_086_523.25,
+        last_hit_at=1_700_000_200.5,
+        hit_count=7,
+        timeline=tuple((i * 37, i * 250) for i in range(1, 5000)),
+    )
+    await store.put(entry)
+    assert await store.get(entry.key) == entry
+    assert await store.get(key("unknown")) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_and_large_bodies_round_trip(subject: Subject) -> None:
+    empty = make_entry("empty", body=b"", headers=())
+    large = make_entry("large", body=random.Random(5).randbytes(5 * 1024 * 1024))
+    await put_all(subject.store, [empty, large])
+    assert await subject.store.get(empty.key) == empty
+    assert await subject.store.get(large.key) == large
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_replaces_the_entry_of_its_key_hits_and_all(subject: Subject) -> None:
+    store = subject.store
+    await store.put(make_entry(1, body=b"old", status=500))
+    await store.add_hits({key(1): (3, 1_700_000_050.0)})
+    fresh = make_entry(1, body=b"new", created_at=1_700_000_100.0)
+    await store.put(fresh)
+    assert await store.get(key(1)) == fresh
+    assert (await store.stats()).entries == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_says_whether_there_was_an_entry(subject: Subject) -> None:
+    store = subject.store
+    await put_all(store, [make_entry(1), make_entry(2)])
+    assert await store.delete(key(1)) is True
+    assert await store.delete(key(1)) is False
+    assert await store.delete(key("never")) is False
+    assert await store.get(key(1)) is None
+    assert await store.get(key(2)) == make_entry(2)
+
+
+# Order: writes apply in the order asked for, and reads that count wait for them
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_after_an_uncommitted_put_is_not_undone_by_it(subject: Subject) -> None:
+    store = subject.store
+    subject.hold()
+    put = store.put(make_entry(1))
+    deleted = store.delete(key(1))
+    pruned = store.prune(now=2e9)
+    subject.release()
+    await put
+    assert await deleted is True
+    assert await pruned == 0
+    assert await store.get(key(1)) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_of_two_puts_of_one_key_in_flight_the_later_is_kept(subject: Subject) -> None:
+    store = subject.store
+    newer = make_entry(1, body=b"newer", created_at=1_700_000_001.0)
+    subject.hold()
+    first, second = store.put(make_entry(1)), store.put(newer)
+    subject.release()
+    await gatherResults([first, second])
+    assert await store.get(key(1)) == newer
+
+
+@pytest_twisted.ensureDeferred
+async def test_stats_and_listings_count_the_writes_asked_for_before_them(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    await store.put(make_entry(0))
+    subject.hold()
+    puts = [store.put(make_entry(n, created_at=1_700_000_000.0 + n)) for n in range(1, 4)]
+    deleted = store.delete(key(0))
+    stats = store.stats()
+    page = store.list_entries()
+    assert not stats.called  # it waits for the writes before it
+    subject.release()
+    assert (await stats).entries == 3
+    assert [info.key for info in (await page).entries] == [key(3), key(2), key(1)]
+    await gatherResults(puts)
+    assert await deleted is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_asked_for_as_a_commit_is_heard_of_still_counts(subject: Subject) -> None:
+    store = subject.store
+    first = store.put(make_entry(1))
+    deleted = store.delete(key(1))
+    chained: list[Deferred[None]] = []
+    first.addCallback(lambda _: chained.append(store.put(make_entry(2))))
+    assert await deleted is True
+    assert (await store.stats()).entries == 1  # after the put asked for before it
+    await chained[0]
+    assert [info.key for info in (await store.list_entries()).entries] == [key(2)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookups_do_not_wait_for_a_commit(subject: Subject) -> None:
+    store = subject.store
+    await store.put(make_entry(1))
+    subject.hold()
+    put = store.put(make_entry(2))
+    try:
+        assert await store.get(key(1)) == make_entry(1)
+        assert await store.get(key(2)) is None  # not committed yet
+    finally:
+        subject.release()
+    await put
+    assert await store.get(key(2)) == make_entry(2)
+
+
+# Hits and statistics
+
+
+@pytest_twisted.ensureDeferred
+async def test_hits_accumulate_and_count_saved_tokens(subject: Subject) -> None:
+    store = subject.store
+    await put_all(
+        store,
+        [
+            make_entry(1, usage=TokenUsage(100, 20, 120), created_at=1000.0),
+            make_entry(2, usage=TokenUsage(7, 3, 10), created_at=3000.0),
+            make_entry(3, usage=TokenUsage(1, 1, 2), created_at=2000.0),
+        ],
+    )
+    before = len(subject.changes)
+    await store.add_hits({key(1): (2, 5001.0), key(2): (1, 5002.0), key("gone"): (4, 5003.0)})
+    await store.add_hits({key(1): (1, 6000.0)})
+    await store.add_hits({})
+    one, two, three = [await store.get(key(n)) for n in (1, 2, 3)]
+    assert one is not None and two is not None and three is not None
+    assert (one.hit_count, one.last_hit_at) == (3, 6000.0)
+    assert (two.hit_count, two.last_hit_at) == (1, 5002.0)
+    assert (three.hit_count, three.last_hit_at) == (0, None)
+    assert await store.get(key("gone")) is None
+    # A hit changes no answer: nothing in front of the store has to forget anything.
+    assert subject.changes[before:] == []
+
+    stats = await store.stats()
+    assert stats.entries == 3
+    assert stats.tokens_saved == 120 * 3 + 10 * 1
+    assert (stats.oldest, stats.newest) == (1000.0, 3000.0)
+    assert stats.db_size_bytes > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stats_of_an_empty_store(subject: Subject) -> None:
+    stats = await subject.store.stats()
+    assert (stats.entries, stats.tokens_saved, stats.oldest, stats.newest) == (0, 0, None, None)
+    assert stats.db_size_bytes >= 0
+
+
+# Removing by filter and by expiry
+
+
+@pytest_twisted.ensureDeferred
+async def test_prune_removes_the_entries_expired_at_that_time(subject: Subject) -> None:
+    store = subject.store
+    expiries = {0: None, 1: 100.0, 2: 150.0, 3: 200.0, 4: 300.0}
+    await put_all(store, [make_entry(n, expires_at=at) for n, at in expiries.items()])
+    subject.changes.clear()
+    assert await store.prune(now=150.0) == 2  # expired at 150: expires_at <= 150
+    assert await store.prune(now=150.0) == 0
+    assert [(c.kind, sorted(c.keys)) for c in subject.changes] == [
+        (ChangeKind.PURGE, sorted([key(1), key(2)]))
+    ]
+    assert sorted(await listed(store)) == sorted([key(0), key(3), key(4)])
+    assert await store.prune(now=1e12) == 2
+    assert await listed(store) == [key(0)]  # never expires
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_removes_what_the_filter_matches_and_names_the_keys(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    entries = [
+        make_entry(n, namespace="ci" if n % 2 else "", created_at=1000.0 + n) for n in range(6)
+    ]
+    await put_all(store, entries)
+    subject.changes.clear()
+    where = EntryFilter(namespace="ci", since=1002.0)
+    assert await store.purge(where) == 2
+    assert await store.purge(where) == 0
+    assert [(c.kind, sorted(c.keys), c.local) for c in subject.changes] == [
+        (ChangeKind.PURGE, sorted([key(3), key(5)]), True)
+    ]
+    assert await listed(store) == [key(4), key(2), key(1), key(0)]
+    assert await store.purge(EVERY_ENTRY) == 4
+    assert (await store.stats()).entries == 0
+
+
+# Listings
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listing_is_newest_first_ties_by_key_and_pages_by_cursor(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    entries = [make_entry(n, created_at=1000.0 + n % 3) for n in range(8)]
+    await put_all(store, entries)
+    first = await store.list_entries(limit=3)
+    assert [info.key for info in first.entries] == newest_first(entries)[:3]
+    assert first.entries[0] == info_of(max(entries, key=lambda e: (e.created_at, e.key)))
+    assert first.cursor is not None
+    for limit in (1, 2, 3, 7, 8, 100):
+        assert await listed(store, limit=limit) == newest_first(entries)
+    last = await store.list_entries(limit=8)
+    assert last.cursor is None  # no empty page to fetch after the last one
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_filter_field_narrows_a_listing(subject: Subject) -> None:
+    store = subject.store
+    entries = [
+        make_entry(
+            n,
+            provider=["openai", "anthropic"][n % 2],
+            model=[None, "gpt-4o", "claude"][n % 3],
+            namespace=["", "ci"][n // 6],
+            created_at=1000.0 + n,
+        )
+        for n in range(12)
+    ]
+    await put_all(store, entries)
+    for where in (
+        EntryFilter(provider="anthropic"),
+        EntryFilter(model="gpt-4o"),
+        EntryFilter(namespace=""),
+        EntryFilter(since=1003.0),
+        EntryFilter(until=1003.0),
+        EntryFilter(since=1003.0, until=1003.0),
+        EntryFilter(provider="openai", namespace="ci", since=1004.0, until=1011.0),
+        EntryFilter(model="nothing"),
+    ):
+        expected = newest_first([e for e in entries if matches(e, where)])
+        assert await listed(store, where, limit=2) == expected, where
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cursor_that_is_not_one_is_refused(subject: Subject) -> None:
+    with pytest.raises(StoreError):
+        await subject.store.list_entries(cursor="not a cursor")
+
+
+_TIMES = st.sampled_from([1000.0, 1000.5, 1001.0, 1002.0])
+_entries = st.lists(
+    st.builds(
+        lambda n, created_at, provider, model, namespace: make_entry(
+            n, created_at=created_at, provider=provider, model=model, namespace=namespace
+        ),
+        st.integers(0, 10_000),
+        _TIMES,
+        st.sampled_from(["openai", "anthropic"]),
+        st.sampled_from([None, "a", "b"]),
+        st.sampled_from(["", "ci"]),
+    ),
+    max_size=25,
+    unique_by=lambda entry: entry.key,
+)
+_filters = st.builds(
+    EntryFilter,
+    provider=st.none() | st.sampled_from(["openai", "anthropic"]),
+    model=st.none() | st.sampled_from(["a", "b"]),
+    namespace=st.none() | st.sampled_from(["", "ci"]),
+    since=st.none() | _TIMES,
+    until=st.none() | _TIMES,
+)
+_examples = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_examples
+@given(entries=_entries, where=_filters, limit=st.integers(1, 6))
+@pytest_twisted.ensureDeferred
+async def test_pages_together_are_the_filtered_entries_newest_first(
+    subject: Subject, entries: list[Entry], where: EntryFilter, limit: int
+) -> None:
+    store = subject.store
+    await store.purge(EVERY_ENTRY)
+    await put_all(store, entries)
+    assert await listed(store, where, limit) == newest_first(
+        [e for e in entries if matches(e, where)]
+    )
+
+
+@_examples
+@given(
+    entries=_entries,
+    meanwhile=st.lists(st.tuples(st.sampled_from(["put", "delete"]), _TIMES), max_size=8),
+    where=_filters,
+    limit=st.integers(1, 4),
+)
+@pytest_twisted.ensureDeferred
+async def test_entries_stored_or_removed_between_pages_neither_repeat_nor_skip_one(
+    subject: Subject,
+    entries: list[Entry],
+    meanwhile: list[tuple[str, float]],
+    where: EntryFilter,
+    limit: int,
+) -> None:
+    store = subject.store
+    await store.purge(EVERY_ENTRY)
+    await put_all(store, entries)
+    steps = iter(enumerate(meanwhile))
+    removed: set[str] = set()
+    added: list[Entry] = []
+    keys: list[str] = []
+    cursor = None
+    for _ in range(1000):
+        page = await store.list_entries(where, limit, cursor)
+        keys += [info.key for info in page.entries]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+        step = next(steps, None)
+        if step is not None:
+            n, (operation, created_at) = step
+            if operation == "put":
+                added.append(make_entry(f"meanwhile-{n}", created_at=created_at))
+                await store.put(added[-1])
+            elif entries:
+                removed.add(entries[n % len(entries)].key)
+                await store.delete(entries[n % len(entries)].key)
+    else:
+        raise AssertionError("the listing never ended")
+    assert len(keys) == len(set(keys)), "an entry repeated"
+    stayed = [e for e in entries if matches(e, where) and e.key not in removed]
+    assert set(keys) >= {e.key for e in stayed}, "an entry skipped"
+    assert set(keys) <= {e.key for e in [*entries, *added] if matches(e, where)}
+    order = {e.key: (e.created_at, e.key) for e in [*entries, *added]}
+    assert [order[k] for k in keys] == sorted((order[k] for k in keys), reverse=True)
+
+
+# Keys
+
+
+@pytest_twisted.ensureDeferred
+async def test_scan_keys_visits_every_stored_key_as_raw_bytes(subject: Subject) -> None:
+    store = subject.store
+    await put_all(store, [make_entry(n) for n in range(600)])
+    await store.delete(key(7))
+    seen: list[bytes] = []
+    await store.scan_keys(seen.append)
+    assert sorted(seen) == sorted(bytes.fromhex(key(n)) for n in range(600) if n != 7)
+
+
+# The change feed
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_committed_write_is_published_in_commit_order(subject: Subject) -> None:
+    store = subject.store
+    await put_all(store, [make_entry(1), make_entry(2, namespace="ci", expires_at=10.0)])
+    await store.put(make_entry(3, namespace="ci"))
+    await store.put(make_entry(1, body=b"again"))
+    await store.delete(key(1))
+    await store.delete(key(1))  # nothing to delete: nothing published
+    await store.purge(EntryFilter(namespace="ci", until=1_700_000_000.0))  # matches nothing
+    await store.prune(now=10.0)
+    await store.purge(EntryFilter(namespace="ci"))
+    published = merged(subject.changes)
+    assert [(kind, sorted(keys)) for kind, keys in published] == [
+        (ChangeKind.PUT, sorted([key(1), key(2), key(3), key(1)])),
+        (ChangeKind.DELETE, [key(1)]),
+        (ChangeKind.PURGE, sorted([key(2), key(3)])),
+    ]
+    assert all(change.local for change in subject.changes)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_is_published_before_its_caller_hears_of_the_commit(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    events: list[object] = []
+    store.changes.subscribe(lambda change: events.append((change.kind, change.keys)))
+    put = store.put(make_entry(1))
+    put.addCallback(lambda _: events.append("put committed"))
+    await put
+    deleted = store.delete(key(1))
+    deleted.addCallback(lambda _: events.append("delete committed"))
+    await deleted
+    assert events == [
+        (ChangeKind.PUT, (key(1),)),
+        "put committed",
+        (ChangeKind.DELETE, (key(1),)),
+        "delete committed",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_subscriber_that_raises_does_not_stop_the_others(subject: Subject) -> None:
+    def broken(change: Change) -> None:
+        raise RuntimeError("a bug in a subscriber")
+
+    heard: list[Change] = []
+    unsubscribe = subject.store.changes.subscribe(broken)
+    subject.store.changes.subscribe(heard.append)
+    await subject.store.put(make_entry(1))
+    unsubscribe()
+    await subject.store.delete(key(1))
+    assert merged(heard) == [(ChangeKind.PUT, [key(1)]), (ChangeKind.DELETE, [key(1)])]
+
+
+# Against a model
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("seed", range(4))
+async def test_random_operations_match_a_dict(subject: Subject, seed: int) -> None:
+    rng = random.Random(seed)
+    store = subject.store
+    model: dict[str, Entry] = {}
+    keys = [key(n) for n in range(6)]
+    for step in range(80):
+        k = rng.choice(keys)
+        operation = rng.choice(["put", "put", "get", "get", "delete", "list", "hit"])
+        context = f"seed {seed}, step {step}"
+        if operation == "put":
+            entry = make_entry(
+                step,
+                key=k,
+                status=rng.choice([200, 201, 400, 429, 500]),
+                headers=tuple(
+                    (rng.randbytes(rng.randint(1, 8)), rng.randbytes(rng.randint(0, 20)))
+                    for _ in range(rng.randint(0, 4))
+                ),
+                body=rng.randbytes(rng.randint(0, 3000)),
+                created_at=float(rng.randint(0, 20)),
+                model=rng.choice([None, "gpt-4o", "claude-3-5-sonnet"]),
+                namespace=rng.choice(["", "a", "b"]),
+                usage=TokenUsage(rng.randint(0, 9), rng.randint(0, 9), rng.randint(0, 99)),
+                expires_at=rng.choice([None, float(step + 60)]),
+            )
+            await store.put(entry)
+            model[k] = entry
+        elif operation == "get":
+            assert await store.get(k) == model.get(k), context
+        elif operation == "delete":
+            assert await store.delete(k) is (k in model), context
+            model.pop(k, None)
+        elif operation == "hit":
+            await store.add_hits({k: (2, float(step))})
+            if k in model:
+                model[k] = evolve(
+                    model[k], hit_count=model[k].hit_count + 2, last_hit_at=float(step)
+                )
+        else:
+            page = await store.list_entries(limit=10)
+            expected = sorted(model.values(), key=lambda e: (e.created_at, e.key), reverse=True)
+            assert list(page.entries) == [info_of(e) for e in expected], context
+    for k in keys:
+        assert await store.get(k) == model.get(k)
+    assert (await store.stats()).entries == len(model)
