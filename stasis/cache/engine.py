@@ -191,33 +191,32 @@ class CacheEngine:
 
     # The byte-identical fast path
 
-    def fingerprint(
+    def recall(
         self,
         method: bytes,
         target: bytes,
         headers: Iterable[tuple[bytes, Sequence[bytes]]],
         body: bytes,
-    ) -> bytes | None:
-        """The request's fingerprint, or None when it is not worth remembering."""
-        if self.request_keys is None or len(body) > REMEMBERED_BODY_BYTES:
-            return None
-        return self.request_keys.fingerprint(method, target, headers, body)
-
-    def recall(self, fingerprint: bytes) -> Entry | None:
+    ) -> tuple[bytes | None, Entry | None]:
         """
-        The fresh entry in memory for a byte-identical repeat of a request
-        already resolved to a key: no header parsing, no key derivation, no
-        Deferreds. None sends the request the full way. The caller counts the
-        hit (:meth:`count_hit`) if it serves the entry.
+        The request's fingerprint (None when it is not worth remembering) and,
+        for a byte-identical repeat of a request already resolved to a key,
+        its fresh entry in memory: no header parsing, no key derivation, no
+        Deferreds. No entry sends the request the full way (with its
+        fingerprint, to remember). The caller counts the hit
+        (:meth:`count_hit`) if it serves the entry.
         """
-        assert self.request_keys is not None
-        key = self.request_keys.key_of(fingerprint)
+        keys = self.request_keys
+        if keys is None or len(body) > REMEMBERED_BODY_BYTES:
+            return None, None
+        fingerprint = keys.fingerprint(method, target, headers, body)
+        key = keys.key_of(fingerprint)
         if key is None:
-            return None
+            return fingerprint, None
         entry = self.hot.get(key)
         if entry is None or not entry.is_fresh(self.clock.seconds()):
-            return None
-        return entry
+            return fingerprint, None
+        return fingerprint, entry
 
     def count_hit(self, entry: Entry) -> int:
         """Count a hit; the entry's age in seconds, for the Age header."""

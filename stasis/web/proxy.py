@@ -62,15 +62,14 @@ class ProxyResource(Resource):
     def render(self, request: Request) -> object:
         body = request.content.read() if request.content is not None else b""
         engine = self.engine
-        headers = request.requestHeaders.getAllRawHeaders()
-        fingerprint = engine.fingerprint(request.method, request.uri, headers, body)
-        if fingerprint is not None:
+        fingerprint, entry = engine.recall(
+            request.method, request.uri, request.requestHeaders.getAllRawHeaders(), body
+        )
+        if entry is not None and can_write_prepared(request, entry):
             # A byte-identical repeat, answered synchronously from memory.
-            entry = engine.recall(fingerprint)
-            if entry is not None and can_write_prepared(request, entry):
-                write_prepared(request, entry, self.heads.of(entry), engine.count_hit(entry))
-                request.finish()
-                return NOT_DONE_YET
+            write_prepared(request, entry, self.heads.of(entry), engine.count_hit(entry))
+            request.finish()
+            return NOT_DONE_YET
         exchange = Exchange(request)
         answering = engine.serve(
             CacheRequest(

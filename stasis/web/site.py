@@ -14,7 +14,7 @@ from typing import Any
 
 from attrs import frozen
 from twisted.internet.interfaces import ITCPTransport
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import RESPONSES, datetimeToString
@@ -23,16 +23,11 @@ from twisted.web.resource import IResource
 
 from stasis.cache_status import noted_status
 from stasis.errors import BadRequest, BodyTooLarge, InternalError, StasisError
-from stasis.log import enabled, logger
+from stasis.log import enabled, logger, request_line
 
 __all__ = ["ErrorAnswer", "StasisRequest", "StasisSite", "error_answer", "write_error"]
 
 log = logger("stasis.http")
-#: The per-request line's logger: Site.log checks --log-level itself, once, so
-#: its events go straight to the publisher instead of through the filter again.
-_access = Logger(namespace="stasis.http", observer=globalLogPublisher)
-#: What twistd's text format shows in brackets for these lines, worked out once.
-_ACCESS_SYSTEM = "stasis.http#info"
 
 #: Reason phrases twisted.web does not know (413 got its RFC 9110 name late).
 _REASONS = {413: b"Content Too Large"}
@@ -221,16 +216,4 @@ class StasisSite(server.Site):
             b"-" if status is None else status.value,
             elapsed,
         )
-        # The event a Logger would emit, without re-validating its level per request.
-        globalLogPublisher(
-            {
-                "log_logger": _access,
-                "log_level": LogLevel.info,
-                "log_namespace": _access.namespace,
-                "log_system": _ACCESS_SYSTEM,
-                "log_source": None,
-                "log_format": "{line}",
-                "log_time": time.time(),
-                "line": line.decode("latin-1"),
-            }
-        )
+        request_line(line.decode("latin-1"), time.time())
