@@ -91,9 +91,11 @@ def build_front(config: Config, reactor: Any, store: Store) -> Front:
     )
     heads = PreparedHeads()
     store.changes.subscribe(heads.on_change)
+    proxy = ProxyResource(engine, heads)
     site = StasisSite(
-        Root(ProxyResource(engine, heads), store, engine.counters),
+        Root(proxy, store, engine.counters),
         max_body_bytes=config.max_body_bytes,
+        upstream=proxy,
         reactor=reactor,
     )
     return Front(engine=engine, site=site, close=pool.closeCachedConnections)

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent
 
+from stasis import log as stasis_log
 from stasis.log import (
     LINE_FLUSH_SECONDS,
     MAX_HELD_LINES,
     _ClassicTextObserver,
     enabled,
+    request_line,
     set_log_level,
 )
 
@@ -85,3 +88,39 @@ def test_enabled_follows_the_log_level_as_it_changes() -> None:
     finally:
         set_log_level("info")
     assert not enabled("stasis.proxy", LogLevel.debug)
+
+
+def test_request_lines_go_straight_to_stasis_s_writer_in_order_with_other_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out, clock = CountingWrites(), Clock()
+    writer = _ClassicTextObserver(out, clock)
+    monkeypatch.setattr(stasis_log, "_direct", writer)
+    seen: list[object] = []
+    publisher = LogPublisher(seen.append)
+    monkeypatch.setattr(stasis_log, "globalLogPublisher", publisher)
+    request_line(b"POST /v1/chat/completions 200 HIT 0.4ms", 1_700_000_000.0)
+    # Another event comes through the observer, after the request's line.
+    writer({"log_format": "stasis ready", "log_time": 1_700_000_001.0, "log_namespace": "x"})
+    request_line(b"POST /v1/messages 200 MISS 3.1ms", 1_700_000_002.0)
+    clock.advance(LINE_FLUSH_SECONDS)
+    lines = out.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "POST /v1/chat/completions 200 HIT 0.4ms",
+        "stasis ready",
+        "POST /v1/messages 200 MISS 3.1ms",
+    ]
+    assert lines[0].split(" [", 1)[1].startswith("stasis.http#info]")
+    assert seen == []  # never an event: the writer took them
+
+
+def test_without_stasis_s_writer_request_lines_are_ordinary_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stasis_log, "_direct", None)
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr(stasis_log, "globalLogPublisher", LogPublisher(seen.append))
+    request_line(b"POST /v1/embeddings 200 BYPASS 1.0ms", 1_700_000_000.0)
+    (event,) = seen
+    assert formatEvent(event) == "POST /v1/embeddings 200 BYPASS 1.0ms"
+    assert (event["log_level"], event["log_namespace"]) == (LogLevel.info, "stasis.http")

@@ -106,3 +106,19 @@ def test_a_fault_before_anything_was_written_is_a_500() -> None:
     assert status == b"HTTP/1.1 500 Internal Server Error"
     assert json.loads(body)["error"]["type"] == "stasis_internal_error"
     assert dict(headers)[b"X-Amzn-Errortype"] == b"stasis_internal_error"
+
+
+def test_the_date_header_is_formatted_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.web.http import datetimeToString
+
+    from stasis.web import site as site_module
+
+    now = [1_700_000_000.25]
+    monkeypatch.setattr(site_module.time, "time", lambda: now[0])
+    date = site_module._HTTPDate()
+    first = date()
+    assert first == datetimeToString(1_700_000_000)
+    now[0] += 0.5
+    assert date() is first
+    now[0] += 0.5
+    assert date() == datetimeToString(1_700_000_001)

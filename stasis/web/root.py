@@ -9,6 +9,7 @@ from twisted.web.server import Request
 
 from stasis.cache import Counters
 from stasis.store import Store
+from stasis.web.site import OWN_METHODS
 from stasis.web.status import HealthResource, StatsResource
 
 __all__ = ["Root"]
@@ -29,7 +30,7 @@ class Root(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         # /health and /stats answer GET and HEAD; a POST there is an API call
         # for the upstream like any other.
-        if request.method in (b"GET", b"HEAD") and path in self.children:
+        if request.method in OWN_METHODS and path in self.children:
             child: IResource = self.children[path]
             return child
         return self.proxy

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from attrs import frozen
 from twisted.internet.interfaces import ITCPTransport
@@ -83,6 +84,26 @@ def error_answer(error: StasisError) -> ErrorAnswer:
         ),
         body=body,
     )
+
+
+class _HTTPDate:
+    """The current time as an HTTP date, formatted once a second rather than once a request."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = b""
+
+    def __call__(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._text = second, datetimeToString(second)
+        return self._text
+
+
+_http_date = _HTTPDate()
+
+#: The methods stasis's own endpoints answer; a request with any other is for the upstream.
+OWN_METHODS = (b"GET", b"HEAD")
 
 
 def write_error(request: server.Request, error: StasisError) -> None:
@@ -174,7 +195,25 @@ class StasisRequest(server.Request):
                 BadRequest("an HTTP/1.1 request must carry exactly one Host header"),
             )
             return
-        super().process()  # type: ignore[no-untyped-call]
+        site: StasisSite = self.channel.site  # type: ignore[attr-defined]
+        upstream = site.upstream
+        if upstream is None or self.method in OWN_METHODS or self.path == b"*":
+            super().process()  # type: ignore[no-untyped-call]
+            return
+        # Anything but a GET or HEAD is for the upstream (see Root): what
+        # twisted.web's process() does, without walking the resource tree to
+        # the proxy, a leaf at its root, and with a Date formatted once a
+        # second. Every hit pays for this method; the floor does not.
+        self.site = site
+        self.setHeader(b"Server", server.version)  # type: ignore[no-untyped-call]
+        self.setHeader(b"Date", _http_date())  # type: ignore[no-untyped-call]
+        self.sitepath: list[bytes] = []
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        try:
+            self.render(upstream)  # type: ignore[no-untyped-call]
+        except BaseException:
+            self.processingFailed(Failure())
 
     def connectionLost(self, reason: Failure) -> None:
         self._lost = True
@@ -198,9 +237,21 @@ class StasisSite(server.Site):
     noisy = False
     requestFactory = StasisRequest
 
-    def __init__(self, resource: IResource, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: IResource,
+        max_body_bytes: int,
+        upstream: IResource | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        ``upstream``, when given, is the resource every request whose method
+        is not one of :data:`OWN_METHODS` goes to, found without walking the
+        tree from ``resource`` (which must route those requests to it too).
+        """
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)  # type: ignore[no-untyped-call]
         self.max_body_bytes = max_body_bytes
+        self.upstream = upstream
 
     def log(self, request: Any) -> None:
         if not enabled("stasis.http", LogLevel.info):
@@ -216,4 +267,4 @@ class StasisSite(server.Site):
             b"-" if status is None else status.value,
             elapsed,
         )
-        request_line(line.decode("latin-1"), time.time())
+        request_line(line, time.time())
