@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
