@@ -19,13 +19,13 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.python.failure import Failure
-from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from bench.serve import serve
+from stasis.headers import for_upstream
 from stasis.upstream import UpstreamClient, make_client
-from stasis.upstream.headers import for_upstream
+from stasis.upstream.response import TreqResponse
 
 __all__ = ["PassThrough"]
 
@@ -45,15 +45,19 @@ class PassThrough(Resource):
     def render(self, request: Request) -> object:
         body = request.content.read() if request.content is not None else b""
         url = self.upstream + request.uri.decode("ascii")
-        d = self.client.request(
-            request.method.decode("ascii"), url, for_upstream(request.requestHeaders), body
-        )
+        pairs = [
+            (name, value)
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        ]
+        d = self.client.request(request.method.decode("ascii"), url, for_upstream(pairs), body)
 
-        async def answer(response: IResponse) -> None:
-            data = await treq.content(response)
+        async def answer(response: TreqResponse) -> None:
+            data = await treq.content(response.response)
             request.setResponseCode(response.code)
-            for value in response.headers.getRawHeaders(b"content-type", []):
-                request.setHeader(b"content-type", value)
+            for name, value in response.headers:
+                if name.lower() == b"content-type":
+                    request.setHeader(b"content-type", value)
             request.write(data)
             request.finish()
 
