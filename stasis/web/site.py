@@ -123,7 +123,8 @@ class StasisRequest(server.Request):
     defaultContentType = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        # The base named, not super(): this runs for every request.
+        server.Request.__init__(self, *args, **kwargs)
         self.started = time.perf_counter()
         channel = self.channel
         if not getattr(channel, "_stasis_nodelay", False):
@@ -166,7 +167,7 @@ class StasisRequest(server.Request):
         if length is not None and length > self._max_body:
             self._refuse_body()
             length = 0
-        super().gotLength(length)  # type: ignore[no-untyped-call]
+        server.Request.gotLength(self, length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -175,7 +176,7 @@ class StasisRequest(server.Request):
         if self._received > self._max_body:
             self._refuse_body()
             return
-        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+        server.Request.handleContentChunk(self, data)
 
     def process(self) -> None:
         if self._refused:
