@@ -94,6 +94,24 @@ class EntryInfo:
     #: The stored body's length in bytes (decoded, as a hit sends it).
     size: int
 
+    @classmethod
+    def of(cls, entry: Entry) -> EntryInfo:
+        return cls(
+            key=entry.key,
+            status=entry.status,
+            created_at=entry.created_at,
+            method=entry.method,
+            path=entry.path,
+            provider=entry.provider,
+            model=entry.model,
+            namespace=entry.namespace,
+            usage=entry.usage,
+            expires_at=entry.expires_at,
+            last_hit_at=entry.last_hit_at,
+            hit_count=entry.hit_count,
+            size=len(entry.body),
+        )
+
 
 @frozen
 class EntryFilter:
@@ -108,6 +126,16 @@ class EntryFilter:
     namespace: str | None = None
     since: float | None = None
     until: float | None = None
+
+    def matches(self, entry: Entry | EntryInfo) -> bool:
+        """Whether ``entry`` is one this filter covers (the stores say so in SQL)."""
+        return (
+            (self.provider is None or entry.provider == self.provider)
+            and (self.model is None or entry.model == self.model)
+            and (self.namespace is None or entry.namespace == self.namespace)
+            and (self.since is None or entry.created_at >= self.since)
+            and (self.until is None or entry.created_at < self.until)
+        )
 
 
 @frozen

@@ -30,31 +30,11 @@ _T = TypeVar("_T")
 
 
 def info_of(entry: Entry) -> EntryInfo:
-    return EntryInfo(
-        key=entry.key,
-        status=entry.status,
-        created_at=entry.created_at,
-        method=entry.method,
-        path=entry.path,
-        provider=entry.provider,
-        model=entry.model,
-        namespace=entry.namespace,
-        usage=entry.usage,
-        expires_at=entry.expires_at,
-        last_hit_at=entry.last_hit_at,
-        hit_count=entry.hit_count,
-        size=len(entry.body),
-    )
+    return EntryInfo.of(entry)
 
 
 def matches(entry: Entry, where: EntryFilter) -> bool:
-    return (
-        (where.provider is None or entry.provider == where.provider)
-        and (where.model is None or entry.model == where.model)
-        and (where.namespace is None or entry.namespace == where.namespace)
-        and (where.since is None or entry.created_at >= where.since)
-        and (where.until is None or entry.created_at < where.until)
-    )
+    return where.matches(entry)
 
 
 def _order(entry: Entry) -> tuple[float, str]:

@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from stasis.model import Change, ChangeKind, Entry, EntryFilter, TokenUsage
 from stasis.store import EVERY_ENTRY, Store, StoreError, open_store
-from tests.memory_store import MemoryStore, info_of
+from tests.memory_store import MemoryStore, info_of, matches
 from tests.store_support import key, make_entry, merged
 
 IMPLEMENTATIONS = ["memory", "sqlite"]
@@ -120,16 +120,6 @@ async def listed(store: Store, where: EntryFilter = EVERY_ENTRY, limit: int = 7)
 
 def newest_first(entries: list[Entry]) -> list[str]:
     return [e.key for e in sorted(entries, key=lambda e: (e.created_at, e.key), reverse=True)]
-
-
-def matches(entry: Entry, where: EntryFilter) -> bool:
-    return (
-        (where.provider is None or entry.provider == where.provider)
-        and (where.model is None or entry.model == where.model)
-        and (where.namespace is None or entry.namespace == where.namespace)
-        and (where.since is None or entry.created_at >= where.since)
-        and (where.until is None or entry.created_at < where.until)
-    )
 
 
 # Entries
