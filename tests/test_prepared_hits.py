@@ -213,3 +213,18 @@ def test_a_removed_entry_loses_its_prepared_head() -> None:
     assert len(wire.heads) == 0
     _, headers, _ = wire.send(_request())
     assert dict(headers)[b"x-stasis-status"] == b"MISS"
+
+
+def test_every_answer_carries_one_server_and_one_date() -> None:
+    wire = Wire()
+    answers = [wire.send(_request()), wire.send(_request())]  # a miss, then a prepared hit
+    wire.api.status = 429  # a different body: another miss, relayed, not stored
+    answers.append(wire.send(_request().replace(b'"hi"', b'"ho"')))
+    # A stasis error, written through twisted.web.
+    answers.append(wire.send(_request(b"HTTP/1.1", b"X-Stasis-Mode: nonsense")))
+    assert [status.split(b" ")[1] for status, _, _ in answers] == [b"200", b"200", b"429", b"400"]
+    for _, headers, _ in answers:
+        names = [name for name, _ in headers]
+        assert names.count(b"server") == 1 and names.count(b"date") == 1, names
+        date = dict(headers)[b"date"]
+        assert date.endswith(b" GMT") and len(date) == 29

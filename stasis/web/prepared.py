@@ -33,6 +33,7 @@ from twisted.web.server import Request
 
 from stasis.cache_status import HIT, note_status
 from stasis.model import Change, ChangeKind, Entry
+from stasis.web.site import head_defaults
 
 __all__ = [
     "MISSING",
@@ -168,9 +169,9 @@ def write_prepared(request: Request, entry: Entry, head: PreparedHead, age: int)
     """
     Write the whole answer to ``request``; the caller then finishes it.
 
-    The headers twisted.web has already put on the request (``Server``,
-    ``Date``, ``Connection: close`` when the client asked for it) are written
-    too, unless the entry carries its own of the same name.
+    The headers already on the request (``Connection: close`` when the client
+    asked for it), and ``Server`` and ``Date`` (:func:`head_defaults`), are
+    written too, unless the entry carries its own of the same name.
     """
     body = entry.body
     request.setResponseCode(entry.status)
@@ -179,6 +180,7 @@ def write_prepared(request: Request, entry: Entry, head: PreparedHead, age: int)
         if name.lower() not in head.names:
             for value in values:
                 lines.append(name + b": " + value + b"\r\n")
+    lines.append(head_defaults(request, head.names))
     lines.append(head.lines)
     lines.append(b"Age: %d\r\nContent-Length: %d\r\n\r\n" % (age, len(body)))
     lines.append(body)
