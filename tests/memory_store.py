@@ -29,14 +29,6 @@ from stasis.store import EVERY_ENTRY, ChangeFeed, StoreError
 _T = TypeVar("_T")
 
 
-def info_of(entry: Entry) -> EntryInfo:
-    return EntryInfo.of(entry)
-
-
-def matches(entry: Entry, where: EntryFilter) -> bool:
-    return where.matches(entry)
-
-
 def _order(entry: Entry) -> tuple[float, str]:
     return (entry.created_at, entry.key)
 
@@ -149,14 +141,14 @@ class MemoryStore:
 
         def listing() -> Deferred[Page]:
             chosen = sorted(
-                (e for e in self.entries.values() if matches(e, where)), key=_order, reverse=True
+                (e for e in self.entries.values() if where.matches(e)), key=_order, reverse=True
             )
             if after is not None:
                 chosen = [e for e in chosen if _order(e) < after]
             page = chosen[: max(limit, 0)]
             more = len(chosen) > len(page)
             next_cursor = f"{page[-1].created_at!r}/{page[-1].key}" if more and page else None
-            return succeed(Page(tuple(info_of(e) for e in page), next_cursor))
+            return succeed(Page(tuple(EntryInfo.of(e) for e in page), next_cursor))
 
         return self._in_turn(listing)
 
@@ -175,7 +167,7 @@ class MemoryStore:
         return self._in_turn(remove)
 
     def purge(self, where: EntryFilter) -> Deferred[int]:
-        return self._remove(lambda: [k for k, e in self.entries.items() if matches(e, where)])
+        return self._remove(lambda: [k for k, e in self.entries.items() if where.matches(e)])
 
     def prune(self, now: float) -> Deferred[int]:
         return self._remove(lambda: [k for k, e in self.entries.items() if not e.is_fresh(now)])

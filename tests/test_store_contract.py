@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from stasis.model import Change, ChangeKind, Entry, EntryFilter, TokenUsage
+from stasis.model import Change, ChangeKind, Entry, EntryFilter, EntryInfo, TokenUsage
 from stasis.store import EVERY_ENTRY, Store, StoreError, open_store
-from tests.memory_store import MemoryStore, info_of, matches
+from tests.memory_store import MemoryStore
 from tests.store_support import key, make_entry, merged
 
 IMPLEMENTATIONS = ["memory", "sqlite"]
@@ -355,7 +355,7 @@ async def test_a_listing_is_newest_first_ties_by_key_and_pages_by_cursor(
     await put_all(store, entries)
     first = await store.list_entries(limit=3)
     assert [info.key for info in first.entries] == newest_first(entries)[:3]
-    assert first.entries[0] == info_of(max(entries, key=lambda e: (e.created_at, e.key)))
+    assert first.entries[0] == EntryInfo.of(max(entries, key=lambda e: (e.created_at, e.key)))
     assert first.cursor is not None
     for limit in (1, 2, 3, 7, 8, 100):
         assert await listed(store, limit=limit) == newest_first(entries)
@@ -387,7 +387,7 @@ async def test_each_filter_field_narrows_a_listing(subject: Subject) -> None:
         EntryFilter(provider="openai", namespace="ci", since=1004.0, until=1011.0),
         EntryFilter(model="nothing"),
     ):
-        expected = newest_first([e for e in entries if matches(e, where)])
+        expected = newest_first([e for e in entries if where.matches(e)])
         assert await listed(store, where, limit=2) == expected, where
 
 
@@ -435,7 +435,7 @@ async def test_pages_together_are_the_filtered_entries_newest_first(
     await store.purge(EVERY_ENTRY)
     await put_all(store, entries)
     assert await listed(store, where, limit) == newest_first(
-        [e for e in entries if matches(e, where)]
+        [e for e in entries if where.matches(e)]
     )
 
 
@@ -480,9 +480,9 @@ async def test_entries_stored_or_removed_between_pages_neither_repeat_nor_skip_o
     else:
         raise AssertionError("the listing never ended")
     assert len(keys) == len(set(keys)), "an entry repeated"
-    stayed = [e for e in entries if matches(e, where) and e.key not in removed]
+    stayed = [e for e in entries if where.matches(e) and e.key not in removed]
     assert set(keys) >= {e.key for e in stayed}, "an entry skipped"
-    assert set(keys) <= {e.key for e in [*entries, *added] if matches(e, where)}
+    assert set(keys) <= {e.key for e in [*entries, *added] if where.matches(e)}
     order = {e.key: (e.created_at, e.key) for e in [*entries, *added]}
     assert [order[k] for k in keys] == sorted((order[k] for k in keys), reverse=True)
 
@@ -604,7 +604,7 @@ async def test_random_operations_match_a_dict(subject: Subject, seed: int) -> No
         else:
             page = await store.list_entries(limit=10)
             expected = sorted(model.values(), key=lambda e: (e.created_at, e.key), reverse=True)
-            assert list(page.entries) == [info_of(e) for e in expected], context
+            assert list(page.entries) == [EntryInfo.of(e) for e in expected], context
     for k in keys:
         assert await store.get(k) == model.get(k)
     assert (await store.stats()).entries == len(model)

@@ -30,7 +30,15 @@ from stasis.cache.ports import Client, Signer, Upstream, UpstreamResponse
 from stasis.cache.relay import BodyRelay, Outcome
 from stasis.cache_status import HIT, PASSED, CacheOutcome, Status
 from stasis.errors import BadRequest, ReplayMiss, StasisError
-from stasis.headers import Pairs, content_coding, for_client, for_storage, for_upstream, header_map
+from stasis.headers import (
+    Pairs,
+    content_coding,
+    for_client,
+    for_storage,
+    for_upstream,
+    header_map,
+    joined,
+)
 from stasis.keys import KeyRequest, ParsedBody, derive_key, parse_body
 from stasis.log import RateLimitedWarning, logger
 from stasis.model import Change, Entry
@@ -441,7 +449,7 @@ class CacheEngine:
         recorder = (
             Recorder(
                 call.provider,
-                b", ".join(v for n, v in response.headers if n.lower() == b"content-type"),
+                joined(response.headers, b"content-type"),
                 self.clock,
                 self.max_entry_bytes,
             )

@@ -34,6 +34,22 @@ log = logger("stasis.http")
 _REASONS = {413: b"Content Too Large"}
 
 
+class _HTTPDate:
+    """The current time as an HTTP date, formatted once a second rather than once a request."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = b""
+
+    def __call__(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._text = second, datetimeToString(second)
+        return self._text
+
+
+_http_date = _HTTPDate()
+
 @frozen
 class ErrorAnswer:
     """The whole HTTP answer to a :class:`StasisError`: status line, headers, body."""
@@ -76,7 +92,7 @@ def error_answer(error: StasisError) -> ErrorAnswer:
             # What twisted.web's Request.process sets, for the errors written
             # before it runs (a bad Host, a body over the limit).
             (b"server", server.version),
-            (b"date", datetimeToString()),
+            (b"date", _http_date()),
             (b"content-type", b"application/json"),
             # botocore names the error by this header (Bedrock clients).
             (b"x-amzn-errortype", error.type.encode("ascii")),
@@ -85,22 +101,6 @@ def error_answer(error: StasisError) -> ErrorAnswer:
         body=body,
     )
 
-
-class _HTTPDate:
-    """The current time as an HTTP date, formatted once a second rather than once a request."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._text = b""
-
-    def __call__(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second, self._text = second, datetimeToString(second)
-        return self._text
-
-
-_http_date = _HTTPDate()
 
 #: The methods stasis's own endpoints answer; a request with any other is for the upstream.
 OWN_METHODS = (b"GET", b"HEAD")
