@@ -18,6 +18,7 @@ from typing import Any
 from attrs import Attribute, field, frozen
 from hyperlink import URL, URLParseError
 
+from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS
 from stasis.modes import Mode
 from stasis.providers import PROVIDERS
@@ -112,6 +113,26 @@ def _mode(value: Mode | str) -> Mode:
         raise ConfigError(
             "mode", f"must be one of {', '.join(Mode.names())}, not {value!r}"
         ) from None
+
+
+def _credential_scope(value: CredentialScope | str) -> CredentialScope:
+    if isinstance(value, CredentialScope):
+        return value
+    try:
+        return CredentialScope(value)
+    except ValueError:
+        raise ConfigError(
+            "credential_scope",
+            f"must be one of {', '.join(CredentialScope.names())}, not {value!r}",
+        ) from None
+
+
+def _ready_file(_: Any, attribute: Attribute[str | None], value: str | None) -> None:
+    if value is None:
+        return
+    folder = os.path.dirname(os.path.abspath(value)) if value else ""
+    if not value or not os.path.isdir(folder):
+        raise ConfigError(attribute.name, f"{value!r}: no such folder to write it in")
 
 
 def _log_level(value: str) -> str:
@@ -246,6 +267,13 @@ class Config:
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, validator=_whole(1))
     #: Bytes of hot entries kept in memory in front of the database; 0 turns it off.
     memory_cache_bytes: int = field(default=DEFAULT_MEMORY_CACHE_BYTES, validator=_whole(0))
+    #: Whose entries a request reads and writes: the caller's credential's
+    #: (falling back to the shared scope on a lookup), or the shared scope only.
+    credential_scope: CredentialScope = field(
+        default=CredentialScope.CALLER, converter=_credential_scope
+    )
+    #: A file the daemon writes its URL to once it listens (None: none).
+    ready_file: str | None = field(default=None, validator=_ready_file)
 
     @property
     def routes(self) -> Routes:

@@ -82,9 +82,11 @@ def content_coding(pairs: Pairs) -> bytes:
     twisted.web's ContentDecoderAgent leaves an *empty* Content-Encoding header
     on responses that were never encoded, so emptiness means identity.
     """
-    coding = b",".join(
-        value for name, value in pairs if name.lower() == b"content-encoding"
-    ).strip().lower()
+    coding = (
+        b",".join(value for name, value in pairs if name.lower() == b"content-encoding")
+        .strip()
+        .lower()
+    )
     return b"" if coding == b"identity" else coding
 
 

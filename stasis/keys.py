@@ -13,6 +13,7 @@ Nothing here does I/O or touches Twisted, so it can be property-tested alone.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
@@ -28,6 +29,7 @@ from stasis.sigv4 import parse_authorization
 
 __all__ = [
     "KEY_VERSION",
+    "CredentialScope",
     "KeyPolicy",
     "KeyRequest",
     "ParsedBody",
@@ -49,6 +51,21 @@ STREAM_MEDIA_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 #: JSON bodies nesting arrays and objects deeper than this are hashed raw: a fixed
 #: bound, so that the key never depends on how deep the caller's stack happens to be.
 MAX_JSON_DEPTH = 128
+
+
+class CredentialScope(enum.Enum):
+    """Whose entries a request may read and write."""
+
+    #: Entries are keyed under the caller's credential fingerprint (the default):
+    #: two API keys never share an answer.
+    CALLER = "caller"
+    #: Entries are keyed without a credential: one cache for every key (a
+    #: single-user cache, a key that rotates, cassettes imported for CI).
+    SHARED = "shared"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [scope.value for scope in cls]
 
 
 @frozen

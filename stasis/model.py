@@ -21,6 +21,7 @@ __all__ = [
     "EntryInfo",
     "Page",
     "StoreStats",
+    "StoredRequest",
     "TokenUsage",
 ]
 
@@ -41,6 +42,23 @@ class TokenUsage:
 
 #: Per event of a streamed answer: (byte offset where it ends, ms after the start).
 Timeline = tuple[tuple[int, int], ...]
+
+
+@frozen
+class StoredRequest:
+    """
+    What an entry's key was derived from, less its credential.
+
+    Kept so that ``stasis show``, the cassettes and the replay-miss
+    diagnostics can say which request an answer belongs to. ``query`` has any
+    credential parameter (Gemini's ``key=``) removed; ``headers`` are only
+    those that took part in the key (lower-case names, e.g.
+    ``anthropic-version``), never a credential.
+    """
+
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
 
 
 @frozen
@@ -70,6 +88,17 @@ class Entry:
     hit_count: int = 0
     #: For a streamed answer, per event: (byte offset where it ends, ms after the start).
     timeline: Timeline | None = None
+    #: The key this answer has in the shared credential scope (equal to ``key``
+    #: for an entry stored there): the key it is exported under. Empty for an
+    #: entry stored before stasis kept it.
+    shared_key: str = ""
+    #: The request, when read with the entry (``Store.get(key, request=True)``).
+    request: StoredRequest | None = None
+
+    @property
+    def portable_key(self) -> str:
+        """The key this answer is exported and imported under."""
+        return self.shared_key or self.key
 
     def is_fresh(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at
@@ -93,6 +122,11 @@ class EntryInfo:
     hit_count: int
     #: The stored body's length in bytes (decoded, as a hit sends it).
     size: int
+    shared_key: str = ""
+
+    @property
+    def portable_key(self) -> str:
+        return self.shared_key or self.key
 
     @classmethod
     def of(cls, entry: Entry) -> EntryInfo:
@@ -110,6 +144,7 @@ class EntryInfo:
             last_hit_at=entry.last_hit_at,
             hit_count=entry.hit_count,
             size=len(entry.body),
+            shared_key=entry.shared_key,
         )
 
 
@@ -124,6 +159,8 @@ class EntryFilter:
     provider: str | None = None
     model: str | None = None
     namespace: str | None = None
+    #: The request path (``/v1/chat/completions``), exactly.
+    path: str | None = None
     since: float | None = None
     until: float | None = None
 
@@ -133,6 +170,7 @@ class EntryFilter:
             (self.provider is None or entry.provider == self.provider)
             and (self.model is None or entry.model == self.model)
             and (self.namespace is None or entry.namespace == self.namespace)
+            and (self.path is None or entry.path == self.path)
             and (self.since is None or entry.created_at >= self.since)
             and (self.until is None or entry.created_at < self.until)
         )

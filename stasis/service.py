@@ -18,6 +18,9 @@ classes.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -208,6 +211,18 @@ def _describe(port: IListeningPort, listen: str) -> str:
     return str(address)
 
 
+def _write_ready_file(path: str, url: str) -> None:
+    """Write ``url`` whole or not at all: a script polling the file never reads half of it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".stasis-ready-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(url + "\n")
+        os.replace(temporary, path)
+    except OSError as e:
+        log.error("cannot write the ready file {path}: {error}", path=path, error=e)
+
+
 class StasisService(MultiService):
     """
     The stasis daemon as a Twisted service.
@@ -270,6 +285,10 @@ class StasisService(MultiService):
         Both happen before the reactor serves anything: a daemon that cannot
         cache or cannot be reached should say so and stop, not limp.
         """
+        if self.config.ready_file:
+            # A file left by an earlier run must not tell a script this one is ready.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.config.ready_file)
         if not self._endpoint.attempted:
             self.privilegedStartService()
         try:
@@ -292,6 +311,8 @@ class StasisService(MultiService):
             log.error("{error}", error=failure.getErrorMessage())
 
     def _log_listening(self, port: IListeningPort) -> None:
+        if self.config.ready_file:
+            _write_ready_file(self.config.ready_file, _describe(port, self.config.listen))
         log.info(
             "stasis listening on {where}, upstream {upstream}, cache {db}, mode {mode}",
             where=_describe(port, self.config.listen),

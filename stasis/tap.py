@@ -32,6 +32,7 @@ from stasis.config import (
     listen_on_port,
     parse_upstream,
 )
+from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS, set_log_level
 from stasis.modes import Mode
 from stasis.service import StartupError, StasisService
@@ -49,6 +50,8 @@ _OPTION_FOR_FIELD = {
     "upstream_timeout": "--upstream-timeout",
     "max_body_bytes": "--max-body",
     "memory_cache_bytes": "--memory-cache",
+    "credential_scope": "--credential-scope",
+    "ready_file": "--ready-file",
 }
 
 
@@ -153,6 +156,20 @@ class Options(usage.Options):
             "Largest request body accepted, in bytes.",
             _bytes("--max-body"),
         ],
+        [
+            "credential-scope",
+            None,
+            CredentialScope.CALLER.value,
+            "Whose entries a request reads and writes: 'caller' (each API key its own, "
+            "falling back to shared entries on a lookup) or 'shared' (one cache for every key).",
+        ],
+        [
+            "ready-file",
+            None,
+            None,
+            "Write the daemon's URL to this file once it listens (with --port 0, how a "
+            "script learns the port).",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -228,6 +245,8 @@ class Options(usage.Options):
                 upstream_timeout=self["upstream-timeout"],
                 max_body_bytes=self["max-body"],
                 memory_cache_bytes=self["memory-cache"],
+                credential_scope=self["credential-scope"],
+                ready_file=self["ready-file"],
             )
         except ConfigError as e:
             raise _usage_error(e) from None

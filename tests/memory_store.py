@@ -8,7 +8,7 @@ refuses reads or writes, or holds a commit back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from attrs import define, evolve, field
@@ -62,11 +62,41 @@ class MemoryStore:
     def _commit(self, change: Change) -> None:
         self.changes.publish(change)
 
-    def get(self, key: str) -> Deferred[Entry | None]:
+    def get(self, key: str, *, request: bool = False) -> Deferred[Entry | None]:
         self.gets += 1
         if self.fail_reads:
             return fail(StoreError("disk I/O error"))
-        return succeed(self.entries.get(key))
+        entry = self.entries.get(key)
+        if entry is not None and not request:
+            entry = evolve(entry, request=None)
+        return succeed(entry)
+
+    def get_many(self, keys: Sequence[str]) -> Deferred[list[Entry]]:
+        if self.fail_reads:
+            return fail(StoreError("disk I/O error"))
+        return succeed([self.entries[key] for key in keys if key in self.entries])
+
+    def match_keys(self, prefix: str, limit: int = 2) -> Deferred[tuple[str, ...]]:
+        prefix = prefix.lower()
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return self._in_turn(lambda: succeed(()))
+        return self._in_turn(
+            lambda: succeed(tuple(sorted(k for k in self.entries if k.startswith(prefix))[:limit]))
+        )
+
+    def put_all(self, entries: Sequence[Entry]) -> Deferred[int]:
+        if self.fail_writes:
+            return fail(StoreError("database or disk is full"))
+
+        def put_all() -> Deferred[int]:
+            for entry in entries:
+                self.entries[entry.key] = entry
+            if entries:
+                keys = tuple(dict.fromkeys(entry.key for entry in entries))
+                self._commit(Change(ChangeKind.PUT, keys))
+            return succeed(len(entries))
+
+        return self._in_turn(put_all)
 
     def put(self, entry: Entry) -> Deferred[None]:
         if self.fail_writes:

@@ -59,9 +59,7 @@ class Wire:
         self.heads = PreparedHeads()
         self.store.changes.subscribe(self.heads.on_change)
         proxy = ProxyResource(harness.engine, self.heads)
-        self.site = StasisSite(
-            Root(proxy, self.store, harness.counters), max_body_bytes=1 << 20
-        )
+        self.site = StasisSite(Root(proxy, self.store, harness.counters), max_body_bytes=1 << 20)
         self.transport = StringTransport()
         self.channel = self.site.buildProtocol(None)
         self.channel.makeConnection(self.transport)

@@ -146,7 +146,7 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
     finally:
         await store.close()
     values = meta(path)
-    assert int(values["schema_version"]) == SCHEMA_VERSION == 3
+    assert int(values["schema_version"]) == SCHEMA_VERSION == 4
     assert bytes(values["secret"]) == store.secret
     with raw(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -210,8 +210,9 @@ def test_the_package_holds_one_schema_file_per_version() -> None:
         (1, "0001-entries.sql"),
         (2, "0002-timeline.sql"),
         (3, "0003-changes.sql"),
+        (4, "0004-requests.sql"),
     ]
-    assert [len(m.statements) for m in found] == [3, 1, 4]
+    assert [len(m.statements) for m in found] == [3, 1, 4, 2]
 
 
 def historic_database(path: Path, version: int) -> None:
@@ -281,7 +282,7 @@ async def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
         connection.execute(
             "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),)
         )
-    with pytest.raises(StoreError, match=r"schema version 4, newer .*upgrade stasis"):
+    with pytest.raises(StoreError, match=r"schema version 5, newer .*upgrade stasis"):
         opened(path)
     assert meta(path)["schema_version"] == str(SCHEMA_VERSION + 1)
 
@@ -636,7 +637,7 @@ def test_a_read_only_database_of_an_older_schema_is_refused(
     path = tmp_path / "v2.db"
     historic_database(path, 2)
     connect_read_only(monkeypatch)
-    with pytest.raises(StoreError, match=r"version 2 and is read-only.*version 3"):
+    with pytest.raises(StoreError, match=r"version 2 and is read-only.*version 4"):
         opened(path)
 
 

@@ -30,6 +30,11 @@ class Counters:
     hits: int = 0
     misses: int = 0
     bypasses: int = 0
+    #: Of the misses, those replay mode answered with an error.
+    replay_misses: int = 0
+    #: Tokens the hits since start would have cost (the store's figure covers
+    #: every hit ever counted, and trails by up to a second).
+    tokens_saved: int = 0
 
     @property
     def hit_rate(self) -> float:

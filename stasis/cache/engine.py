@@ -230,6 +230,7 @@ class CacheEngine:
         """Count a hit; the entry's age in seconds, for the Age header."""
         now = self.clock.seconds()
         self.counters.hits += 1
+        self.counters.tokens_saved += entry.usage.total
         self.hits.count(entry.key, now)
         return max(0, int(now - entry.created_at))
 
@@ -328,6 +329,7 @@ class CacheEngine:
                 return await self._follow(call, await waiting)
         self.counters.misses += 1
         if mode is Mode.REPLAY:
+            self.counters.replay_misses += 1
             call.outcome = CacheOutcome(Status.MISS, detail=b"replay-miss")
             raise ReplayMiss(
                 "replay mode: no cached answer for this request, and replay mode never "

@@ -16,7 +16,7 @@ was written.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from attrs import define, field
@@ -32,7 +32,13 @@ from stasis.store._dialect import ChangeWatcher, Dialect
 from stasis.store._feed import ChangeFeed
 from stasis.store._listing import page, page_query, where_sql
 from stasis.store._protocol import EVERY_ENTRY, StoreError
-from stasis.store._rows import ENTRY_COLUMNS, WRITTEN_COLUMNS, entry_row, row_to_entry
+from stasis.store._rows import (
+    ENTRY_COLUMNS,
+    REQUEST_COLUMNS,
+    WRITTEN_COLUMNS,
+    entry_row,
+    row_to_entry,
+)
 from stasis.store._writes import Write, WriteQueue
 
 __all__ = ["WATCH_SECONDS", "WRITE_RETRY_SECONDS", "AdbapiStore"]
@@ -48,6 +54,8 @@ WATCH_SECONDS = 1.0
 #: Keys handed to ``scan_keys``'s visitor between two chances for the reactor
 #: thread to take the GIL.
 SCAN_YIELD_EVERY = 256
+#: Keys read by one query of ``get_many`` (SQLite allows 32766 parameters).
+GET_MANY_BATCH = 500
 
 
 def _keys(keys: list[bytes]) -> tuple[str, ...]:
@@ -171,9 +179,11 @@ class AdbapiStore:
         error.__cause__ = failure.value
         return Failure(error)
 
-    def get(self, key: str) -> Deferred[Entry | None]:
+    def get(self, key: str, *, request: bool = False) -> Deferred[Entry | None]:
         digest = bytes.fromhex(key)
         statement = self._select_entry
+        if request:
+            statement = f"SELECT {REQUEST_COLUMNS} FROM entries WHERE key = {self.dialect.param}"
 
         def select(cursor: Any) -> Entry | None:
             cursor.execute(statement, (digest,))
@@ -181,6 +191,41 @@ class AdbapiStore:
             return None if row is None else row_to_entry(row)
 
         return self._read(select)
+
+    def get_many(self, keys: Sequence[str]) -> Deferred[list[Entry]]:
+        digests = [bytes.fromhex(key) for key in keys]
+        p = self.dialect.param
+
+        def select(cursor: Any) -> list[Entry]:
+            found: dict[bytes, Entry] = {}
+            for start in range(0, len(digests), GET_MANY_BATCH):
+                batch = digests[start : start + GET_MANY_BATCH]
+                marks = ", ".join([p] * len(batch))
+                cursor.execute(
+                    f"SELECT {REQUEST_COLUMNS} FROM entries WHERE key IN ({marks})", batch
+                )
+                for row in cursor.fetchall():
+                    found[bytes(row[0])] = row_to_entry(row)
+            return [found[digest] for digest in digests if digest in found]
+
+        return self._read(select)
+
+    def match_keys(self, prefix: str, limit: int = 2) -> Deferred[tuple[str, ...]]:
+        prefix = prefix.lower()
+        if not prefix or len(prefix) > 64 or any(c not in "0123456789abcdef" for c in prefix):
+            return succeed(())
+        low = bytes.fromhex(prefix.ljust(64, "0"))
+        high = bytes.fromhex(prefix.ljust(64, "f"))
+        p = self.dialect.param
+
+        def select(cursor: Any) -> tuple[str, ...]:
+            cursor.execute(
+                f"SELECT key FROM entries WHERE key >= {p} AND key <= {p} ORDER BY key LIMIT {p}",
+                (low, high, limit),
+            )
+            return tuple(bytes(key).hex() for (key,) in cursor.fetchall())
+
+        return self._writes.settled().addCallback(lambda _: self._read(select))
 
     def list_entries(
         self, where: EntryFilter = EVERY_ENTRY, limit: int = 100, cursor: str | None = None
@@ -323,6 +368,30 @@ class AdbapiStore:
         else:
             self._writes.add(self._put_batch([(entry, stored)]))
         return stored
+
+    def put_all(self, entries: Sequence[Entry]) -> Deferred[int]:
+        """Store every one of ``entries`` in one transaction, or none of them."""
+        refused = self._refused()
+        if refused is not None:
+            return fail(refused)
+        upsert = self._upsert
+        done: Deferred[int] = Deferred()
+
+        def prepare() -> list[tuple[Any, ...]]:
+            return [entry_row(entry) for entry in entries]
+
+        def statements(cursor: Any, rows: list[tuple[Any, ...]]) -> int:
+            cursor.executemany(upsert, rows)
+            return len(rows)
+
+        def settle(count: int) -> None:
+            if entries:
+                keys = tuple(dict.fromkeys(entry.key for entry in entries))
+                self._changes.publish(Change(ChangeKind.PUT, keys))
+            done.callback(count)
+
+        self._writes.add(Write(prepare, statements, settle, done.errback))
+        return done
 
     def _put_batch(self, puts: list[tuple[Entry, Deferred[None]]]) -> Write:
         upsert = self._upsert

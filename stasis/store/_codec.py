@@ -15,7 +15,9 @@ import gzip
 import json
 import zlib
 
-__all__ = ["decode", "encode"]
+from stasis.model import StoredRequest
+
+__all__ = ["decode", "decode_request", "encode", "encode_request"]
 
 #: Format of values written now: raw deflate of (headers JSON, NUL, body) with _DICTIONARY.
 _PACKED_V1 = b"\x01"
@@ -62,6 +64,16 @@ _DICTIONARY = (
 )
 
 
+def _deflate(plain: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICTIONARY)
+    return _PACKED_V1 + packer.compress(plain) + packer.flush()
+
+
+def _inflate(value: bytes) -> bytes:
+    unpacker = zlib.decompressobj(-15, _DICTIONARY)
+    return unpacker.decompress(value[1:]) + unpacker.flush()
+
+
 def _headers_json(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
     return json.dumps([[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers]).encode()
 
@@ -72,9 +84,7 @@ def _headers_from_json(raw: bytes) -> tuple[tuple[bytes, bytes], ...]:
 
 def encode(headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> bytes:
     """One value holding both, compressed."""
-    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICTIONARY)
-    packed = packer.compress(_headers_json(headers) + b"\0" + body) + packer.flush()
-    return _PACKED_V1 + packed
+    return _deflate(_headers_json(headers) + b"\0" + body)
 
 
 def decode(value: bytes, legacy_headers: bytes) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
@@ -85,10 +95,26 @@ def decode(value: bytes, legacy_headers: bytes) -> tuple[tuple[tuple[bytes, byte
     need; values written now leave it empty.
     """
     if value[:1] == _PACKED_V1:
-        unpacker = zlib.decompressobj(-15, _DICTIONARY)
-        plain = unpacker.decompress(value[1:]) + unpacker.flush()
-        headers, _, body = plain.partition(b"\0")
+        headers, _, body = _inflate(value).partition(b"\0")
         return _headers_from_json(headers), body
     if value[:2] == _GZIP_MAGIC:
         return _headers_from_json(legacy_headers), gzip.decompress(value)
     raise ValueError("an entry value in an unknown format")
+
+
+def encode_request(request: StoredRequest) -> bytes:
+    """A stored request as one value: its query and headers as JSON, NUL, its body; compressed."""
+    facts = {"query": request.query, "headers": [list(pair) for pair in request.headers]}
+    return _deflate(json.dumps(facts).encode("ascii") + b"\0" + request.body)
+
+
+def decode_request(value: bytes) -> StoredRequest:
+    if value[:1] != _PACKED_V1:
+        raise ValueError("a stored request in an unknown format")
+    text, _, body = _inflate(value).partition(b"\0")
+    facts = json.loads(text)
+    return StoredRequest(
+        query=facts["query"],
+        headers=tuple((name, value) for name, value in facts["headers"]),
+        body=body,
+    )

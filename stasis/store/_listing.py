@@ -55,6 +55,7 @@ def filter_sql(where: EntryFilter, param: str) -> tuple[list[str], list[Any]]:
         ("provider", where.provider),
         ("model", where.model),
         ("namespace", where.namespace),
+        ("path", where.path),
     ):
         if value is not None:
             conditions.append(f"{column} = {param}")

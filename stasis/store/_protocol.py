@@ -10,7 +10,7 @@ right through the store's change feed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -71,13 +71,29 @@ class Store(Protocol):
     async def close(self) -> None:
         """Wait for the writes asked for so far, then disconnect."""
 
-    def get(self, key: str) -> Deferred[Entry | None]: ...
+    def get(self, key: str, *, request: bool = False) -> Deferred[Entry | None]:
+        """``key``'s entry; with its :class:`~stasis.model.StoredRequest` if ``request``."""
+
+    def get_many(self, keys: Sequence[str]) -> Deferred[list[Entry]]:
+        """The entries of ``keys`` that exist, with their requests, in the order of ``keys``."""
+
+    def match_keys(self, prefix: str, limit: int = 2) -> Deferred[tuple[str, ...]]:
+        """
+        Up to ``limit`` stored keys starting with the hex ``prefix``, in order;
+        none for a prefix that is not hex. Counts the writes asked for before it.
+        """
 
     def put(self, entry: Entry) -> Deferred[None]:
         """
         Store ``entry``, replacing any entry of its key; fires once committed.
 
         Puts asked for while a commit is under way may be committed together.
+        """
+
+    def put_all(self, entries: Sequence[Entry]) -> Deferred[int]:
+        """
+        Store all of ``entries`` in one transaction (an import), replacing
+        entries of the same keys; or, if any is refused, none of them.
         """
 
     def delete(self, key: str) -> Deferred[bool]:

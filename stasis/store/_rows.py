@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from stasis.model import Entry, EntryInfo, Timeline, TokenUsage
-from stasis.store._codec import decode, encode
+from stasis.store._codec import decode, decode_request, encode, encode_request
 
 __all__ = [
     "ENTRY_COLUMNS",
     "INFO_COLUMNS",
+    "REQUEST_COLUMNS",
     "WRITTEN_COLUMNS",
     "entry_row",
     "row_to_entry",
@@ -31,16 +32,23 @@ __all__ = [
 ENTRY_COLUMNS = (
     "key, namespace, provider, model, method, path, status, headers, body, "
     "input_tokens, output_tokens, total_tokens, created_at, expires_at, last_hit_at, hit_count, "
-    "timeline"
+    "timeline, shared_key"
 )
 
+#: What a lookup with the request reads: the stored request last.
+REQUEST_COLUMNS = ENTRY_COLUMNS + ", request"
+
 #: What a put writes, in the order of :func:`entry_row`.
-WRITTEN_COLUMNS: Sequence[str] = (*(c.strip() for c in ENTRY_COLUMNS.split(",")), "body_size")
+WRITTEN_COLUMNS: Sequence[str] = (
+    *(c.strip() for c in REQUEST_COLUMNS.split(",")),
+    "body_size",
+)
 
 #: What a listing reads, in the order :func:`row_to_info` expects: never the answer itself.
 INFO_COLUMNS = (
     "key, status, created_at, method, path, provider, model, namespace, "
-    "input_tokens, output_tokens, total_tokens, expires_at, last_hit_at, hit_count, body_size"
+    "input_tokens, output_tokens, total_tokens, expires_at, last_hit_at, hit_count, body_size, "
+    "shared_key"
 )
 
 
@@ -84,12 +92,18 @@ def entry_row(entry: Entry) -> tuple[Any, ...]:
         entry.last_hit_at,
         entry.hit_count,
         _encode_timeline(entry.timeline),
+        bytes.fromhex(entry.shared_key) if entry.shared_key else None,
+        None if entry.request is None else encode_request(entry.request),
         len(entry.body),
     )
 
 
+def _hex(value: Any) -> str:
+    return "" if value is None else bytes(value).hex()
+
+
 def row_to_entry(row: Sequence[Any]) -> Entry:
-    """The entry in a row of :data:`ENTRY_COLUMNS`."""
+    """The entry in a row of :data:`ENTRY_COLUMNS` (or :data:`REQUEST_COLUMNS`)."""
     headers, body = decode(row[8], row[7])
     return Entry(
         key=bytes(row[0]).hex(),
@@ -107,6 +121,8 @@ def row_to_entry(row: Sequence[Any]) -> Entry:
         last_hit_at=row[14],
         hit_count=row[15],
         timeline=_decode_timeline(row[16]),
+        shared_key=_hex(row[17]),
+        request=decode_request(row[18]) if len(row) > 18 and row[18] is not None else None,
     )
 
 
@@ -126,4 +142,5 @@ def row_to_info(row: Sequence[Any]) -> EntryInfo:
         last_hit_at=row[12],
         hit_count=row[13],
         size=row[14],
+        shared_key=_hex(row[15]),
     )

@@ -50,6 +50,7 @@ class _HTTPDate:
 
 _http_date = _HTTPDate()
 
+
 @frozen
 class ErrorAnswer:
     """The whole HTTP answer to a :class:`StasisError`: status line, headers, body."""

@@ -96,5 +96,7 @@ class StatsResource(_StoreReport):
             "hits": self.counters.hits,
             "misses": self.counters.misses,
             "bypasses": self.counters.bypasses,
+            "replayMisses": self.counters.replay_misses,
+            "tokensSavedSinceStart": self.counters.tokens_saved,
             "hitRate": self.counters.hit_rate,
         }
