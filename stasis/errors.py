@@ -18,6 +18,7 @@ __all__ = [
     "InternalError",
     "ReplayMiss",
     "SignatureRejected",
+    "SignatureUnverifiable",
     "StasisError",
     "StoreUnreadable",
     "UpstreamTimeout",
@@ -30,6 +31,10 @@ class StasisError(Exception):
 
     status: ClassVar[int] = 500
     type: ClassVar[str] = "stasis_error"
+    #: Whether sending the same request again could succeed. When it cannot,
+    #: the answer carries ``x-should-retry: false``, which the openai and
+    #: anthropic SDKs obey instead of retrying twice with back-off.
+    retryable: ClassVar[bool] = True
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -51,11 +56,13 @@ class BadRequest(StasisError):
 
     status = 400
     type = "stasis_bad_request"
+    retryable = False
 
 
 class BodyTooLarge(StasisError):
     status = 413
     type = "stasis_body_too_large"
+    retryable = False
 
 
 class UpstreamUnreachable(StasisError):
@@ -75,6 +82,7 @@ class ReplayMiss(StasisError):
 
     status = 504
     type = "stasis_replay_miss"
+    retryable = False
 
 
 class SignatureRejected(StasisError):
@@ -82,6 +90,14 @@ class SignatureRejected(StasisError):
 
     status = 403
     type = "stasis_signature_rejected"
+    retryable = False
+
+
+class SignatureUnverifiable(SignatureRejected):
+    """
+    A SigV4 signature by an access key the daemon does not hold: it may be
+    genuine, but stasis cannot tell, so it may read only the shared scope.
+    """
 
 
 class AwsCredentialsMissing(StasisError):
@@ -89,6 +105,7 @@ class AwsCredentialsMissing(StasisError):
 
     status = 502
     type = "stasis_aws_credentials_missing"
+    retryable = False
 
 
 class StoreUnreadable(StasisError):

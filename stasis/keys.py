@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from json.encoder import encode_basestring_ascii
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, urlencode
 
 from attrs import field, frozen
 
+from stasis.model import StoredRequest
 from stasis.sigv4 import parse_authorization
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "KeyPolicy",
     "KeyRequest",
     "ParsedBody",
+    "ScopedKeys",
     "canonical_json",
     "credential_fingerprint",
     "credential_values",
@@ -40,6 +42,8 @@ __all__ = [
     "normalized_body",
     "normalized_query",
     "parse_body",
+    "scoped_keys",
+    "stored_request",
 ]
 
 #: Bumped whenever the derivation changes, so old entries simply stop matching.
@@ -306,20 +310,28 @@ def credential_fingerprint(
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def _varying(request: KeyRequest, policy: KeyPolicy) -> str:
-    chosen = sorted(
+def _chosen_headers(request: KeyRequest, policy: KeyPolicy) -> list[tuple[str, str]]:
+    """The headers besides ``Accept`` that change the answer, whitespace normalised, sorted."""
+    return sorted(
         (name, " ".join(value.split()))
         for name, value in request.headers.items()
         if name in policy.varying_headers or name.startswith(policy.varying_prefixes)
     )
+
+
+def _asks_for_stream(request: KeyRequest) -> bool:
     accept = request.headers.get("accept", "").lower()
-    if any(media_type in accept for media_type in STREAM_MEDIA_TYPES):
+    return any(media_type in accept for media_type in STREAM_MEDIA_TYPES)
+
+
+def _varying(request: KeyRequest, policy: KeyPolicy) -> str:
+    chosen = _chosen_headers(request, policy)
+    if _asks_for_stream(request):
         chosen.append(("accept", "stream"))
     return json.dumps(chosen)
 
 
-def derive_key(request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_POLICY) -> str:
-    """The cache key of ``request``: a SHA-256 hex digest."""
+def _key(request: KeyRequest, fingerprint: str, policy: KeyPolicy) -> str:
     digest = hashlib.sha256()
     fields = (
         KEY_VERSION,
@@ -327,7 +339,7 @@ def derive_key(request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_P
         request.path.encode("utf-8", "surrogatepass"),
         normalized_query(request.query, policy.credential_query_params).encode("ascii"),
         _varying(request, policy).encode("ascii"),
-        credential_fingerprint(request, secret, policy).encode("ascii"),
+        fingerprint.encode("ascii"),
         request.namespace.encode("utf-8", "surrogatepass"),
         request.parsed.normalized if request.parsed is not None else normalized_body(request.body),
     )
@@ -335,3 +347,67 @@ def derive_key(request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_P
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def derive_key(request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_POLICY) -> str:
+    """The cache key of ``request`` in its caller's scope: a SHA-256 hex digest."""
+    return _key(request, credential_fingerprint(request, secret, policy), policy)
+
+
+@frozen
+class ScopedKeys:
+    """
+    The keys one request may be answered under, in the order they are tried.
+
+    ``own`` is where an answer to it is stored: the caller's scope (the key
+    includes the credential's fingerprint), or the shared scope when the
+    daemon or the request has no credential scope of its own. ``shared`` is
+    the key without any credential: what entries are exported and imported
+    under, so that a recording made with one key replays with another or none.
+    """
+
+    own: str
+    shared: str
+
+    @property
+    def tried(self) -> tuple[str, ...]:
+        """The keys a lookup tries: the caller's scope first, then the shared one."""
+        return (self.own,) if self.own == self.shared else (self.own, self.shared)
+
+
+def scoped_keys(
+    request: KeyRequest,
+    secret: bytes,
+    policy: KeyPolicy = DEFAULT_POLICY,
+    scope: CredentialScope = CredentialScope.CALLER,
+) -> ScopedKeys:
+    """``request``'s keys in its caller's scope and in the shared one (one hash each)."""
+    shared = _key(request, "", policy)
+    if scope is CredentialScope.SHARED:
+        return ScopedKeys(shared, shared)
+    fingerprint = credential_fingerprint(request, secret, policy)
+    return ScopedKeys(_key(request, fingerprint, policy) if fingerprint else shared, shared)
+
+
+def stored_request(request: KeyRequest, policy: KeyPolicy = DEFAULT_POLICY) -> StoredRequest:
+    """
+    What is kept of ``request`` beside its answer: everything its key was made
+    of except the credential (and the method, path and namespace, which the
+    entry keeps itself).
+
+    A query parameter that carries a credential (Gemini's ``key=``) is
+    removed, the other parameters kept in their order; headers are only those
+    that take part in the key, so no ``Authorization`` can be among them.
+    """
+    headers = _chosen_headers(request, policy)
+    if _asks_for_stream(request):
+        headers.append(("accept", " ".join(request.headers["accept"].split())))
+    query = request.query
+    if policy.credential_query_params:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
+        kept = [
+            (name, value) for name, value in pairs if name not in policy.credential_query_params
+        ]
+        if len(kept) != len(pairs):
+            query = urlencode(kept, quote_via=quote, errors="surrogateescape")
+    return StoredRequest(query=query, headers=tuple(headers), body=request.body)

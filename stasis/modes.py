@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 from attrs import frozen
 
@@ -62,6 +63,20 @@ TTL_HEADER = "x-stasis-ttl"
 NAMESPACE_HEADER = "x-stasis-namespace"
 REPLAY_HEADER = "x-stasis-replay"
 
+#: A request target that begins with this carries directives in its path:
+#: ``/_stasis/with/mode=replay;namespace=suite-a/v1/chat/completions``. SDKs
+#: take a base URL from the environment but no headers; a base URL with this
+#: prefix gives every client built from it the same directives.
+DIRECTIVE_PREFIX = "/_stasis/with/"
+
+#: The names the prefix accepts, and the header each stands for.
+_PREFIX_NAMES = {
+    "mode": MODE_HEADER,
+    "namespace": NAMESPACE_HEADER,
+    "ttl": TTL_HEADER,
+    "replay": REPLAY_HEADER,
+}
+
 #: ``X-Stasis-Replay`` values: a recorded stream at once, or at its recorded pace.
 REPLAY_PACES = ("fast", "realtime")
 
@@ -70,12 +85,52 @@ MAX_NAMESPACE_LENGTH = 200
 
 
 class BadDirective(ValueError):
-    """A stasis request header has a value that cannot be honoured."""
+    """
+    A stasis request header (or the directive prefix, ``header`` empty) has a
+    value that cannot be honoured.
+    """
 
     def __init__(self, header: str, message: str) -> None:
         super().__init__(message)
         self.header = header
         self.message = message
+
+
+def split_directive_prefix(target: str) -> tuple[str, dict[str, str]]:
+    """
+    ``target`` without a :data:`DIRECTIVE_PREFIX`, and the directives it
+    carried as the header values they stand for (lower-case names; values as
+    :func:`parse_directives` reads headers: UTF-8 bytes as latin-1 text).
+
+    ``target`` is the request target as sent (ASCII, percent-encoded). A
+    prefix that is not exactly ``name=value`` pairs of known names, separated
+    by ``;`` and followed by the API path, is a :class:`BadDirective`.
+    """
+    if not target.startswith(DIRECTIVE_PREFIX):
+        return target, {}
+    segment, slash, rest = target[len(DIRECTIVE_PREFIX) :].partition("/")
+    where = "the /_stasis/with/ path prefix"
+    if not slash or "?" in segment:
+        raise BadDirective(
+            "", f"{where} must be followed by the API path: /_stasis/with/mode=replay/v1/..."
+        )
+    found: dict[str, str] = {}
+    for part in filter(None, segment.split(";")):
+        name, equals, value = part.partition("=")
+        header = _PREFIX_NAMES.get(name)
+        if header is None or not equals:
+            raise BadDirective(
+                "",
+                f"{where}: {part!r} is not one of {', '.join(n + '=...' for n in _PREFIX_NAMES)}",
+            )
+        if header in found:
+            raise BadDirective("", f"{where}: {name} is given twice")
+        try:
+            text = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise BadDirective("", f"{where}: the {name} is not valid UTF-8") from None
+        found[header] = text.encode("utf-8", "surrogatepass").decode("latin-1")
+    return "/" + rest, found
 
 
 @frozen

@@ -90,6 +90,7 @@ def build_front(config: Config, reactor: Any, store: Store) -> Front:
         clock=reactor,
         signer=AwsSigner(),
         default_mode=config.mode,
+        credential_scope=config.credential_scope,
         memory_budget=config.memory_cache_bytes,
     )
     heads = PreparedHeads()

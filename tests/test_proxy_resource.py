@@ -25,7 +25,7 @@ from twisted.web.server import Request
 from stasis.cache import CacheEngine, Counters
 from stasis.cache.counters import HIT_FLUSH_SECONDS
 from stasis.cache.engine import COMMIT_PATIENCE
-from stasis.keys import derive_key as real_derive_key
+from stasis.keys import scoped_keys as real_scoped_keys
 from stasis.model import Change, ChangeKind
 from stasis.modes import Mode
 from stasis.routing import Routes
@@ -352,8 +352,8 @@ def test_a_byte_identical_repeat_is_answered_from_memory_without_a_lookup(
     harness.call()
     derived: list[object] = []
     monkeypatch.setattr(
-        "stasis.cache.engine.derive_key",
-        lambda *args: derived.append(args) or real_derive_key(*args),
+        "stasis.cache.engine.scoped_keys",
+        lambda *args: derived.append(args) or real_scoped_keys(*args),
     )
     harness.call()  # the full path: parsed, keyed, looked up in memory, then remembered
     assert len(derived) == 1

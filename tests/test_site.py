@@ -75,9 +75,19 @@ def test_a_413_carries_exactly_the_headers_of_every_other_error() -> None:
         # The 413 also closes the connection, as the body is never read.
         return sorted(name for name, _ in headers if name != b"Connection")
 
-    expected = [b"Content-Length", b"Content-Type", b"Date", b"Server", b"X-Amzn-Errortype"]
+    # None of the three can be fixed by sending the same request again: the
+    # openai and anthropic SDKs are told not to retry.
+    expected = [
+        b"Content-Length",
+        b"Content-Type",
+        b"Date",
+        b"Server",
+        b"X-Amzn-Errortype",
+        b"X-Should-Retry",
+    ]
     for status, headers, body in answers.values():
         assert names(headers) == expected, status
+        assert dict(headers)[b"X-Should-Retry"] == b"false"
         values = dict(headers)
         assert values[b"Content-Type"] == b"application/json"
         assert values[b"Content-Length"] == b"%d" % len(body)

@@ -29,7 +29,13 @@ from stasis.cache.memory import HotEntries, KeyFilter, RequestKeys
 from stasis.cache.ports import Client, Signer, Upstream, UpstreamResponse
 from stasis.cache.relay import BodyRelay, Outcome
 from stasis.cache_status import HIT, PASSED, CacheOutcome, Status
-from stasis.errors import BadRequest, ReplayMiss, StasisError
+from stasis.errors import (
+    AwsCredentialsMissing,
+    BadRequest,
+    ReplayMiss,
+    SignatureUnverifiable,
+    StasisError,
+)
 from stasis.headers import (
     Pairs,
     content_coding,
@@ -39,10 +45,18 @@ from stasis.headers import (
     header_map,
     joined,
 )
-from stasis.keys import KeyRequest, ParsedBody, derive_key, parse_body
+from stasis.keys import (
+    CredentialScope,
+    KeyRequest,
+    ParsedBody,
+    ScopedKeys,
+    parse_body,
+    scoped_keys,
+    stored_request,
+)
 from stasis.log import RateLimitedWarning, logger
-from stasis.model import Change, Entry
-from stasis.modes import BadDirective, Directives, Mode, parse_directives
+from stasis.model import Change, Entry, StoredRequest
+from stasis.modes import BadDirective, Directives, Mode, parse_directives, split_directive_prefix
 from stasis.providers import Provider, RequestView, identify
 from stasis.routing import Routes
 from stasis.sigv4 import SigV4Authorization, sigv4_of
@@ -114,8 +128,14 @@ class _Call:
     #: The client's SigV4 signature, when it sent one (Bedrock).
     signed: SigV4Authorization | None
     fingerprint: bytes | None
+    #: The key an answer is stored under (and, when found elsewhere, was found under).
     key: str | None = None
+    keys: ScopedKeys | None = None
     parsed: ParsedBody | None = None
+    stored: StoredRequest | None = None
+    #: Why the caller's SigV4 identity could not be verified: it reads only the
+    #: shared scope, and is never forwarded (stasis would sign as itself).
+    unverified: StasisError | None = None
     #: What to say the cache did if the request fails from here on.
     outcome: CacheOutcome = PASSED
 
@@ -154,6 +174,7 @@ class CacheEngine:
     clock: IReactorTime
     signer: Signer
     default_mode: Mode = Mode.CACHE
+    credential_scope: CredentialScope = CredentialScope.CALLER
     #: Bytes of hot entries kept in memory; 0 keeps none.
     memory_budget: int = 64 * 1024 * 1024
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
@@ -246,13 +267,17 @@ class CacheEngine:
     def _gather(self, request: CacheRequest) -> _Call:
         headers = header_map(request.headers)
         try:
-            directives = parse_directives(headers, self.default_mode)
-        except BadDirective as e:
-            raise BadRequest(e.message, header=e.header) from None
-        try:
             target = request.target.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("the request target must be ASCII (percent-encode it)") from None
+        try:
+            target, prefixed = split_directive_prefix(target)
+            if prefixed:
+                headers = {**prefixed, **headers}  # a header sent says more than the base URL
+            directives = parse_directives(headers, self.default_mode)
+        except BadDirective as e:
+            details = {"header": e.header} if e.header else {}
+            raise BadRequest(e.message, **details) from None
         path, _, query = target.partition("?")
         method = request.method.decode("ascii", "replace").upper()
         view = RequestView(method=method, path=path, query=query, headers=headers)
@@ -285,43 +310,38 @@ class CacheEngine:
         if call.signed is not None:
             # Before anything is read or forwarded: only the holder of the secret
             # key may see what was cached under its access key.
-            await self.signer.verify(
-                call.signed,
-                call.method,
-                call.headers.get("host", ""),
-                call.target,
-                call.headers,
-                call.body,
-            )
+            try:
+                await self.signer.verify(
+                    call.signed,
+                    call.method,
+                    call.headers.get("host", ""),
+                    call.target,
+                    call.headers,
+                    call.body,
+                )
+            except (SignatureUnverifiable, AwsCredentialsMissing) as e:
+                call.unverified = e
         mode = call.directives.mode
         if mode is Mode.BYPASS or not call.provider.is_cacheable(call.method, call.path):
             self.counters.bypasses += 1
             return await self._forward(call, record=False, flight=None)
 
-        key = call.key = await self._derive_key(call)
+        keys = call.keys = await self._derive_keys(call)
+        key = call.key = keys.own
         call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss")
-        if (
-            call.fingerprint is not None
-            and self.request_keys is not None
-            and mode in (Mode.CACHE, Mode.REPLAY)
-            and not call.directives.realtime
-            and not call.signed
-        ):
-            # The same bytes again will mean the same key and the same decision.
-            self.request_keys.remember(call.fingerprint, key)
 
         if mode is Mode.FRESH:
             call.outcome = CacheOutcome(Status.MISS, forward=b"request")
             self.counters.misses += 1
             return await self._fetch(call)
 
-        # A first-time request in cache mode skips its lookup when the key
-        # filter knows the store holds no such key; replay mode, where a miss
-        # is an error, always looks.
-        absent = mode is Mode.CACHE and self.key_filter.absent(key)
-        entry = None if absent else await self._lookup(key)
+        entry = await self._find(call, keys, look_always=mode is not Mode.CACHE)
         if entry is not None:
             return self._hit(entry, call.directives.realtime)
+        if call.unverified is not None and mode is Mode.CACHE:
+            # Not even as a follower: the flight's leader may be forwarded.
+            self.counters.misses += 1
+            raise call.unverified
         if mode is Mode.CACHE:
             waiting = self.flights.follow(key)
             if waiting is not None:
@@ -338,10 +358,13 @@ class CacheEngine:
             )
         return await self._fetch(call)
 
-    async def _derive_key(self, call: _Call) -> str:
-        def derive() -> tuple[ParsedBody, str]:
+    async def _derive_keys(self, call: _Call) -> ScopedKeys:
+        # Without a verified identity, only the shared scope.
+        scope = CredentialScope.SHARED if call.unverified else self.credential_scope
+
+        def derive() -> tuple[ParsedBody, ScopedKeys]:
             parsed = parse_body(call.body)
-            key = derive_key(
+            keys = scoped_keys(
                 KeyRequest(
                     method=call.method,
                     path=call.path,
@@ -352,17 +375,53 @@ class CacheEngine:
                 ),
                 self.store.secret,
                 call.provider.key_policy,
+                scope,
             )
-            return parsed, key
+            return parsed, keys
 
-        derived: tuple[ParsedBody, str]
+        derived: tuple[ParsedBody, ScopedKeys]
         if len(call.body) > KEY_INLINE_BYTES:
             assert self.in_thread is not None
             derived = await self.in_thread(derive)
         else:
             derived = derive()
-        call.parsed, key = derived
-        return key
+        call.parsed, keys = derived
+        return keys
+
+    async def _find(self, call: _Call, keys: ScopedKeys, look_always: bool) -> Entry | None:
+        """
+        The fresh entry answering ``call``: under its own key, else under the
+        shared one. Unless ``look_always``, a key the key filter knows is not
+        in the store is not looked up (replay mode, where a miss is an error,
+        always looks).
+        """
+        for key in keys.tried:
+            if not look_always and self.key_filter.absent(key):
+                continue
+            entry = await self._lookup(key)
+            if entry is not None:
+                if key == keys.own:
+                    self._remember(call, key)
+                return entry
+        self._remember(call, keys.own)
+        return None
+
+    def _remember(self, call: _Call, key: str) -> None:
+        """
+        Let a byte-identical repeat of ``call`` skip parsing and key derivation.
+
+        Only for the key a repeat would look up first: an answer found in the
+        shared scope is not remembered, since one stored later under the
+        caller's own key must win.
+        """
+        if (
+            call.fingerprint is not None
+            and self.request_keys is not None
+            and call.directives.mode in (Mode.CACHE, Mode.REPLAY)
+            and not call.directives.realtime
+            and not call.signed
+        ):
+            self.request_keys.remember(call.fingerprint, key)
 
     async def _lookup(self, key: str) -> Entry | None:
         entry = self.hot.get(key)
@@ -425,6 +484,8 @@ class CacheEngine:
 
     async def _forward(self, call: _Call, record: bool, flight: Flight | None) -> Live:
         """Send the request upstream; its answer, to relay (and record, when ``record``)."""
+        if call.unverified is not None:
+            raise call.unverified
         cacheable = call.key is not None
         url = self.routes.upstream_for(call.provider, call.view) + call.target
         headers: Pairs = for_upstream(call.raw_headers)
@@ -523,6 +584,15 @@ class CacheEngine:
         now = self.clock.seconds()
         ttl = call.directives.ttl
         document = call.parsed.document if call.parsed is not None else None
+        assert call.keys is not None
+        request = KeyRequest(
+            method=call.method,
+            path=call.path,
+            query=call.query,
+            headers=call.headers,
+            body=call.body,
+            namespace=call.directives.namespace,
+        )
         return Entry(
             key=call.key,
             status=response.code,
@@ -537,6 +607,8 @@ class CacheEngine:
             usage=usage,
             expires_at=None if ttl is None else now + ttl,
             timeline=recorder.timeline,
+            shared_key=call.keys.shared,
+            request=stored_request(request, call.provider.key_policy),
         )
 
     def _put(self, entry: Entry) -> Deferred[bool]:

@@ -23,7 +23,7 @@ from typing import Any
 from attrs import define, field
 from twisted.internet.threads import deferToThread
 
-from stasis.errors import AwsCredentialsMissing, SignatureRejected
+from stasis.errors import AwsCredentialsMissing, SignatureRejected, SignatureUnverifiable
 from stasis.headers import Pairs
 from stasis.sigv4 import SigV4Authorization
 
@@ -112,7 +112,7 @@ class AwsSigner:
             "Bedrock API key (AWS_BEARER_TOKEN_BEDROCK)"
         )
         if not hmac.compare_digest(signed.access_key, credentials.access_key):
-            raise SignatureRejected(
+            raise SignatureUnverifiable(
                 f"the request is signed with access key {signed.access_key}, but stasis holds "
                 f"{credentials.access_key} and cannot verify it; {fix}"
             )

@@ -86,6 +86,7 @@ def error_answer(error: StasisError) -> ErrorAnswer:
     whichever path writes it, carries exactly these headers.
     """
     body = error.to_json()
+    retry = () if error.retryable else ((b"x-should-retry", b"false"),)
     return ErrorAnswer(
         status=error.status,
         reason=_REASONS.get(error.status) or RESPONSES.get(error.status, b"Error"),
@@ -97,6 +98,7 @@ def error_answer(error: StasisError) -> ErrorAnswer:
             (b"content-type", b"application/json"),
             # botocore names the error by this header (Bedrock clients).
             (b"x-amzn-errortype", error.type.encode("ascii")),
+            *retry,
             (b"content-length", b"%d" % len(body)),
         ),
         body=body,
