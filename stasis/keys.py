@@ -43,6 +43,7 @@ __all__ = [
     "normalized_query",
     "parse_body",
     "scoped_keys",
+    "stored_key",
     "stored_request",
 ]
 
@@ -368,6 +369,9 @@ class ScopedKeys:
 
     own: str
     shared: str
+    #: The caller's credential fingerprint ("" for none), to tell which stored
+    #: entries are its own (:func:`stored_key`).
+    fingerprint: str = ""
 
     @property
     def tried(self) -> tuple[str, ...]:
@@ -386,7 +390,35 @@ def scoped_keys(
     if scope is CredentialScope.SHARED:
         return ScopedKeys(shared, shared)
     fingerprint = credential_fingerprint(request, secret, policy)
-    return ScopedKeys(_key(request, fingerprint, policy) if fingerprint else shared, shared)
+    own = _key(request, fingerprint, policy) if fingerprint else shared
+    return ScopedKeys(own, shared, fingerprint)
+
+
+def stored_key(
+    method: str,
+    path: str,
+    namespace: str,
+    stored: StoredRequest,
+    fingerprint: str,
+    policy: KeyPolicy = DEFAULT_POLICY,
+) -> str:
+    """
+    The key a stored request has under the credential ``fingerprint``: equal
+    to an entry's key exactly when the entry was stored by that credential.
+
+    What is stored of a request is everything its key was made of but the
+    credential, so the key can be made again with a credential that is not
+    stored, proving whose an entry is without keeping anything that says so.
+    """
+    request = KeyRequest(
+        method=method,
+        path=path,
+        query=stored.query,
+        headers=dict(stored.headers),
+        body=stored.body,
+        namespace=namespace,
+    )
+    return _key(request, fingerprint, policy)
 
 
 def stored_request(request: KeyRequest, policy: KeyPolicy = DEFAULT_POLICY) -> StoredRequest:

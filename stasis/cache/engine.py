@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
@@ -26,6 +26,7 @@ from stasis.cache.answers import Answer, Failed, Live, Stored
 from stasis.cache.counters import Counters, HitLog
 from stasis.cache.flights import NOTHING, Flight, Flights, Landed
 from stasis.cache.memory import HotEntries, KeyFilter, RequestKeys
+from stasis.cache.nearest import Asked, Nearest, explain, nearest_recorded
 from stasis.cache.ports import Client, Signer, Upstream, UpstreamResponse
 from stasis.cache.relay import BodyRelay, Outcome
 from stasis.cache_status import HIT, PASSED, CacheOutcome, Status
@@ -351,11 +352,8 @@ class CacheEngine:
         if mode is Mode.REPLAY:
             self.counters.replay_misses += 1
             call.outcome = CacheOutcome(Status.MISS, detail=b"replay-miss")
-            raise ReplayMiss(
-                "replay mode: no cached answer for this request, and replay mode never "
-                "calls the upstream; record it first with mode 'cache'",
-                key=key,
-            )
+            message, details = explain(key, await self._nearest(call), self.clock.seconds())
+            raise ReplayMiss(message, **details)
         return await self._fetch(call)
 
     async def _derive_keys(self, call: _Call) -> ScopedKeys:
@@ -365,14 +363,7 @@ class CacheEngine:
         def derive() -> tuple[ParsedBody, ScopedKeys]:
             parsed = parse_body(call.body)
             keys = scoped_keys(
-                KeyRequest(
-                    method=call.method,
-                    path=call.path,
-                    query=call.query,
-                    headers=call.headers,
-                    namespace=call.directives.namespace,
-                    parsed=parsed,
-                ),
+                evolve(self._key_request(call), parsed=parsed),
                 self.store.secret,
                 call.provider.key_policy,
                 scope,
@@ -441,6 +432,39 @@ class CacheEngine:
         if not entry.is_fresh(self.clock.seconds()):
             return None
         return entry
+
+    async def _nearest(self, call: _Call) -> Nearest | None:
+        """The recorded request nearest to ``call`` (a replay miss), if any; never fails."""
+        assert call.keys is not None and self.in_thread is not None
+        document = call.parsed.document if call.parsed is not None else None
+        asked = Asked(
+            method=call.method,
+            path=call.path,
+            provider=call.provider.name,
+            model=call.provider.model(call.path, document),
+            namespace=call.directives.namespace,
+            request=stored_request(self._key_request(call), call.provider.key_policy),
+            document=document,
+            keys=call.keys,
+            policy=call.provider.key_policy,
+        )
+        try:
+            return await nearest_recorded(self.store, asked, self.in_thread)
+        except Exception as e:
+            log.debug("cannot look for the nearest recorded request: {error}", error=e)
+            return None
+
+    @staticmethod
+    def _key_request(call: _Call) -> KeyRequest:
+        return KeyRequest(
+            method=call.method,
+            path=call.path,
+            query=call.query,
+            headers=call.headers,
+            body=call.body,
+            namespace=call.directives.namespace,
+            parsed=call.parsed,
+        )
 
     def _hit(self, entry: Entry, realtime: bool) -> Stored:
         return Stored(entry, HIT, self.count_hit(entry), realtime=realtime)
@@ -585,14 +609,6 @@ class CacheEngine:
         ttl = call.directives.ttl
         document = call.parsed.document if call.parsed is not None else None
         assert call.keys is not None
-        request = KeyRequest(
-            method=call.method,
-            path=call.path,
-            query=call.query,
-            headers=call.headers,
-            body=call.body,
-            namespace=call.directives.namespace,
-        )
         return Entry(
             key=call.key,
             status=response.code,
@@ -608,7 +624,7 @@ class CacheEngine:
             expires_at=None if ttl is None else now + ttl,
             timeline=recorder.timeline,
             shared_key=call.keys.shared,
-            request=stored_request(request, call.provider.key_policy),
+            request=stored_request(self._key_request(call), call.provider.key_policy),
         )
 
     def _put(self, entry: Entry) -> Deferred[bool]:

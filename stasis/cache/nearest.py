@@ -1,0 +1,175 @@
+"""
+The recorded request nearest to one that missed: what a replay miss explains itself with.
+
+A test run in replay mode fails on the first request that was not recorded.
+Most often it was recorded, a little differently: another temperature, one
+more message, another namespace. Among the newest entries for the same
+provider, path and model (else the same provider and path), the one whose
+request differs in the fewest places is named, with those places.
+
+Only entries the caller could have been answered with are candidates: those
+in the shared scope, and those its own credential stored (proven by making
+their key again with its fingerprint). Another key's prompts are never shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+
+from stasis.differences import ABSENT, Difference, differences
+from stasis.keys import KeyPolicy, ScopedKeys, parse_json, stored_key
+from stasis.model import Entry, EntryFilter, StoredRequest
+from stasis.store import Store
+
+__all__ = ["CANDIDATES", "Asked", "Nearest", "nearest_recorded"]
+
+#: How many of the newest matching entries are compared.
+CANDIDATES = 20
+
+#: Differences collected per candidate; more are not shown anyway.
+SHOWN = 8
+
+
+@frozen
+class Asked:
+    """The request that missed, as far as it is compared."""
+
+    method: str
+    path: str
+    provider: str
+    model: str | None
+    namespace: str
+    request: StoredRequest
+    #: Its body as parsed for its key; None when the body is not JSON.
+    document: Any
+    keys: ScopedKeys
+    policy: KeyPolicy
+
+
+@frozen
+class Nearest:
+    entry: Entry
+    differences: tuple[Difference, ...]
+
+
+def _document(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return parse_json(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _header_differences(
+    recorded: Sequence[tuple[str, str]], requested: Sequence[tuple[str, str]]
+) -> list[Difference]:
+    old: Mapping[str, str] = dict(recorded)
+    new: Mapping[str, str] = dict(requested)
+    return [
+        Difference(f"{name} header", old.get(name, ABSENT), new.get(name, ABSENT))
+        for name in sorted(old.keys() | new.keys())
+        if old.get(name) != new.get(name)
+    ]
+
+
+def compare(asked: Asked, entry: Entry) -> tuple[Difference, ...]:
+    """Where ``asked`` differs from the request ``entry`` answers (which must be stored)."""
+    assert entry.request is not None
+    found: list[Difference] = []
+    if entry.namespace != asked.namespace:
+        found.append(Difference("X-Stasis-Namespace", entry.namespace, asked.namespace))
+    if entry.request.query != asked.request.query:
+        found.append(Difference("query", entry.request.query, asked.request.query))
+    found += _header_differences(entry.request.headers, asked.request.headers)
+    recorded = _document(entry.request.body)
+    if recorded is not None and asked.document is not None:
+        found += differences(recorded, asked.document, SHOWN)
+    elif entry.request.body != asked.request.body:
+        found.append(
+            Difference(
+                "(the body)",
+                f"{len(entry.request.body)} bytes",
+                f"{len(asked.request.body)} bytes",
+            )
+        )
+    return tuple(found[:SHOWN])
+
+
+def _visible(asked: Asked, entry: Entry) -> bool:
+    """Whether the caller may see ``entry``'s request: shared, or stored by its credential."""
+    if entry.request is None:
+        return False
+    if entry.key == entry.shared_key:
+        return True
+    fingerprint = asked.keys.fingerprint
+    if not fingerprint or asked.keys.own == asked.keys.shared:
+        return False
+    owned = stored_key(
+        entry.method, entry.path, entry.namespace, entry.request, fingerprint, asked.policy
+    )
+    return owned == entry.key
+
+
+def _choose(asked: Asked, entries: list[Entry]) -> Nearest | None:
+    best: tuple[tuple[int, bool, float], Nearest] | None = None
+    for entry in entries:
+        if not _visible(asked, entry):
+            continue
+        found = compare(asked, entry)
+        rank = (len(found), entry.namespace != asked.namespace, -entry.created_at)
+        if best is None or rank < best[0]:
+            best = (rank, Nearest(entry, found))
+    return None if best is None else best[1]
+
+
+async def nearest_recorded(
+    store: Store,
+    asked: Asked,
+    in_thread: Callable[[Callable[[], Any]], Deferred[Any]],
+) -> Nearest | None:
+    """The visible recorded request nearest to ``asked``, or None when there is none."""
+    filters = [EntryFilter(provider=asked.provider, path=asked.path)]
+    if asked.model is not None:
+        filters.insert(0, EntryFilter(provider=asked.provider, path=asked.path, model=asked.model))
+    for where in filters:
+        page = await store.list_entries(where, limit=CANDIDATES)
+        if not page.entries:
+            continue
+        entries = await store.get_many([info.key for info in page.entries])
+        # Comparing big bodies is Python work: off the reactor thread.
+        nearest: Nearest | None = await in_thread(partial(_choose, asked, entries))
+        if nearest is not None:
+            return nearest
+    return None
+
+
+def explain(key: str, nearest: Nearest | None, now: float) -> tuple[str, dict[str, Any]]:
+    """The replay miss's message and the details its JSON error carries."""
+    message = f"replay mode: no cached answer for this request (key {key})"
+    details: dict[str, Any] = {"key": key}
+    if nearest is None:
+        message += ", and nothing recorded for the same provider and path"
+    else:
+        entry = nearest.entry
+        described = [difference.describe() for difference in nearest.differences]
+        details["nearest"] = {"key": entry.portable_key, "differences": described}
+        if described:
+            message += (
+                f"; the nearest recorded request (key {entry.portable_key}) differs at "
+                + "; ".join(described)
+            )
+        elif not entry.is_fresh(now):
+            message += f"; the same request was recorded (key {entry.portable_key}) but expired"
+        else:
+            message += (
+                f"; the nearest recorded request (key {entry.portable_key}) differs only in "
+                "what its key is made of beyond the body, query and headers compared"
+            )
+    message += ". Replay mode never calls the upstream: record it first with mode 'cache'."
+    return message, details
