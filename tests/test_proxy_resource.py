@@ -25,6 +25,7 @@ from twisted.web.server import Request
 from stasis.cache import CacheEngine, Counters
 from stasis.cache.counters import HIT_FLUSH_SECONDS
 from stasis.cache.engine import COMMIT_PATIENCE
+from stasis.keys import CredentialScope
 from stasis.keys import scoped_keys as real_scoped_keys
 from stasis.model import Change, ChangeKind
 from stasis.modes import Mode
@@ -79,17 +80,22 @@ class Harness:
     routes: Routes = field(factory=lambda: Routes(everything="http://upstream.test"))
     #: Bytes of hot entries; 0 sends every lookup to the store.
     memory: int = 64 * 1024 * 1024
+    credential_scope: CredentialScope = CredentialScope.CALLER
+    signer: Any = field(factory=AwsSigner)
+    #: Another harness's store, to share a cache between two daemons' engines.
+    shared_store: MemoryStore | None = None
 
     def __attrs_post_init__(self) -> None:
-        self.store = MemoryStore(self.clock)
+        self.store = self.shared_store or MemoryStore(self.clock)
         self.upstream = StubTreq(self.api)
         self.engine = CacheEngine(
             store=self.store,
             upstream=UpstreamClient(self.upstream, self.clock, 30.0),  # type: ignore[arg-type]
             routes=self.routes,
             clock=self.clock,
-            signer=AwsSigner(),
+            signer=self.signer,
             default_mode=self.mode,
+            credential_scope=self.credential_scope,
             memory_budget=self.memory,
             in_thread=in_line,
         )
