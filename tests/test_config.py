@@ -13,6 +13,7 @@ import pytest
 
 from stasis import Config, Mode
 from stasis.config import ConfigError, ConfigTypeError, parse_upstream
+from stasis.keys import CredentialScope
 from stasis.tap import Options
 
 
@@ -45,6 +46,12 @@ from stasis.tap import Options
             "the socket's folder /nonexistent/dir does not exist",
         ),
         ({"listen": 4000}, ConfigTypeError, "listen must be an endpoint description"),
+        (
+            {"credential_scope": "mine"},
+            ConfigError,
+            "credential_scope must be one of caller, shared",
+        ),
+        ({"ready_file": "/nonexistent/dir/url"}, ConfigError, "no such folder to write it in"),
     ],
 )
 def test_each_bad_value_is_an_error_naming_its_field(
@@ -106,7 +113,8 @@ def test_options_become_a_config() -> None:
         [
             "-p", "4100", "-u", "http://127.0.0.1:9000/", "-u", "openai=http://o:1",
             "-d", "x.db", "--mode", "fresh", "-l", "debug", "--upstream-timeout", "2.5",
-            "--max-body", "1000", "--memory-cache", "0",
+            "--max-body", "1000", "--memory-cache", "0", "--credential-scope", "shared",
+            "--ready-file", "url.txt",
         ]
     )  # fmt: skip
     assert options["port"] == 4100
@@ -121,6 +129,8 @@ def test_options_become_a_config() -> None:
         upstream_timeout=2.5,
         max_body_bytes=1000,
         memory_cache_bytes=0,
+        credential_scope=CredentialScope.SHARED,
+        ready_file="url.txt",
     )
 
 

@@ -184,6 +184,28 @@ def test_the_store_and_the_endpoint_are_children_and_the_reactor_passed_in_liste
     assert not any(child.running for child in children)
 
 
+def test_the_ready_file_says_the_url_once_listening_and_never_a_stale_one(
+    store: RecordingStore, tmp_path: Path
+) -> None:
+    ready = tmp_path / "url"
+    ready.write_text("http://127.0.0.1:1\n")  # left by an earlier run
+    reactor = RaisingMemoryReactor(_busy(4321))
+    service = StasisService(
+        Config(listen="tcp:4321:interface=127.0.0.1", ready_file=str(ready)), reactor
+    )
+    with pytest.raises(StartupError):
+        service.startService()
+    assert not ready.exists()
+    service = StasisService(
+        Config(listen="tcp:4321:interface=127.0.0.1", ready_file=str(ready)), MemoryReactorClock()
+    )
+    service.startService()
+    # (The memory reactor's port says it is on 0.0.0.0.)
+    assert ready.read_text() == "http://0.0.0.0:4321\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["url"]  # no temporary file left behind
+    service.stopService()
+
+
 def test_a_taken_port_is_a_startup_error_before_the_store_is_opened(store: RecordingStore) -> None:
     service = StasisService(Config(listen="tcp:4000"), RaisingMemoryReactor(_busy(4000)))
     with pytest.raises(StartupError) as raised:
