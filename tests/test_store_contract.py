@@ -24,7 +24,15 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from stasis.model import Change, ChangeKind, Entry, EntryFilter, EntryInfo, TokenUsage
+from stasis.model import (
+    Change,
+    ChangeKind,
+    Entry,
+    EntryFilter,
+    EntryInfo,
+    StoredRequest,
+    TokenUsage,
+)
 from stasis.store import EVERY_ENTRY, Store, StoreError, open_store
 from tests.memory_store import MemoryStore
 from tests.store_support import key, make_entry, merged
@@ -154,6 +162,75 @@ async def test_an_entry_round_trips_with_every_field(subject: Subject) -> None:
     await store.put(entry)
     assert await store.get(entry.key) == entry
     assert await store.get(key("unknown")) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_stored_request_and_shared_key_are_read_only_when_asked_for(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    request = StoredRequest(
+        query="api-version=2024-06-01&x=%FE",
+        headers=(("accept", "text/event-stream"), ("anthropic-version", "2023-06-01")),
+        body=b'{"model": "m", "messages": [{"content": "caf\xc3\xa9 \\ud800"}]}' + bytes(300),
+    )
+    entry = make_entry(1, shared_key=key("shared 1"), request=request)
+    old = make_entry(2)  # stored by an older stasis: no request, no shared key
+    await store.put(entry)
+    await store.put(old)
+    served = await store.get(entry.key)
+    assert served == evolve(entry, request=None)
+    assert served is not None and served.portable_key == key("shared 1")
+    assert await store.get(entry.key, request=True) == entry
+    assert await store.get(old.key, request=True) == old
+    assert old.portable_key == old.key
+    listed_info = (await store.list_entries()).entries
+    assert {info.key: info.portable_key for info in listed_info} == {
+        entry.key: key("shared 1"),
+        old.key: old.key,
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_many_reads_the_entries_that_exist_in_the_order_asked(subject: Subject) -> None:
+    store = subject.store
+    entries = [make_entry(n, request=StoredRequest(body=b"%d" % n)) for n in range(1200)]
+    await store.put_all(entries)
+    wanted = [key(1100), key("absent"), key(3), key(700)]
+    found = await store.get_many(wanted)
+    assert [entry.key for entry in found] == [key(1100), key(3), key(700)]
+    assert found[0].request == StoredRequest(body=b"1100")
+    assert len(await store.get_many([entry.key for entry in entries])) == 1200
+    assert await store.get_many([]) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_all_stores_every_entry_and_publishes_one_change(subject: Subject) -> None:
+    store = subject.store
+    await store.put(make_entry(0, status=500))
+    entries = [make_entry(n) for n in range(3)]
+    assert await store.put_all(entries) == 3
+    assert [await store.get(entry.key) for entry in entries] == entries
+    assert [(change.kind, list(change.keys)) for change in subject.local()] == [
+        (ChangeKind.PUT, [key(0)]),
+        (ChangeKind.PUT, [key(0), key(1), key(2)]),
+    ]
+    assert await store.put_all([]) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_match_keys_finds_keys_by_a_hex_prefix(subject: Subject) -> None:
+    store = subject.store
+    keys = sorted(key(n) for n in range(300))
+    await store.put_all([make_entry(n) for n in range(300)])
+    assert await store.match_keys(keys[5]) == (keys[5],)
+    assert await store.match_keys(keys[5][:20].upper()) == (keys[5],)
+    first = keys[0][0]
+    starting = [k for k in keys if k.startswith(first)]
+    assert await store.match_keys(first, limit=3) == tuple(starting[:3])
+    assert await store.match_keys(keys[5][:-1] + "x") == ()
+    assert await store.match_keys("") == ()
+    assert await store.match_keys("zz") == ()
 
 
 @pytest_twisted.ensureDeferred

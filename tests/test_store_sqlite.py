@@ -500,6 +500,22 @@ async def test_a_failed_write_makes_the_store_unwritable_for_a_minute(tmp_path: 
 
 
 @pytest_twisted.ensureDeferred
+async def test_put_all_is_all_or_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    store = opened(path)
+    try:
+        await store.put(make_entry(1, status=201))
+        entries = [make_entry(1), make_entry(2, model="gpt-\ud800"), make_entry(3)]
+        with pytest.raises(StoreError, match="surrogate"):
+            await store.put_all(entries)
+        assert await store.get(key(1)) == make_entry(1, status=201)
+        assert await store.get(key(3)) is None
+        assert logged(path) == [("put", key(1))]
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_bad_entry_fails_its_whole_batch_for_now(tmp_path: Path) -> None:
     """
     What happens today when one entry cannot be written: a model name with a
