@@ -332,22 +332,35 @@ def _varying(request: KeyRequest, policy: KeyPolicy) -> str:
     return json.dumps(chosen)
 
 
-def _key(request: KeyRequest, fingerprint: str, policy: KeyPolicy) -> str:
-    digest = hashlib.sha256()
-    fields = (
+def _parts(request: KeyRequest, policy: KeyPolicy) -> tuple[bytes, bytes]:
+    """What a key is made of, before and after the credential's place in it."""
+    before = (
         KEY_VERSION,
         request.method.upper().encode("ascii", "replace"),
         request.path.encode("utf-8", "surrogatepass"),
         normalized_query(request.query, policy.credential_query_params).encode("ascii"),
         _varying(request, policy).encode("ascii"),
-        fingerprint.encode("ascii"),
+    )
+    after = (
         request.namespace.encode("utf-8", "surrogatepass"),
         request.parsed.normalized if request.parsed is not None else normalized_body(request.body),
     )
-    for part in fields:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
+    return b"".join(map(_framed, before)), b"".join(map(_framed, after))
+
+
+def _framed(part: bytes) -> bytes:
+    return len(part).to_bytes(8, "big") + part
+
+
+def _hashed(parts: tuple[bytes, bytes], fingerprint: str) -> str:
+    digest = hashlib.sha256(parts[0])
+    digest.update(_framed(fingerprint.encode("ascii")))
+    digest.update(parts[1])
     return digest.hexdigest()
+
+
+def _key(request: KeyRequest, fingerprint: str, policy: KeyPolicy) -> str:
+    return _hashed(_parts(request, policy), fingerprint)
 
 
 def derive_key(request: KeyRequest, secret: bytes, policy: KeyPolicy = DEFAULT_POLICY) -> str:
@@ -386,11 +399,12 @@ def scoped_keys(
     scope: CredentialScope = CredentialScope.CALLER,
 ) -> ScopedKeys:
     """``request``'s keys in its caller's scope and in the shared one (one hash each)."""
-    shared = _key(request, "", policy)
+    parts = _parts(request, policy)
+    shared = _hashed(parts, "")
     if scope is CredentialScope.SHARED:
         return ScopedKeys(shared, shared)
     fingerprint = credential_fingerprint(request, secret, policy)
-    own = _key(request, fingerprint, policy) if fingerprint else shared
+    own = _hashed(parts, fingerprint) if fingerprint else shared
     return ScopedKeys(own, shared, fingerprint)
 
 

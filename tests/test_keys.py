@@ -19,11 +19,13 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
+from attrs import evolve
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stasis.keys import (
     DEFAULT_POLICY,
+    CredentialScope,
     KeyPolicy,
     KeyRequest,
     canonical_json,
@@ -33,6 +35,7 @@ from stasis.keys import (
     normalized_body,
     normalized_query,
     parse_json,
+    scoped_keys,
 )
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -877,3 +880,29 @@ def test_a_pinned_body_keeps_its_canonical_spelling() -> None:
     assert normalized_body(body.encode()) == (
         b'json:{"a":[15e-1,"x",true,null],"b":"\\u00e9\\n\\"q\\"","c":{"y":0,"z":0}}'
     )
+
+
+def test_the_derivation_is_pinned() -> None:
+    """Keys in existing databases must keep matching: a change here is a KEY_VERSION bump."""
+    request = KeyRequest(
+        method="POST",
+        path="/v1/chat/completions",
+        query="b=1&a=2",
+        headers={
+            "authorization": "Bearer x",
+            "anthropic-version": "1",
+            "accept": "text/event-stream",
+        },
+        body=b'{"a": 1.0}',
+        namespace="n",
+    )
+    assert derive_key(request, b"s" * 32) == (
+        "50291e0ee927d3531a8802f712bdb62ee839b827ff3f85269a4d04d9998ca2d8"
+    )
+    keys = scoped_keys(request, b"s" * 32)
+    assert keys.own == derive_key(request, b"s" * 32)
+    assert keys.shared == derive_key(
+        evolve(request, headers={**request.headers, "authorization": ""}), b""
+    )
+    assert keys.tried == (keys.own, keys.shared)
+    assert scoped_keys(request, b"s" * 32, scope=CredentialScope.SHARED).tried == (keys.shared,)
