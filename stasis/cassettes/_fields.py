@@ -76,12 +76,9 @@ class Fields:
         """Any JSON value (required)."""
         return self._get(name, True)
 
-    def text(self, name: str, default: str | None = None) -> str:
-        """A string; ``default`` when absent, if one is given."""
-        value = self._get(name, default is None)
-        if value is _MISSING and default is not None:
-            return default
-        checked: str = self._typed(name, value, str, "a string")
+    def text(self, name: str) -> str:
+        """A string (required)."""
+        checked: str = self._typed(name, self._get(name, True), str, "a string")
         return checked
 
     def text_or_null(self, name: str) -> str | None:

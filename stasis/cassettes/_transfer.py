@@ -42,7 +42,8 @@ Progress = Callable[[int, int], None]
 LISTING_PAGE = 1000
 #: Answers read a batch at a time.
 READ_BATCH = 500
-#: Progress is reported about every 1 % of the entries, and at most every this many.
+#: Progress is reported every 1 % of the entries, but at least this many apart:
+#: about a hundred calls for a large cache, a few for a small one.
 PROGRESS_EVERY = 200
 
 #: What an import from ``-`` calls the input in its errors.
@@ -60,7 +61,7 @@ class _Reporter:
     def advance(self, done: int) -> None:
         if self.progress is not None and done >= self._next and done < self.total:
             self.progress(done, self.total)
-            self._next = done + max(1, min(PROGRESS_EVERY, self.total // 100))
+            self._next = done + max(PROGRESS_EVERY, self.total // 100)
 
     def finish(self, done: int) -> None:
         if self.progress is not None:
@@ -97,7 +98,11 @@ def _sink(path: str, stdout: BinaryIO | None) -> Sink:
 
 
 def _os_error(path: str, error: OSError) -> CassetteError:
-    return CassetteError(error.filename or path, error.strerror or str(error))
+    """``PATH: No such file or directory (the file it was about)``."""
+    problem = error.strerror or str(error)
+    if error.filename and error.filename != path:
+        problem = f"{problem} ({error.filename})"
+    return CassetteError(path, problem)
 
 
 async def export_cassette(
