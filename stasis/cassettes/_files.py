@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import IO, Any, BinaryIO, Protocol
 
 from attrs import define, field
@@ -48,24 +49,40 @@ def is_lines(path: str) -> bool:
     return path == "-" or path.lower().endswith(".jsonl")
 
 
+#: Scalars and arrays of scalars as a file shows them (escaping non-ASCII or not).
+_INLINE = {
+    ascii: json.JSONEncoder(ensure_ascii=ascii, separators=(", ", ": ")).encode
+    for ascii in (False, True)
+}
+#: Strings alone, the commonest scalar: the encoder's own C function, without its set-up.
+_STRING = {False: encode_basestring, True: encode_basestring_ascii}
+
+
+def _expanded(value: Any) -> bool:
+    """Whether ``value`` takes lines of its own: a non-empty object, an array holding one."""
+    if isinstance(value, dict):
+        return bool(value)
+    return isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value)
+
+
 def _layout(value: Any, depth: int, ascii: bool, out: list[str]) -> None:
     """Two-space indent, except that an array of scalars stays on one line."""
     inner = "\n" + "  " * (depth + 1)
-    if isinstance(value, dict) and value:
-        out.append("{")
-        for index, (name, item) in enumerate(value.items()):
-            out.append(("," if index else "") + inner)
-            out.append(json.dumps(name, ensure_ascii=ascii) + ": ")
-            _layout(item, depth + 1, ascii, out)
-        out.append("\n" + "  " * depth + "}")
-    elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
-        out.append("[")
-        for index, item in enumerate(value):
-            out.append(("," if index else "") + inner)
-            _layout(item, depth + 1, ascii, out)
-        out.append("\n" + "  " * depth + "]")
+    string, inline = _STRING[ascii], _INLINE[ascii]
+    if isinstance(value, dict):
+        pairs = [(f"{inner}{string(name)}: ", item) for name, item in value.items()]
+        opening, closing = "{", "}"
     else:
-        out.append(json.dumps(value, ensure_ascii=ascii, separators=(", ", ": ")))
+        pairs = [(inner, item) for item in value]
+        opening, closing = "[", "]"
+    out.append(opening)
+    for index, (head, item) in enumerate(pairs):
+        out.append(head if index == 0 else "," + head)
+        if _expanded(item):
+            _layout(item, depth + 1, ascii, out)
+        else:
+            out.append(string(item) if isinstance(item, str) else inline(item))
+    out.append("\n" + "  " * depth + closing)
 
 
 def document_bytes(document: dict[str, Any], *, indent: bool) -> bytes:
@@ -149,23 +166,23 @@ class LinesSink:
 
     path: str
     stream: BinaryIO | None = None
-    _out: IO[bytes] | None = field(default=None, init=False)
+    _out: IO[bytes] = field(init=False)
+    #: The temporary file; empty when writing to ``stream``.
     _temporary: str = field(default="", init=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.stream is None:
+        if self.stream is not None:
+            self._out = self.stream
+        else:
             directory, name = os.path.split(os.path.abspath(self.path))
             self._out, self._temporary = _temporary(directory, name)
 
     def write(self, key: str, data: bytes) -> None:
-        out = self._out if self._out is not None else self.stream
-        assert out is not None
-        out.write(data)
+        self._out.write(data)
 
     def commit(self) -> None:
-        if self._out is None:
-            assert self.stream is not None
-            self.stream.flush()
+        if not self._temporary:
+            self._out.flush()
             return
         with self._out:
             self._out.flush()
@@ -173,7 +190,7 @@ class LinesSink:
         os.replace(self._temporary, self.path)
 
     def abandon(self) -> None:
-        if self._out is not None:
+        if self._temporary:
             self._out.close()
             with contextlib.suppress(OSError):
                 os.unlink(self._temporary)
@@ -197,6 +214,8 @@ def _parsed(data: bytes, where_path: str, first_line: int = 1) -> Any:
         raise CassetteError(
             f"{where_path}:{line}", f"not JSON: {error.msg} (column {error.colno})"
         ) from error
+    except ValueError as error:  # an integer of more digits than Python reads
+        raise CassetteError(f"{where_path}:{first_line}", f"not JSON: {error}") from error
     except RecursionError as error:
         raise CassetteError(f"{where_path}:{first_line}", "not JSON: nested too deep") from error
 

@@ -15,6 +15,7 @@ simply not rebuilt by any style, and is shown another way.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -57,14 +58,19 @@ class JsonStyle:
 
     def render(self, value: Any) -> bytes:
         """``value`` written in this style; ValueError if it cannot be (NaN, a lone surrogate)."""
-        text = json.dumps(
-            value,
-            ensure_ascii=self.ascii,
-            allow_nan=False,
-            indent=2 if self.layout == "indent2" else None,
-            separators=_SEPARATORS[self.layout],
-        )
+        text = _encoder(self.layout, self.ascii).encode(value)
         return text.encode("utf-8") + (b"\n" if self.newline else b"")
+
+
+@functools.cache
+def _encoder(layout: Layout, ascii: bool) -> json.JSONEncoder:
+    """One encoder per style, made once: ``json.dumps`` with options makes one per call."""
+    return json.JSONEncoder(
+        ensure_ascii=ascii,
+        allow_nan=False,
+        indent=2 if layout == "indent2" else None,
+        separators=_SEPARATORS[layout],
+    )
 
 
 #: The style a document's JSON is in when it names none: what APIs write most.
@@ -98,6 +104,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
 def _depth_at_most(value: Any, limit: int) -> bool:
     pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
@@ -115,10 +124,13 @@ def _parse(raw: bytes, **hooks: Any) -> Any:
     if raw[:1] not in b'{["-0123456789tfn' or not raw[:1]:
         raise ValueError("not JSON")
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, **hooks)
+        text = raw.decode("utf-8")
+        value = json.loads(text, parse_constant=_no_constant, **hooks) if hooks else _decode(text)
     except RecursionError as error:
         raise ValueError("nested too deep") from error
-    if not _depth_at_most(value, MAX_DEPTH):
+    # Nesting needs brackets: only a body with that many can be too deep.
+    opened = raw.count(b"[") + raw.count(b"{")
+    if opened > MAX_DEPTH and not _depth_at_most(value, MAX_DEPTH):
         raise ValueError("nested too deep")
     return value
 

@@ -67,12 +67,11 @@ def stream_events(
         ends.append((ends[-1] if ends else 0) + len(event))
     if ends[-1] < len(body):
         documents.append(describe(body[ends[-1] :]))
-    paced = timeline is not None and [offset for offset, _ in timeline] == ends
-    if paced:
-        assert timeline is not None
-        for document, (_, ms) in zip(documents, timeline, strict=False):
-            document["ms"] = ms
-    return documents, paced
+    if timeline is None or [offset for offset, _ in timeline] != ends:
+        return documents, False
+    for document, (_, ms) in zip(documents, timeline, strict=False):
+        document["ms"] = ms
+    return documents, True
 
 
 def read_events(response: Fields, kind: StreamKind) -> tuple[bytes, Timeline | None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from attrs import define, field
 
@@ -147,37 +147,43 @@ async def export_cassette(
     return written
 
 
-def _directory_entries(path: str, reporter: _Reporter) -> Iterator[tuple[Entry, str]]:
-    names, documents = read_directory(path)
-    reporter.total = len(names)
-    for file in documents:
-        entry = entry_from_document(file.document, file.where)
-        if entry.key != file.stem:
-            raise CassetteError(
-                file.key_where, f"key {entry.key} is not the one the file is named for"
-            )
-        yield entry, file.key_where
+def _directory_entries(path: str) -> tuple[int, Iterator[tuple[Entry, str]]]:
+    names, files = read_directory(path)
+
+    def entries() -> Iterator[tuple[Entry, str]]:
+        for file in files:
+            entry = entry_from_document(file.document, file.where)
+            if entry.key != file.stem:
+                raise CassetteError(
+                    file.key_where, f"key {entry.key} is not the one the file is named for"
+                )
+            yield entry, file.key_where
+
+    return len(names), entries()
 
 
-def _lines_entries(data: bytes, name: str, reporter: _Reporter) -> Iterator[tuple[Entry, str]]:
-    reporter.total = sum(1 for line in data.split(b"\n") if line.strip())
-    for document, where in read_lines(data, name):
-        yield entry_from_document(document, where), where
+def _lines_entries(data: bytes, name: str) -> tuple[int, Iterator[tuple[Entry, str]]]:
+    total = sum(1 for line in data.split(b"\n") if line.strip())
+    entries = (
+        (entry_from_document(document, where), where) for document, where in read_lines(data, name)
+    )
+    return total, entries
 
 
-def _read_all(path: str, stdin: BinaryIO | None, reporter: _Reporter) -> list[Entry]:
-    entries: list[Entry] = []
-    found: Iterator[tuple[Entry, str]]
+def _read_all(path: str, stdin: BinaryIO | None, progress: Progress | None) -> list[Entry]:
+    """Every entry of the cassette, checked; a CassetteError at the first thing wrong."""
     if path == "-":
-        source: Any = stdin if stdin is not None else sys.stdin.buffer
-        found = _lines_entries(source.read(), STDIN_NAME, reporter)
+        source = stdin if stdin is not None else sys.stdin.buffer
+        total, found = _lines_entries(source.read(), STDIN_NAME)
     elif os.path.isdir(path):
-        found = _directory_entries(path, reporter)
+        total, found = _directory_entries(path)
     elif os.path.exists(path):
         with open(path, "rb") as handle:
-            found = _lines_entries(handle.read(), path, reporter)
+            total, found = _lines_entries(handle.read(), path)
     else:
         raise CassetteError(path, "no such file or directory")
+    reporter = _Reporter(progress, total)
+    entries: list[Entry] = []
     seen: dict[str, str] = {}
     for entry, where in found:
         if entry.key in seen:
@@ -204,12 +210,12 @@ async def import_cassette(
     transaction: on any :class:`CassetteError`, nothing is stored. An entry
     of the same key is replaced.
     """
-    reporter = _Reporter(progress, 0)
     try:
-        entries = _read_all(path, stdin, reporter)
+        entries = _read_all(path, stdin, progress)
     except OSError as error:
         raise _os_error(path, error) from error
     if entries:
         await store.put_all(entries)
-    reporter.finish(len(entries))
+    if progress is not None:
+        progress(len(entries), len(entries))
     return len(entries)
