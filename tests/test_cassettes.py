@@ -274,6 +274,18 @@ async def test_a_file_is_indented_readable_and_ends_in_a_newline(
     assert text.endswith("}\n")
 
 
+@pytest_twisted.ensureDeferred
+async def test_files_get_the_mode_any_new_file_gets(tmp_path: Path) -> None:
+    store = MemoryStore(reactor)
+    await store.put(recorded(1))
+    await export_cassette(store, str(tmp_path / "dir"))
+    await export_cassette(store, str(tmp_path / "all.jsonl"))
+    (tmp_path / "plain").write_text("")
+    expected = (tmp_path / "plain").stat().st_mode
+    written = [tmp_path / "all.jsonl", *(tmp_path / "dir").iterdir()]
+    assert [path.stat().st_mode for path in written] == [expected, expected]
+
+
 def git(directory: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *arguments],

@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterator
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import IO, Any, BinaryIO, Protocol
@@ -120,8 +120,18 @@ class Sink(Protocol):
 
 
 def _temporary(directory: str, name: str) -> tuple[IO[bytes], str]:
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    return os.fdopen(handle, "wb"), temporary
+    """
+    A new hidden file beside ``name``, to be moved over it. Created with mode
+    0666 less the umask, like any file the user writes (``tempfile.mkstemp``
+    would make it 0600, and the cassette unreadable to the rest of a team).
+    """
+    while True:
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        return os.fdopen(handle, "wb"), temporary
 
 
 @define
