@@ -17,6 +17,7 @@ __all__ = [
     "Pairs",
     "content_coding",
     "for_client",
+    "for_export",
     "for_storage",
     "for_upstream",
     "header_map",
@@ -50,6 +51,84 @@ _NOT_RELAYED = _HOP_BY_HOP | {b"content-length"}
 
 #: Not kept with an entry: they describe one moment or one client, not the answer.
 _NOT_STORED = _NOT_RELAYED | {b"date", b"set-cookie", b"age"}
+
+
+#: Headers that carry a credential, in either direction.
+_CREDENTIALS = frozenset(
+    {
+        b"authorization",
+        b"proxy-authorization",
+        b"x-api-key",
+        b"api-key",
+        b"x-goog-api-key",
+        b"x-amz-security-token",
+        b"ocp-apim-subscription-key",
+        b"cookie",
+        b"set-cookie",
+        b"set-cookie2",
+    }
+)
+
+#: Parts of a name that mark a credential wherever they appear in it (an API
+#: gateway's ``x-portkey-api-key``, a ``x-goog-iap-jwt-assertion``...). Not
+#: ``token`` alone: Bedrock's ``x-amzn-bedrock-input-token-count`` is usage.
+_CREDENTIAL_WORDS = (
+    b"authorization",
+    b"api-key",
+    b"apikey",
+    b"access-token",
+    b"auth-token",
+    b"id-token",
+    b"security-token",
+    b"session-token",
+    b"subscription-key",
+    b"jwt",
+    b"secret",
+    b"password",
+    b"cookie",
+)
+
+#: Headers that name the account, organisation or project a call was billed to.
+_ACCOUNT = frozenset(
+    {
+        b"openai-organization",
+        b"openai-project",
+        b"anthropic-organization-id",
+        b"x-goog-user-project",
+        b"x-ms-client-principal-id",
+        b"x-ms-client-principal-name",
+    }
+)
+
+#: Headers that identify one call or its route through a provider's network:
+#: they change on every call (noise in a diff) and let the provider tie the
+#: recording to the account that made it.
+_CALL_IDS = frozenset(
+    {
+        b"cf-ray",
+        b"x-amz-cf-id",
+        b"x-amz-id-2",
+        b"x-cloud-trace-context",
+        b"traceparent",
+        b"tracestate",
+        b"x-guploader-uploadid",
+    }
+)
+
+#: Name endings of per-call identifiers: ``x-request-id``, ``request-id``,
+#: ``x-amzn-requestid``, ``apim-request-id``, ``x-ms-client-request-id``,
+#: ``x-amzn-trace-id``, ``x-correlation-id``...
+_CALL_ID_ENDINGS = (b"request-id", b"requestid", b"trace-id", b"traceid", b"correlation-id")
+
+
+def _exported(lower: bytes) -> bool:
+    return not (
+        lower in _CREDENTIALS
+        or lower in _ACCOUNT
+        or lower in _CALL_IDS
+        or any(word in lower for word in _CREDENTIAL_WORDS)
+        or lower.endswith(_CALL_ID_ENDINGS)
+    )
 
 
 def joined(pairs: Pairs, name: bytes) -> bytes:
@@ -115,3 +194,16 @@ def for_client(pairs: Pairs) -> list[tuple[bytes, bytes]]:
 def for_storage(pairs: Pairs) -> tuple[tuple[bytes, bytes], ...]:
     """The upstream's response headers as a hit will replay them."""
     return tuple(_filtered(pairs, _NOT_STORED))
+
+
+def for_export(pairs: Pairs) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    Headers as a cassette may show them: no credential, no account, no call id.
+
+    Cassettes are committed to git and shared, so whatever identifies a person
+    or an account goes, in requests and responses alike, even where stasis
+    never stores it (a credential, a cookie): the rule does not rely on what
+    was stored before it. What a hit needs (the content type, the provider's
+    usage and rate-limit headers) stays.
+    """
+    return tuple((name, value) for name, value in pairs if _exported(name.lower()))
