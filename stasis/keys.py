@@ -82,10 +82,14 @@ class KeyPolicy:
     OpenAI and Anthropic HTTP APIs.
     """
 
-    varying_headers: frozenset[str] = frozenset(
-        {"openai-organization", "openai-project", "anthropic-version", "anthropic-beta"}
-    )
+    varying_headers: frozenset[str] = frozenset({"anthropic-version", "anthropic-beta"})
     credential_headers: tuple[str, ...] = ("authorization", "x-api-key", "api-key")
+    #: Headers that say which account a call is billed to (an OpenAI organization
+    #: or project). They change the answer (an organization's fine-tuned models),
+    #: so they are part of the caller's identity, fingerprinted with its
+    #: credential: never stored, never exported, and left out of the shared
+    #: scope, where a recording replays whoever asks.
+    account_headers: frozenset[str] = frozenset({"openai-organization", "openai-project"})
     #: Header name prefixes that change the answer (Bedrock's ``x-amzn-bedrock-``).
     varying_prefixes: tuple[str, ...] = ()
     #: Query parameters that carry a credential: fingerprinted, never part of the key.
@@ -291,6 +295,10 @@ def credential_values(
             found.add(("token", token.strip()))
         else:
             found.add(("token", value.strip()))
+    for name in policy.account_headers:
+        value = request.headers.get(name, "").strip()
+        if value:
+            found.add(("account", f"{name}={value}"))
     if policy.credential_query_params:
         for name, value in parse_qsl(
             request.query, keep_blank_values=True, errors="surrogateescape"

@@ -306,3 +306,16 @@ def test_a_changed_member_is_named_by_its_path(document: dict[str, Any], data: A
 def test_paths_quote_names_that_are_not_plain() -> None:
     assert json_path(("messages", 2, "content")) == "messages[2].content"
     assert json_path(("a b", 0, "x.y")) == '["a b"][0]["x.y"]'
+
+
+def test_account_headers_are_part_of_the_identity_never_stored_nor_in_the_shared_key() -> None:
+    harness = Harness()
+    org = {"OpenAI-Organization": "org-SENTINELorg0123", "OpenAI-Project": "proj_SENTINEL"}
+    harness.call(**org)
+    harness.call(**{**org, "OpenAI-Organization": "org-other"})
+    harness.call()
+    a, b, plain = harness.store.entries.values()
+    assert len({a.key, b.key, plain.key}) == 3  # another account, another answer
+    assert a.shared_key == b.shared_key == plain.shared_key
+    assert a.request is not None
+    assert "SENTINEL" not in repr(a.request)
