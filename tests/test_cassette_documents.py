@@ -552,3 +552,15 @@ def test_importing_cassettes_loads_no_database_driver_web_server_or_botocore() -
     ).stdout.split()
     heavy = ("twisted", "treq", "sqlite3", "botocore")
     assert [name for name in loaded if name.split(".")[0] in heavy] == []
+
+
+def test_a_hand_written_cassette_brings_no_credential_into_the_database() -> None:
+    document = entry_document(
+        make_entry(8, request=StoredRequest(query="alt=json", headers=(), body=b"{}"))
+    )
+    document["request"]["query"] = "alt=json&key=AIzaHANDWRITTEN"
+    document["request"]["headers"] = [["authorization", "Bearer sk-HANDWRITTEN"]]
+    document["response"]["headers"] += [["Set-Cookie", "session=HANDWRITTEN"]]
+    entry = entry_from_document(json.loads(json.dumps(document)), "hand.json:1")
+    assert "HANDWRITTEN" not in repr(entry)
+    assert entry.request is not None and entry.request.query == "alt=json"

@@ -108,9 +108,12 @@ def _pairs(fields: Fields, name: str, *, lower: bool) -> list[tuple[str, str]]:
 
 
 def _read_request(fields: Fields) -> StoredRequest:
+    # A cassette may have been written by hand: the same rules as an export,
+    # so that no credential reaches the database through one.
+    headers = exported_request_headers(tuple(_pairs(fields, "headers", lower=True)))
     request = StoredRequest(
-        query=fields.text("query"),
-        headers=tuple(_pairs(fields, "headers", lower=True)),
+        query=exported_query(fields.text("query")),
+        headers=tuple((name, value) for name, value in headers),
         body=read_bytes(fields, "body"),
     )
     fields.done()
@@ -134,9 +137,11 @@ def _read_response(
     fields: Fields,
 ) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes, Timeline | None]:
     status = fields.integer("status", 100, 999)
-    headers = tuple(
-        (name.encode("latin-1"), value.encode("latin-1"))
-        for name, value in _pairs(fields, "headers", lower=False)
+    headers = for_export(
+        tuple(
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in _pairs(fields, "headers", lower=False)
+        )
     )
     timeline: Timeline | None = None
     if fields.has("events"):
