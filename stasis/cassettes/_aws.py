@@ -19,27 +19,21 @@ from typing import Any
 from stasis.cassettes._bodies import bytes_fields, read_base64, read_bytes, read_style
 from stasis.cassettes._fields import Fields
 from stasis.cassettes._json import exact_json
-from stasis.streams.eventstream import encode_message
+from stasis.streams.eventstream import decode_message, encode_message
 
 __all__ = ["frame_fields", "read_frame"]
 
 
 def _decoded(raw: bytes) -> tuple[list[tuple[str, str]], bytes] | None:
-    """The string headers and the payload of the one message ``raw`` is, read by botocore."""
-    try:
-        from botocore.eventstream import EventStreamBuffer
-    except ImportError:  # pragma: no cover - botocore comes with the bedrock extra
+    """The string headers and the payload of the one message ``raw`` is."""
+    message = decode_message(raw)
+    if message is None:
         return None
-    buffer = EventStreamBuffer()
-    buffer.add_data(raw)
-    try:
-        message = next(iter(buffer))
-    except Exception:  # a CRC mismatch, a cut-off frame: botocore's own exceptions
+    headers, payload = message
+    pairs = list(headers.items())
+    if not all(isinstance(value, str) for _, value in pairs):
         return None
-    headers = list(message.headers.items())
-    if not all(isinstance(value, str) for _, value in headers):
-        return None
-    return headers, bytes(message.payload)
+    return [(name, str(value)) for name, value in pairs], payload
 
 
 def _unwrapped(payload: dict[str, Any]) -> tuple[dict[str, Any], str] | None:

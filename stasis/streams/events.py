@@ -15,6 +15,8 @@ from typing import Any
 
 from attrs import frozen
 
+from stasis.streams.eventstream import decode_message
+
 __all__ = ["StreamEvent", "decode_eventstream", "decode_sse"]
 
 
@@ -78,25 +80,18 @@ def decode_sse(raw: bytes) -> StreamEvent:
 
 def decode_eventstream(raw: bytes) -> StreamEvent | None:
     """
-    Decode one AWS event stream message with botocore's parser (it checks the CRCs).
+    Decode one AWS event stream message (see :func:`~stasis.streams.eventstream.decode_message`).
 
     Bedrock's ``invoke-with-response-stream`` wraps the model's own events as
-    base64 in ``{"bytes": …}``; they are unwrapped here. Without botocore (the
-    ``stasis[bedrock]`` extra) events cannot be read, only recorded.
+    base64 in ``{"bytes": …}``; they are unwrapped here.
     """
-    try:
-        from botocore.eventstream import EventStreamBuffer
-    except ImportError:  # pragma: no cover - botocore comes with the bedrock extra
+    message = decode_message(raw)
+    if message is None:
         return None
-    buffer = EventStreamBuffer()
-    buffer.add_data(raw)
-    try:
-        message = next(iter(buffer))
-    except Exception:
-        return None
-    name = message.headers.get(":event-type") or message.headers.get(":exception-type")
-    data = _json_or_text(message.payload.decode("utf-8", "replace"))
+    headers, payload = message
+    name = headers.get(":event-type") or headers.get(":exception-type")
+    data = _json_or_text(payload.decode("utf-8", "replace"))
     if isinstance(data, dict) and isinstance(data.get("bytes"), str):
         with contextlib.suppress(ValueError):
             data = _json_or_text(base64.b64decode(data["bytes"]).decode("utf-8", "replace"))
-    return StreamEvent(name=name, data=data)
+    return StreamEvent(name=name if isinstance(name, str) else None, data=data)

@@ -1,5 +1,5 @@
 """
-Writing AWS event stream messages (``application/vnd.amazon.eventstream``).
+Reading and writing AWS event stream messages (``application/vnd.amazon.eventstream``).
 
 stasis relays and replays recorded frames untouched, and reads them with
 botocore's parser; it writes one only when a cassette gives a frame as its
@@ -22,7 +22,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 
-__all__ = ["HeaderValue", "encode_message"]
+__all__ = ["HeaderValue", "decode_message", "encode_message"]
 
 #: What a header value may be here: a string (type 7), bytes (type 6), or a
 #: boolean (types 0 and 1). The integer and timestamp types are not written:
@@ -33,6 +33,25 @@ _TRUE, _FALSE, _BYTES, _STRING = 0, 1, 6, 7
 _PRELUDE = struct.Struct(">II")
 _CRC = struct.Struct(">I")
 _LENGTH = struct.Struct(">H")
+
+
+def decode_message(raw: bytes) -> tuple[dict[str, object], bytes] | None:
+    """
+    The headers and payload of the one message ``raw`` is, read by botocore's
+    parser (which checks both CRCs); None for anything else, or without
+    botocore (the ``stasis[bedrock]`` extra): events are then only recorded.
+    """
+    try:
+        from botocore.eventstream import EventStreamBuffer
+    except ImportError:  # pragma: no cover - botocore comes with the bedrock extra
+        return None
+    buffer = EventStreamBuffer()
+    buffer.add_data(raw)
+    try:
+        message = next(iter(buffer))
+    except Exception:  # a CRC mismatch, a cut-off frame: botocore's own exceptions
+        return None
+    return dict(message.headers), bytes(message.payload)
 
 
 def _crc32(data: bytes) -> int:
