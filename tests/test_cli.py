@@ -13,8 +13,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from stasis import __version__, cli
-from stasis.cli import handover_problem
+from stasis import __version__
+from stasis.commands import start as cli
+from stasis.commands.start import handover_problem
 from tests.daemon import Daemon, _environment, poll_until, run
 from tests.fake_upstream import FakeUpstream
 
