@@ -7,11 +7,13 @@ database file (``stasis: no cache database at PATH``, status 1, and no file
 created: only ``import`` makes one), a database stasis cannot use, a
 :class:`~stasis.commands._command.CommandError` from the work, Ctrl-C (status
 130), a closed pipe (``stasis ls | head``: quietly, status 141, as if the
-signal had killed it).
+signal had killed it). A database file the command created (``import``) is
+removed again when the command fails, so a failed import leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import IO, Any, NoReturn, TypeVar
@@ -73,11 +75,19 @@ def _quiet_broken_pipe() -> NoReturn:
     raise SystemExit(BROKEN_PIPE)
 
 
-async def _main(reactor: Any, command: Command[_O], options: _O) -> None:
+def _remove_database(db: str) -> None:
+    for path in (db, f"{db}-wal", f"{db}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+async def _main(reactor: Any, command: Command[_O], options: _O, created: bool) -> None:
     store = open_store(options.db, reactor)
     try:
         store.open()
     except StoreError as e:
+        if created:
+            _remove_database(options.db)
         _fail(str(e))
     console = Console(reactor)
     work: Deferred[None] = ensureDeferred(command.run(store, options, console))
@@ -105,6 +115,8 @@ async def _main(reactor: Any, command: Command[_O], options: _O) -> None:
         status = 0
     reactor.removeSystemEventTrigger(trigger)
     await store.close()
+    if status and created:
+        _remove_database(options.db)
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -116,7 +128,8 @@ async def _main(reactor: Any, command: Command[_O], options: _O) -> None:
 def run_command(command: Command[_O], options: _O) -> NoReturn:
     """Run ``command`` on the database ``options`` name, and exit."""
     db = options.db
-    if not command.creates_database and not _is_url(db) and not os.path.exists(db):
+    missing = not _is_url(db) and not os.path.exists(db)
+    if missing and not command.creates_database:
         _fail(f"no cache database at {db}")
     globalLogBeginner.beginLoggingTo([_OneLineErrors(sys.stderr)], redirectStandardIO=False)
-    react(_main, (command, options))
+    react(_main, (command, options, missing))
