@@ -657,43 +657,41 @@ def _ask_on_a_terminal(
     return process.returncode, out.decode(), (asked + err).decode()
 
 
-def test_purge_on_a_terminal_asks_first(start: Any, tmp_path: Path) -> None:
-    daemon = start()
-    for n in range(3):
-        call(daemon, "/v1/chat/completions", chat(f"ask {n}", model="gpt-4o" if n else "o1"))
+@pytest_twisted.ensureDeferred
+async def test_purge_on_a_terminal_asks_first(tmp_path: Path) -> None:
+    db = tmp_path / "cache.db"
+    models = ["o1", "gpt-4o", "gpt-4o"]
+    await put_entries(db, *(entry(f"{n:064x}", model=model) for n, model in enumerate(models)))
 
-    status, out, err = _ask_on_a_terminal(["--model", "gpt-4o"], daemon.db, tmp_path, b"n\n")
+    status, out, err = _ask_on_a_terminal(["--model", "gpt-4o"], db, tmp_path, b"n\n")
     assert (status, out) == (1, "")
     assert err == "remove 2 entries matching model=gpt-4o? [y/N] stasis: nothing removed\n"
-    assert len(listed(daemon.db, tmp_path)) == 3
+    assert len(listed(db, tmp_path)) == 3
 
-    status, out, err = _ask_on_a_terminal([], daemon.db, tmp_path, None)
+    status, out, err = _ask_on_a_terminal([], db, tmp_path, None)
     assert (status, out) == (130, "")
     assert err == "remove 3 entries (every entry in the cache)? [y/N] \nstasis: interrupted\n"
-    assert len(listed(daemon.db, tmp_path)) == 3
 
-    status, out, err = _ask_on_a_terminal(["--model", "gpt-4o"], daemon.db, tmp_path, b"yes\n")
+    status, out, err = _ask_on_a_terminal(["--model", "gpt-4o"], db, tmp_path, b"yes\n")
     assert (status, out) == (0, "removed 2 entries\n")
-    assert [e["model"] for e in listed(daemon.db, tmp_path)] == ["o1"]
+    assert [e["model"] for e in listed(db, tmp_path)] == ["o1"]
 
 
 @pytest_twisted.ensureDeferred
-async def test_prune_removes_only_expired_entries(start: Any, tmp_path: Path) -> None:
-    daemon = start()
-    _, lasting, _ = call(
-        daemon,
-        "/v1/chat/completions",
-        chat("for an hour"),
-        {**OPENAI_HEADERS, "x-stasis-ttl": "3600"},
-    )
-    _, forever, _ = call(daemon, "/v1/chat/completions", chat("for ever"))
+async def test_prune_removes_only_expired_entries(tmp_path: Path) -> None:
+    db = tmp_path / "cache.db"
     now = time.time()
-    await put_entries(daemon.db, entry("e" * 64, created_at=now - 20, expires_at=now - 10))
-
-    result = stasis("prune", db=daemon.db, cwd=tmp_path)
+    expired, lasting, forever = "e" * 64, "f" * 64, "0" * 64
+    await put_entries(
+        db,
+        entry(expired, created_at=now - 20, expires_at=now - 10),
+        entry(lasting, expires_at=now + 3600),
+        entry(forever),
+    )
+    result = stasis("prune", db=db, cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "removed 1 expired entry\n", "")
-    assert sorted(e["key"] for e in listed(daemon.db, tmp_path)) == sorted([lasting, forever])
-    assert stasis("prune", db=daemon.db, cwd=tmp_path).stdout == "removed 0 expired entries\n"
+    assert sorted(e["key"] for e in listed(db, tmp_path)) == [forever, lasting]
+    assert stasis("prune", db=db, cwd=tmp_path).stdout == "removed 0 expired entries\n"
 
 
 def test_a_closed_pipe_ends_ls_quietly(recorded: Recorded) -> None:
