@@ -6,6 +6,9 @@ the fitted table, the progress bar, option parsing and help.
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -220,3 +223,18 @@ def test_a_command_says_the_stasis_version(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         cli.main(["ls", "--version"])
     assert capsys.readouterr().out == f"stasis {__version__.public()}\n"
+
+
+def test_a_management_command_loads_none_of_the_daemon() -> None:
+    """Half of a command's start-up would go to the web server, treq and the engine."""
+    script = (
+        "import sys; from stasis import cli; import stasis.commands; import json; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", script], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    daemon = ("twisted.web", "treq", "stasis.service", "stasis.cache", "stasis.tap")
+    assert [m for m in loaded if m.startswith(daemon)] == []
