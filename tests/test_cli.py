@@ -43,6 +43,7 @@ def test_stasis_version_and_help(tmp_path: Path) -> None:
     [
         (["stasis", "-h"], "start"),
         (["stasis", "start", "-h"], "--pidfile"),
+        (["stasis", "ls", "-h"], "--since"),
         (["twistd", "-n", "stasis", "-h"], "--max-body"),
     ],
 )

@@ -49,7 +49,7 @@ ANTHROPIC_HEADERS = {
 def stasis(
     command: str,
     *args: str,
-    db: Path | None,
+    db: Path | str | None,
     cwd: Path,
     env: dict[str, str] | None = None,
     stdin: Any = subprocess.DEVNULL,
@@ -516,6 +516,12 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
     result = stasis("ls", db=db, cwd=tmp_path)
     assert result.returncode == 1
     assert one_line(result).startswith(f"stasis: cannot use the cache database '{db}': ")
+    url = stasis("stats", db="postgresql://me:secret@db.example/cache", cwd=tmp_path)
+    assert url.returncode == 1
+    assert one_line(url) == (
+        "stasis: PostgreSQL (postgresql://me@db.example/cache) is not supported by this "
+        "version of stasis; give --db a file path for an SQLite database"
+    )
 
 
 @pytest.mark.parametrize(

@@ -238,3 +238,23 @@ def test_a_management_command_loads_none_of_the_daemon() -> None:
     )
     daemon = ("twisted.web", "treq", "stasis.service", "stasis.cache", "stasis.tap")
     assert [m for m in loaded if m.startswith(daemon)] == []
+
+
+def test_an_error_logged_while_a_command_runs_is_one_line() -> None:
+    from twisted.logger import Logger
+    from twisted.python.failure import Failure
+
+    from stasis.commands._runner import _OneLineErrors
+
+    out = io.StringIO()
+    log = Logger(namespace="stasis.store", observer=_OneLineErrors(out))
+    log.warn("the cache database {path} is read-only", path="x.db")  # a daemon's concern
+    try:
+        raise ValueError("disk I/O error")
+    except ValueError:
+        log.failure("watching the cache database failed", Failure())
+    log.error("cannot checkpoint {path}", path="x.db")
+    assert out.getvalue() == (
+        "stasis: watching the cache database failed: disk I/O error\n"
+        "stasis: cannot checkpoint x.db\n"
+    )

@@ -56,7 +56,8 @@ class _OneLineErrors:
         level = event.get("log_level")
         if level is None or level < LogLevel.error:
             return
-        text = formatEvent(event)
+        # The first line: a legacy log.err event formats its traceback after it.
+        text = formatEvent(event).split("\n", 1)[0]
         failure = event.get("log_failure")
         if failure is not None:
             text = f"{text}: {failure.getErrorMessage()}"
@@ -82,8 +83,8 @@ def _remove_database(db: str) -> None:
 
 
 async def _main(reactor: Any, command: Command[_O], options: _O, created: bool) -> None:
-    store = open_store(options.db, reactor)
     try:
+        store = open_store(options.db, reactor)
         store.open()
     except StoreError as e:
         if created:
