@@ -13,8 +13,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from stasis import __version__, cli
-from stasis.cli import handover_problem
+from stasis import __version__
+from stasis.commands import start as cli
+from stasis.commands.start import handover_problem
 from tests.daemon import Daemon, _environment, poll_until, run
 from tests.fake_upstream import FakeUpstream
 
@@ -42,6 +43,7 @@ def test_stasis_version_and_help(tmp_path: Path) -> None:
     [
         (["stasis", "-h"], "start"),
         (["stasis", "start", "-h"], "--pidfile"),
+        (["stasis", "ls", "-h"], "--since"),
         (["twistd", "-n", "stasis", "-h"], "--max-body"),
     ],
 )

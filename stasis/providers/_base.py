@@ -4,7 +4,7 @@ What stasis knows about one LLM API: data plus a few small functions.
 Adding a provider means writing one module that builds a :class:`Provider`;
 the proxy asks it whether a request is its own, where its upstream is,
 whether it may be cached, and how to read the model and the token usage of
-an answer, streamed or not.
+an answer, streamed or not, and the text a stream spells out.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def _no_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return usage
 
 
+def _no_text(event: StreamEvent) -> str:
+    return ""
+
+
 def body_model(path: str, document: Any) -> str | None:
     """The ``model`` field of a JSON request body, where most APIs name it."""
     if isinstance(document, dict):
@@ -96,6 +100,10 @@ class Provider:
     stream_done: Callable[[StreamEvent], bool] | None = None
     #: The token usage after one more event of a stream.
     stream_usage: Callable[[StreamEvent, TokenUsage], TokenUsage] = field(default=_no_usage)
+    #: The answer text one event of a stream adds (a delta); "" for an event that adds
+    #: none. Joined over a stream's events, the text a person would have read
+    #: (``stasis show``, the web UI).
+    stream_text: Callable[[StreamEvent], str] = field(default=_no_text)
     #: Said in a 400 when the request cannot be routed (no public upstream known).
     routing_hint: str = ""
 

@@ -14,7 +14,7 @@ from stasis.model import TokenUsage
 from stasis.providers._base import Provider, RequestView, fixed_upstream, int_field
 from stasis.streams.events import StreamEvent
 
-__all__ = ["ANTHROPIC"]
+__all__ = ["ANTHROPIC", "anthropic_stream_text"]
 
 _MESSAGES = re.compile(r"/v1/messages(/count_tokens)?$")
 
@@ -58,6 +58,18 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return TokenUsage.of(input_tokens, output_tokens)
 
 
+def anthropic_stream_text(event: StreamEvent) -> str:
+    """A ``content_block_delta``'s ``text_delta`` (not thinking, not tool input JSON)."""
+    data = event.data
+    if not isinstance(data, dict) or data.get("type") != "content_block_delta":
+        return ""
+    delta = data.get("delta")
+    if not isinstance(delta, dict) or delta.get("type") != "text_delta":
+        return ""
+    text = delta.get("text")
+    return text if isinstance(text, str) else ""
+
+
 def _recognise(request: RequestView) -> bool:
     return (
         "anthropic-version" in request.headers
@@ -74,4 +86,5 @@ ANTHROPIC = Provider(
     usage=anthropic_usage,
     stream_done=_stream_done,
     stream_usage=_stream_usage,
+    stream_text=anthropic_stream_text,
 )

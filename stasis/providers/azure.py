@@ -15,6 +15,7 @@ from stasis.providers._base import Provider, RequestView, body_model
 from stasis.providers.openai import (
     OPENAI_CACHEABLE,
     openai_stream_done,
+    openai_stream_text,
     openai_stream_usage,
     openai_usage,
 )
@@ -42,6 +43,7 @@ AZURE = Provider(
     model=_model,
     stream_done=openai_stream_done,
     stream_usage=openai_stream_usage,
+    stream_text=openai_stream_text,
     key_policy=KeyPolicy(credential_headers=("api-key", "authorization")),
     routing_hint="Azure OpenAI has no public endpoint: start stasis with "
     "--upstream azure=https://YOUR-RESOURCE.openai.azure.com",

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from stasis.keys import KeyPolicy
 from stasis.model import TokenUsage
 from stasis.providers._base import Provider, RequestView, int_field
+from stasis.providers.anthropic import anthropic_stream_text
 from stasis.sigv4 import sigv4_of
 from stasis.streams.events import StreamEvent
 
@@ -77,6 +78,45 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return usage
 
 
+def _delta_text(block: Any) -> str:
+    """``{"delta": {"text": …}}``: a ConverseStream ``contentBlockDelta`` (and Nova's)."""
+    delta = block.get("delta") if isinstance(block, dict) else None
+    text = delta.get("text") if isinstance(delta, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+def _model_chunk_text(data: dict[str, Any]) -> str:
+    """
+    The text of one of a model's own events, which InvokeModelWithResponseStream
+    wraps: each model family spells it its own way.
+    """
+    if data.get("type") == "content_block_delta":  # Anthropic
+        return anthropic_stream_text(StreamEvent(name=None, data=data))
+    if "contentBlockDelta" in data:  # Amazon Nova
+        return _delta_text(data["contentBlockDelta"])
+    for name in ("generation", "outputText", "completion"):  # Llama, Titan, Claude v2
+        if isinstance(data.get(name), str):
+            return str(data[name])
+    outputs = data.get("outputs")  # Mistral
+    if isinstance(outputs, list):
+        return "".join(
+            o["text"] for o in outputs if isinstance(o, dict) and isinstance(o.get("text"), str)
+        )
+    return ""
+
+
+def _stream_text(event: StreamEvent) -> str:
+    """ConverseStream's ``contentBlockDelta`` events, or the model events of an invoke stream."""
+    data = event.data
+    if not isinstance(data, dict):
+        return ""
+    if event.name == "contentBlockDelta":
+        return _delta_text(data)
+    if event.name == "chunk":
+        return _model_chunk_text(data)
+    return ""
+
+
 def _recognise(request: RequestView) -> bool:
     return sigv4_of(request.headers) is not None or _OPERATION.search(request.path) is not None
 
@@ -105,6 +145,7 @@ BEDROCK = Provider(
     usage=bedrock_usage,
     model=_model,
     stream_usage=_stream_usage,
+    stream_text=_stream_text,
     key_policy=KeyPolicy(
         varying_headers=frozenset({"accept", "content-type"}),
         credential_headers=("authorization",),

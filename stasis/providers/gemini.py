@@ -44,6 +44,26 @@ def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return last_usage(event, usage, gemini_usage)
 
 
+def _stream_text(event: StreamEvent) -> str:
+    """
+    The text parts of ``candidates[0]``, each chunk's new text; a thinking
+    model's thought summaries (parts marked ``"thought": true``) are not the answer.
+    """
+    data = event.data
+    candidates = data.get("candidates") if isinstance(data, dict) else None
+    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+        return ""
+    content = candidates[0].get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return ""
+    return "".join(
+        part["text"]
+        for part in parts
+        if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought")
+    )
+
+
 def _recognise(request: RequestView) -> bool:
     return (
         "x-goog-api-key" in request.headers
@@ -65,6 +85,7 @@ GEMINI = Provider(
     usage=gemini_usage,
     model=_model,
     stream_usage=_stream_usage,
+    stream_text=_stream_text,
     key_policy=KeyPolicy(
         varying_headers=frozenset(),
         credential_headers=("x-goog-api-key", "authorization"),

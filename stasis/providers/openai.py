@@ -17,6 +17,7 @@ __all__ = [
     "OPENAI",
     "OPENAI_CACHEABLE",
     "openai_stream_done",
+    "openai_stream_text",
     "openai_stream_usage",
     "openai_usage",
 ]
@@ -57,6 +58,33 @@ def openai_stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
     return usage
 
 
+def openai_stream_text(event: StreamEvent) -> str:
+    """
+    The text an event adds: a chat chunk's ``choices[].delta.content`` (a
+    completions chunk's ``choices[].text``), or the Responses API's
+    ``response.output_text.delta``. With ``n > 1`` the choices' texts are
+    interleaved as they came; a request for several choices is rare enough.
+    """
+    data = event.data
+    if not isinstance(data, dict):
+        return ""
+    if event.kind == "response.output_text.delta":
+        delta = data.get("delta")
+        return delta if isinstance(delta, str) else ""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return ""
+    pieces = []
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+        if isinstance(text, str):
+            pieces.append(text)
+    return "".join(pieces)
+
+
 def _recognise(request: RequestView) -> bool:
     return True  # OpenAI's is the API every other provider is told apart from.
 
@@ -69,4 +97,5 @@ OPENAI = Provider(
     usage=openai_usage,
     stream_done=openai_stream_done,
     stream_usage=openai_stream_usage,
+    stream_text=openai_stream_text,
 )
