@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 from stasis.cassettes import FORMAT_VERSION, CassetteError, entry_document, entry_from_document
 from stasis.cassettes._json import exact_json, loose_json, parse_style
-from stasis.cassettes._times import format_time, parse_time
 from stasis.headers import for_export
 from stasis.model import Entry, StoredRequest, TokenUsage
 from stasis.streams.eventstream import encode_message
+from stasis.times import format_time, parse_time
 from tests import eventstream as reference
 from tests.store_support import key, make_entry
 

@@ -22,11 +22,10 @@ from stasis.commands._human import count_of, size
 from stasis.commands._options import check_key
 from stasis.commands._progress import ProgressBar
 from stasis.commands._table import Column, render_table
-from stasis.commands._times import iso8601, parse_moment, short_time
 from stasis.commands.ls import LsOptions
 from stasis.commands.show import ShowOptions
 from stasis.model import EntryFilter
-from stasis.web.status import iso8601 as stats_iso8601
+from stasis.times import iso8601, parse_moment, short_time
 
 NOW = 1_700_000_000.0
 
@@ -73,8 +72,11 @@ def test_anything_else_is_refused_with_what_is_accepted(typed: str) -> None:
 
 
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
-def test_times_are_printed_as_get_stats_prints_them(when: float) -> None:
-    assert iso8601(when) == stats_iso8601(when)
+def test_times_are_the_original_tools_format_to_the_millisecond(when: float) -> None:
+    text = iso8601(when)
+    assert text is not None
+    moment = datetime.fromtimestamp(round(when * 1000) / 1000, tz=timezone.utc)
+    assert text == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def test_times_in_a_listing_and_none() -> None:

@@ -19,9 +19,9 @@ from stasis.cassettes._fields import Fields
 from stasis.cassettes._format import FORMAT_VERSION, READABLE_VERSIONS, CassetteError
 from stasis.cassettes._redact import exported_query, exported_request_headers
 from stasis.cassettes._streams import UINT32_MAX, read_events, stream_events, stream_kind
-from stasis.cassettes._times import format_time, parse_time
 from stasis.headers import for_export, joined
 from stasis.model import Entry, StoredRequest, Timeline, TokenUsage
+from stasis.times import format_time, parse_time
 
 __all__ = ["entry_document", "entry_from_document"]
 

@@ -13,8 +13,8 @@ import base64
 import json
 from typing import Any
 
-from stasis.commands._times import iso8601
 from stasis.model import EntryInfo
+from stasis.times import iso8601
 
 __all__ = ["body_json", "headers_json", "info_json", "parse_json"]
 

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 from twisted.python import usage
 
-from stasis.commands._times import parse_moment
 from stasis.config import DEFAULT_DB, PROVIDER_NAMES
 from stasis.model import EntryFilter
+from stasis.times import parse_moment
 
 __all__ = ["KEY_PREFIX_MIN", "CommandOptions", "FilterOptions", "check_key", "positive_number"]
 

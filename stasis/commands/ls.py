@@ -18,9 +18,9 @@ from stasis.commands._human import size
 from stasis.commands._json import info_json
 from stasis.commands._options import FilterOptions, positive_number
 from stasis.commands._table import Column, render_table, terminal_width
-from stasis.commands._times import short_time
 from stasis.model import EntryFilter, EntryInfo
 from stasis.store import Store
+from stasis.times import short_time
 
 __all__ = ["DEFAULT_LIMIT", "LS", "entries"]
 

@@ -12,8 +12,8 @@ from twisted.python import usage
 from stasis.commands._command import Command, CommandError, Console
 from stasis.commands._keys import resolve_key
 from stasis.commands._options import CommandOptions, check_key
-from stasis.commands._times import iso8601
 from stasis.store import Store
+from stasis.times import iso8601
 
 __all__ = ["RM"]
 

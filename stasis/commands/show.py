@@ -26,9 +26,9 @@ from stasis.commands._human import count_of, size
 from stasis.commands._json import body_json, headers_json, info_json, is_json, parse_json
 from stasis.commands._keys import resolve_key
 from stasis.commands._options import CommandOptions, check_key
-from stasis.commands._times import iso8601
 from stasis.model import Entry, EntryInfo, StoredRequest
 from stasis.store import Store
+from stasis.times import iso8601
 
 __all__ = ["SHOW", "entry_json"]
 

@@ -9,14 +9,13 @@ daemon's counters since it started (hits, misses) are the daemon's: only
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from stasis.commands._command import Command, Console
 from stasis.commands._human import size
 from stasis.commands._options import CommandOptions
-from stasis.commands._times import iso8601
-from stasis.model import StoreStats
+from stasis.reports import stats_json
 from stasis.store import Store
+from stasis.times import iso8601
 
 __all__ = ["STATS", "stats_json"]
 
@@ -29,17 +28,6 @@ class StatsOptions(CommandOptions):
     )
     optFlags = [["json", None, "Print one JSON object with the field names of GET /stats."]]
     examples = ("stasis stats", "stasis stats --json -d ~/.stasis/cache.db")
-
-
-def stats_json(stats: StoreStats) -> dict[str, Any]:
-    """The fields of ``GET /stats`` that the database alone knows."""
-    return {
-        "totalEntries": stats.entries,
-        "totalTokensSaved": stats.tokens_saved,
-        "dbSizeBytes": stats.db_size_bytes,
-        "oldestEntry": iso8601(stats.oldest),
-        "newestEntry": iso8601(stats.newest),
-    }
 
 
 async def run(store: Store, options: StatsOptions, console: Console) -> None:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
@@ -17,20 +16,13 @@ from stasis.cache import Counters
 from stasis.errors import StoreUnreadable
 from stasis.log import logger
 from stasis.model import StoreStats
+from stasis.reports import health_json, stats_json
 from stasis.store import Store
 from stasis.web.exchange import Exchange
 
-__all__ = ["HealthResource", "StatsResource", "iso8601"]
+__all__ = ["HealthResource", "StatsResource"]
 
 log = logger("stasis.status")
-
-
-def iso8601(when: float | None) -> str | None:
-    """POSIX seconds as the original tool wrote times: ``2024-01-15T10:30:00.000Z``."""
-    if when is None:
-        return None
-    moment = datetime.fromtimestamp(when, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class _StoreReport(Resource):
@@ -75,24 +67,13 @@ class _StoreReport(Resource):
 
 class HealthResource(_StoreReport):
     def report(self, stats: StoreStats) -> dict[str, Any]:
-        return {
-            "status": "healthy",
-            "cache": {
-                "entries": stats.entries,
-                "tokensSaved": stats.tokens_saved,
-                "dbSizeBytes": stats.db_size_bytes,
-            },
-        }
+        return health_json(stats)
 
 
 class StatsResource(_StoreReport):
     def report(self, stats: StoreStats) -> dict[str, Any]:
         return {
-            "totalEntries": stats.entries,
-            "totalTokensSaved": stats.tokens_saved,
-            "dbSizeBytes": stats.db_size_bytes,
-            "oldestEntry": iso8601(stats.oldest),
-            "newestEntry": iso8601(stats.newest),
+            **stats_json(stats),
             "hits": self.counters.hits,
             "misses": self.counters.misses,
             "bypasses": self.counters.bypasses,
