@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -290,6 +292,30 @@ def test_a_cassette_is_written_back_only_after_a_session_that_recorded(
     assert len(upstream.calls()) == SUITE_DISTINCT
 
 
+def test_a_cassette_that_cannot_be_written_keeps_the_recording_and_fails_the_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    (pytester.path / "a-file").write_text("")
+    result = record(pytester, monkeypatch, upstream, pytester.path / "a-file" / "cassettes")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(
+        [
+            "stasis: stasis export */a-file/cassettes: *",
+            "stasis: this session's recordings are kept in *cassette.db; "
+            "to write them: python -m stasis export */a-file/cassettes -d *cassette.db",
+        ]
+    )
+    found = re.search(r"kept in (\S+); ", result.stdout.str())
+    assert found is not None
+    kept = Path(found.group(1))
+    try:
+        assert kept.stat().st_size > 0
+    finally:
+        shutil.rmtree(kept.parent)
+
+
 def test_replay_of_a_recording_that_does_not_exist_is_a_usage_error(
     pytester: pytest.Pytester,
 ) -> None:
@@ -541,6 +567,8 @@ def test_the_session_sets_and_restores_the_environment(
         import os
 
         def test_during(stasis_proxy):
+            with open(os.environ["AFTER"] + ".url", "w") as f:
+                f.write(stasis_proxy.url)
             assert stasis_proxy.mode == "replay"
             assert os.environ["OPENAI_BASE_URL"] == stasis_proxy.url + "/v1"
             assert os.environ["ANTHROPIC_BASE_URL"] == stasis_proxy.url
@@ -552,6 +580,11 @@ def test_the_session_sets_and_restores_the_environment(
         """
     )
     replay(pytester, db).assert_outcomes(passed=1)
+    # The daemon is gone with the session.
+    url = Path(f"{report}.url").read_text()
+    host, port = url.removeprefix("http://").split(":")
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port))):
+        pass
     assert json.loads(report.read_text()) == {
         "OPENAI_BASE_URL": "http://gateway.example/v1",
         "ANTHROPIC_BASE_URL": None,

@@ -28,7 +28,7 @@ from attrs import define, field
 
 from stasis.testing._daemon import Daemon, start_daemon
 from stasis.testing._environ import EnvironmentPatch
-from stasis.testing._errors import CassetteError, SettingsError
+from stasis.testing._errors import CassetteError, DaemonStartError, SettingsError
 from stasis.testing._proxy import DEFAULT_PROVIDERS, PROVIDERS, StasisProxy, replay_placeholders
 from stasis.testing._replay import is_miss_line
 from stasis.testing._settings import Settings
@@ -209,13 +209,22 @@ class ProxySession:
         # The daemon verifies Bedrock signatures with the credentials the SDKs
         # sign with: in replay mode, the same stand-ins.
         env = {**_clean(environ), **placeholders}
-        upstreams = settings.upstreams + tuple(inherited_routes(environ, settings.upstreams))
+        inherited = inherited_routes(environ, settings.upstreams)
+        upstreams = settings.upstreams + tuple(inherited)
         providers = DEFAULT_PROVIDERS + (("azure",) if environ.get("AZURE_OPENAI_ENDPOINT") else ())
         workdir = Path(tempfile.mkdtemp(prefix="stasis-pytest-"))
         try:
             if settings.mode != "bypass":
                 storage.load(workdir, env)
             daemon = launch(workdir, storage.daemon_db(workdir), settings.mode, upstreams, env)
+        except DaemonStartError as e:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if not inherited:
+                raise
+            raise DaemonStartError(
+                f"{e}\n(besides its settings, the daemon was given --upstream "
+                f"{' '.join(inherited)}, from the base-URL variables already set)"
+            ) from None
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -262,9 +271,10 @@ class ProxySession:
                 self.exported = self.storage.location
             except CassetteError as e:
                 keep = True
+                db = self.storage.daemon_db(self.workdir)
                 self.problems.append(
-                    f"stasis: {e}\nstasis: this session's recordings are kept in "
-                    f"{self.storage.daemon_db(self.workdir)}"
+                    f"stasis: {e}\nstasis: this session's recordings are kept in {db}; "
+                    f"to write them: python -m stasis export {self.storage.location} -d {db}"
                 )
         if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -81,7 +81,10 @@ class Storage:
         """Export :meth:`daemon_db` to the cassette."""
         if not self.is_cassette:
             return
-        Path(self.location).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.location).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CassetteError(f"stasis export {self.location}: {e}") from None
         _run("export", self.location, self.daemon_db(workdir), env)
 
 
