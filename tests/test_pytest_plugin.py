@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from stasis.testing import Directives, MarkerError, StasisProxy
+from stasis.testing import DaemonStartError, Directives, MarkerError, StasisProxy
+from stasis.testing._daemon import start_daemon
 from stasis.testing._environ import EnvironmentPatch
 from stasis.testing._replay import find_replay_misses
 from stasis.testing._session import inherited_routes, session_environ
@@ -136,16 +137,24 @@ def record(
         )
 
 
-def replay(pytester: pytest.Pytester, db: Path, *args: str) -> pytest.RunResult:
-    """Run the inner suite in replay mode, with no key and no reachable upstream."""
+def replay(
+    pytester: pytest.Pytester, db: Path, *args: str, key: str | None = None
+) -> pytest.RunResult:
+    """
+    Run the inner suite in replay mode with no reachable upstream, and no key
+    unless ``key`` (for tests about something else than replaying with another key).
+    """
     assert "OPENAI_API_KEY" not in os.environ
-    return run(
-        pytester,
-        "--stasis-mode=replay",
-        f"--stasis-upstream={closed_port_url()}",
-        f"--stasis-db={db}",
-        *args,
-    )
+    with pytest.MonkeyPatch.context() as m:
+        if key is not None:
+            m.setenv("OPENAI_API_KEY", key)
+        return run(
+            pytester,
+            "--stasis-mode=replay",
+            f"--stasis-upstream={closed_port_url()}",
+            f"--stasis-db={db}",
+            *args,
+        )
 
 
 # --- Installation and cost ----------------------------------------------------------
@@ -340,18 +349,13 @@ def test_an_unrecorded_question():
 """
 
 
-def test_an_unrecorded_call_fails_at_once_saying_so(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
-) -> None:
+def test_an_unrecorded_call_fails_at_once_saying_so(pytester: pytest.Pytester) -> None:
     """Needs the replay miss's ``x-should-retry: false`` (else the SDK tries three times)."""
-    pytester.makepyfile(test_suite=SUITE)
-    db = pytester.path / "recorded.db"
-    record(pytester, monkeypatch, upstream, db).assert_outcomes(passed=2)
+    db = pytester.path / "empty.db"
+    db.touch()
     pytester.makepyfile(test_unrecorded=UNRECORDED)
-
     result = replay(pytester, db)
-    result.assert_outcomes(passed=2, failed=1)
-    assert len(upstream.calls()) == SUITE_DISTINCT
+    result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
             "*- stasis: replay misses -*",
@@ -361,7 +365,7 @@ def test_an_unrecorded_call_fails_at_once_saying_so(
     )
     assert "stasis_replay_miss" in result.stdout.str()
     # One request, not the SDK's three: the daemon counted one miss.
-    result.stdout.fnmatch_lines([summary(SUITE_CALLS, 1, 1)])
+    result.stdout.fnmatch_lines([summary(0, 1, 1)])
 
 
 def test_a_swallowed_replay_miss_is_still_reported(pytester: pytest.Pytester) -> None:
@@ -452,6 +456,7 @@ def test_the_marker_namespace_partitions_the_recording(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
 ) -> None:
     """Needs the daemon's directive prefix (``/_stasis/with/namespace=.../v1``)."""
+    monkeypatch.setenv("OPENAI_API_KEY", DEV_KEY)
     suite = """
         import os
         import pytest
@@ -471,9 +476,9 @@ def test_the_marker_namespace_partitions_the_recording(
     monkeypatch.setenv("NAMESPACE", "suite-a")
     record(pytester, monkeypatch, upstream, db).assert_outcomes(passed=1)
     assert len(upstream.calls("/v1/chat/completions")) == 1
-    replay(pytester, db).assert_outcomes(passed=1)
+    run(pytester, "--stasis-mode=replay", f"--stasis-db={db}").assert_outcomes(passed=1)
     monkeypatch.setenv("NAMESPACE", "suite-b")
-    missed = replay(pytester, db)
+    missed = run(pytester, "--stasis-mode=replay", f"--stasis-db={db}")
     missed.assert_outcomes(failed=1)
     missed.stdout.fnmatch_lines(["*- stasis: replay misses -*"])
     assert len(upstream.calls()) == 1
@@ -524,7 +529,7 @@ def test_xdist_workers_share_one_daemon(
 
     for path in seen.iterdir():
         path.unlink()
-    replayed = replay(pytester, pytester.path / "shared.db", "-n", "2")
+    replayed = replay(pytester, pytester.path / "shared.db", "-n", "2", key=DEV_KEY)
     replayed.assert_outcomes(passed=2)
     replayed.stdout.fnmatch_lines([summary(2, 0, 0)])
 
@@ -799,3 +804,21 @@ def test_botocore_errors_and_unrelated_errors() -> None:
     assert [miss.message for miss in find_replay_misses(ClientError())] == ["nearest: messages"]
     assert find_replay_misses(ValueError("unrelated")) == []
     assert find_replay_misses(_SdkError({"error": {"type": "other"}}, None)) == []
+
+
+def test_a_daemon_that_does_not_listen_in_time_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        process = popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(process)
+        return process  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    with pytest.raises(DaemonStartError, match="did not listen within 0s"):
+        start_daemon(tmp_path, str(tmp_path / "c.db"), "cache", [], dict(os.environ), deadline=0)
+    (process,) = started
+    assert process.poll() is not None

@@ -97,12 +97,22 @@ def start_daemon(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    daemon = Daemon(process=process, url="", log=log)
+    try:
+        daemon.url = _wait_ready(process, ready, log, deadline)
+    except BaseException:  # a deadline, or Ctrl-C while waiting: never leave it running
+        daemon.stop()
+        raise
+    return daemon
+
+
+def _wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Path, deadline: float) -> str:
     end = time.monotonic() + deadline
     while True:
         with contextlib.suppress(FileNotFoundError):
             url = ready.read_text("utf-8").strip()
             if url:
-                return Daemon(process=process, url=url, log=log)
+                return url
         status = process.poll()
         if status is not None:
             raise DaemonStartError(
@@ -110,7 +120,6 @@ def start_daemon(
                 f"{_tail(log, LOG_TAIL_LINES)}"
             )
         if time.monotonic() > end:
-            Daemon(process=process, url="", log=log).stop()
             raise DaemonStartError(
                 f"the stasis daemon did not listen within {deadline:g}s:\n"
                 f"{_tail(log, LOG_TAIL_LINES)}"

@@ -42,6 +42,8 @@ _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 #: Seconds to wait for the daemon's log to show lines it has already counted
 #: (it writes them in batches, a tenth of a second apart).
 LOG_DEADLINE = 2.0
+#: The most log lines a report quotes.
+MAX_LOG_LINES = 20
 
 
 def inherited_routes(environ: Mapping[str, str], upstreams: tuple[str, ...]) -> list[str]:
@@ -156,7 +158,8 @@ class Attachment:
                 return []
             lines = [line for line in text.splitlines() if is_miss_line(line)]
             if len(lines) >= expected or time.monotonic() > end:
-                return lines[-20:]
+                # The newest: a line of the test before may have been written late.
+                return lines[-min(max(expected, 1), MAX_LOG_LINES) :]
             time.sleep(0.02)
 
 
