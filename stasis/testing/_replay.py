@@ -125,7 +125,8 @@ def report(misses: list[ReplayMiss], counted: int | None, log_lines: list[str]) 
         "answers those with an error and never calls the provider."
     ]
     for miss in misses:
-        lines.append(f"  - {miss.message}" + (f" (key {miss.key})" if miss.key else ""))
+        named = not miss.key or miss.key in miss.message
+        lines.append(f"  - {miss.message}" + ("" if named else f" (key {miss.key})"))
     if log_lines:
         lines.append("The daemon logged:")
         lines += [f"  {line.strip()}" for line in log_lines]
