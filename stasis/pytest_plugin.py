@@ -252,8 +252,8 @@ def _view(item: pytest.Item, attachment: Attachment) -> tuple[StasisProxy, bool]
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash.get(_STATE, None)
-    attachment = state and state.attachment
-    if not attachment:
+    attachment = state.attachment if state is not None else None
+    if attachment is None:
         return
     view, marked = _view(item, attachment)
     test = item.stash[_TEST] = _Test(view)

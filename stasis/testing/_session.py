@@ -129,7 +129,7 @@ class Attachment:
             providers=tuple(payload["providers"]),
         )
         log = payload.get("log")
-        return cls(proxy=proxy, environ=dict(payload["environ"]), log=log and Path(log))
+        return cls(proxy=proxy, environ=dict(payload["environ"]), log=Path(log) if log else None)
 
     def log_size(self) -> int:
         if self.log is None:
