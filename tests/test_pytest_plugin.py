@@ -311,7 +311,7 @@ def test_a_cassette_that_cannot_be_written_keeps_the_recording_and_fails_the_run
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(
         [
-            "stasis: stasis export */a-file/cassettes: *",
+            "stasis: cannot write the cassette */a-file/cassettes: *",
             "stasis: this session's recordings are kept in *cassette.db; "
             "to write them: python -m stasis export */a-file/cassettes -d *cassette.db",
         ]
@@ -323,6 +323,17 @@ def test_a_cassette_that_cannot_be_written_keeps_the_recording_and_fails_the_run
         assert kept.stat().st_size > 0
     finally:
         shutil.rmtree(kept.parent)
+
+
+def test_a_cassette_that_cannot_be_read_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    cassette = pytester.path / "bad.jsonl"
+    cassette.write_text("this is not JSON\n")
+    pytester.makepyfile("def test_nothing(): pass")
+    result = replay(pytester, cassette)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*stasis: cannot read the cassette */bad.jsonl (python -m stasis import: *)"]
+    )
 
 
 def test_replay_of_a_recording_that_does_not_exist_is_a_usage_error(

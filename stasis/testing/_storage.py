@@ -84,12 +84,13 @@ class Storage:
         try:
             Path(self.location).parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CassetteError(f"stasis export {self.location}: {e}") from None
+            raise CassetteError(f"cannot write the cassette {self.location}: {e}") from None
         _run("export", self.location, self.daemon_db(workdir), env)
 
 
 def _run(command: str, path: str, db: str, env: Mapping[str, str]) -> None:
     args = [sys.executable, "-m", "stasis", command, path, "-d", db]
+    failed = f"cannot {'read' if command == 'import' else 'write'} the cassette {path}"
     try:
         done = subprocess.run(
             args,
@@ -100,8 +101,8 @@ def _run(command: str, path: str, db: str, env: Mapping[str, str]) -> None:
             timeout=COMMAND_DEADLINE,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise CassetteError(f"stasis {command} {path}: {e}") from None
+        raise CassetteError(f"{failed}: {e}") from None
     if done.returncode != 0:
         said = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        reason = said[-1] if said else f"exit status {done.returncode}"
-        raise CassetteError(f"stasis {command} {path}: {reason}")
+        reason = said[-1].removeprefix("stasis: ") if said else f"exit status {done.returncode}"
+        raise CassetteError(f"{failed} (python -m stasis {command}: {reason})")
