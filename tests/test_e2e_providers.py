@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -112,7 +113,7 @@ def daemon(start: Callable[..., Daemon], fakes: dict[str, FakeUpstream]) -> Daem
 
 
 def bedrock(
-    at: Daemon | FakeUpstream,
+    at: Daemon | FakeUpstream | SimpleNamespace,
     access_key: str = AWS_ACCESS_KEY,
     secret_key: str = AWS_SECRET_KEY,
 ) -> Any:
@@ -302,6 +303,19 @@ def test_bedrock_through_boto3_is_cached(
     (entry,) = wait_for_entries(daemon, 1)
     assert (entry["provider"], entry["model"]) == ("bedrock", BEDROCK_MODEL)
     assert usage_of(entry) == usage
+
+
+def test_bedrock_through_the_directive_prefix_verifies_what_boto3_signed(
+    daemon: Daemon, fakes: dict[str, FakeUpstream]
+) -> None:
+    # boto3 signs the path with the prefix in it; upstream it goes without, signed again.
+    client = bedrock(SimpleNamespace(url=daemon.url + "/_stasis/with/namespace=suite-b"))
+    (miss, first), (hit, second) = _converse(client), _converse(client)
+    assert (miss, hit, first) == ("MISS", "HIT", second)
+    (seen,) = fakes["bedrock"].calls()
+    assert seen.path == f"/model/{BEDROCK_MODEL.replace(':', '%3A')}/converse"
+    assert_signed_for(fakes["bedrock"], seen)
+    assert _converse(bedrock(daemon))[0] == "MISS"  # another namespace
 
 
 def test_bedrock_through_the_anthropic_sdk(daemon: Daemon, fakes: dict[str, FakeUpstream]) -> None:

@@ -115,7 +115,10 @@ class _Call:
     """The facts of one request, gathered once, and what the engine learnt on the way."""
 
     method: str
+    #: The target as forwarded: without a directive prefix.
     target: str
+    #: The target as the client sent it (and, for SigV4, signed it).
+    sent_target: str
     path: str
     query: str
     headers: dict[str, str]
@@ -271,6 +274,7 @@ class CacheEngine:
             target = request.target.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("the request target must be ASCII (percent-encode it)") from None
+        sent_target = target
         try:
             target, prefixed = split_directive_prefix(target)
             if prefixed:
@@ -285,6 +289,7 @@ class CacheEngine:
         return _Call(
             method=method,
             target=target,
+            sent_target=sent_target,
             path=path,
             query=query,
             headers=headers,
@@ -316,7 +321,7 @@ class CacheEngine:
                     call.signed,
                     call.method,
                     call.headers.get("host", ""),
-                    call.target,
+                    call.sent_target,
                     call.headers,
                     call.body,
                 )
