@@ -6,15 +6,19 @@ made with one key replay with another or none.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
 import pytest
 
 from tests.daemon import Daemon
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Received, Reply
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 KEY_A = "sk-key-A-SENTINEL-0123456789abcdef"
@@ -101,3 +105,86 @@ def test_the_caller_scope_keeps_keys_apart(
     # Another key's recording is neither served nor shown.
     assert caught.value.status_code == 504
     assert "nothing recorded" in caught.value.message
+
+
+#: What the real APIs send that says whose account answered.
+ACCOUNT_HEADERS = [
+    ("openai-organization", "org-Zq8xSNTLwK3v"),
+    ("openai-project", "proj_Kx3tSNTLp9Qm"),
+    ("anthropic-organization-id", "a7f3c1e2-5d4b-4b9d-8e0f-0c2d5b6a9e11"),
+    ("request-id", "req_Vb6ySNTLr2Jd"),
+    ("set-cookie", "__cf_bm=Pq9uSNTLc4Hs"),
+]
+
+
+def _with_account_headers(fake: FakeUpstream) -> FakeUpstream:
+    def reply(received: Received) -> Reply:
+        answer = fake.default_reply(received)
+        answer.headers = [*answer.headers, *ACCOUNT_HEADERS]
+        return answer
+
+    fake.handler = reply
+    return fake
+
+
+def _stasis(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    done = subprocess.run(
+        [sys.executable, "-m", "stasis", *args], cwd=cwd, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _calls(daemon: Daemon, key: str | None) -> list[Any]:
+    """
+    The suite's calls through the official SDKs: a chat, a stream, an Anthropic
+    message. With no ``key``, the SDKs send no credential at all.
+    """
+    omit = {"Authorization": openai.Omit()} if key is None else {}
+    c = openai_client(daemon, key or "unused", organization="org-Zq8xSNTLwK3v", max_retries=0)
+    chat = c.chat.completions.create(  # type: ignore[call-overload]
+        model="gpt-4o-mini", messages=MESSAGES, temperature=0.2, extra_headers=omit
+    )
+    stream = c.chat.completions.create(  # type: ignore[call-overload]
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=omit
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    a = anthropic.Anthropic(
+        base_url=daemon.url,
+        api_key=key,
+        max_retries=0,
+        default_headers={"Authorization": anthropic.Omit()} if key is None else {},
+    )
+    message = a.messages.create(model="claude-3-5-haiku-latest", max_tokens=10, messages=MESSAGES)  # type: ignore[arg-type]
+    return [chat.choices[0].message.content, text, message.content[0].text]  # type: ignore[union-attr]
+
+
+def test_record_with_one_key_export_import_and_replay_with_another_or_none(
+    start: Callable[..., Daemon], make_upstream: Callable[..., FakeUpstream], tmp_path: Path
+) -> None:
+    upstream = _with_account_headers(make_upstream())
+    recorder = start(db=tmp_path / "dev.db", upstream_url=upstream.url)  # the caller scope
+    recorded = _calls(recorder, KEY_A)
+    assert len(upstream.calls()) == 3
+
+    _stasis("export", "cassettes", "-d", str(recorder.db), cwd=tmp_path)
+    exported = b"".join(path.read_bytes() for path in sorted((tmp_path / "cassettes").iterdir()))
+    sentinels = [KEY_A] + [value.partition("=")[2] or value for _, value in ACCOUNT_HEADERS]
+    for sentinel in sentinels:
+        for start_at in range(len(sentinel) - 7):
+            assert sentinel[start_at : start_at + 8].encode() not in exported, sentinel
+
+    # CI: a fresh cache, an upstream that must not be called.
+    _stasis("import", "cassettes", "-d", str(tmp_path / "ci.db"), cwd=tmp_path)
+    ci_upstream = make_upstream()
+    replayer = start("--mode", "replay", db=tmp_path / "ci.db", upstream_url=ci_upstream.url)
+    assert _calls(replayer, KEY_B) == recorded
+    assert _calls(replayer, None) == recorded
+    stats = replayer.get_json("/stats")
+    assert (stats["hits"], stats["misses"]) == (6, 0)
+    assert ci_upstream.calls() == []
+
+    # export -> import -> export is byte-identical.
+    _stasis("export", "again", "-d", str(replayer.db), cwd=tmp_path)
+    again = b"".join(path.read_bytes() for path in sorted((tmp_path / "again").iterdir()))
+    assert again == exported
