@@ -18,9 +18,10 @@ from typing import Any
 from attrs import Attribute, field, frozen
 from hyperlink import URL, URLParseError
 
+from stasis.ignore import IgnorePath, parse_ignore
 from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS
-from stasis.modes import Mode
+from stasis.modes import MAX_SAMPLES, Mode
 from stasis.providers import PROVIDERS
 from stasis.routing import Routes
 
@@ -163,11 +164,13 @@ def _db(_: Any, attribute: Attribute[str], value: str) -> None:
         raise ConfigError(attribute.name, f"must name a file, not {value!r}")
 
 
-def _whole(minimum: int) -> Any:
+def _whole(minimum: int, unit: str = "bytes") -> Any:
     def check(_: Any, attribute: Attribute[int], value: int) -> None:
         # bool is an int to Python, and a float would be silently truncated.
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigTypeError(attribute.name, f"must be a whole number of bytes, not {value!r}")
+            raise ConfigTypeError(
+                attribute.name, f"must be a whole number of {unit}, not {value!r}"
+            )
         if value < minimum:
             bound = "greater than 0" if minimum == 1 else f"at least {minimum}"
             raise ConfigError(attribute.name, f"must be {bound}, not {value}")
@@ -180,6 +183,36 @@ def _seconds(_: Any, attribute: Attribute[float], value: float) -> None:
         raise ConfigTypeError(attribute.name, f"must be a number of seconds, not {value!r}")
     if not (value > 0 and math.isfinite(value)):
         raise ConfigError(attribute.name, f"must be greater than 0, not {value}")
+
+
+def _optional(check: Any) -> Any:
+    def optional(instance: Any, attribute: Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check(instance, attribute, value)
+
+    return optional
+
+
+def _ignore_rules(value: Any) -> tuple[IgnorePath, ...]:
+    if isinstance(value, str):
+        raise ConfigTypeError("ignore", f"must be a list of JSON paths, not the string {value!r}")
+    rules: list[IgnorePath] = []
+    for rule in value:
+        if isinstance(rule, IgnorePath):
+            rules.append(rule)
+            continue
+        try:
+            rules.append(parse_ignore(rule))
+        except (ValueError, TypeError) as e:
+            raise ConfigError("ignore", str(e)) from None
+    return tuple(rules)
+
+
+def _samples(_: Any, attribute: Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigTypeError(attribute.name, f"must be a whole number, not {value!r}")
+    if not 1 <= value <= MAX_SAMPLES:
+        raise ConfigError(attribute.name, f"must be from 1 to {MAX_SAMPLES}, not {value}")
 
 
 class _ProbeReactor:
@@ -272,6 +305,18 @@ class Config:
     credential_scope: CredentialScope = field(
         default=CredentialScope.CALLER, converter=_credential_scope
     )
+    #: Seconds a new entry stays valid (``X-Stasis-TTL`` overrides it); None: for ever.
+    ttl: float | None = field(default=None, validator=_optional(_seconds))
+    #: Seconds after expiry an entry may still answer when the upstream fails.
+    stale_if_error: float | None = field(default=None, validator=_optional(_seconds))
+    #: Bound on the bytes the entries take in the database; None: no bound.
+    max_size_bytes: int | None = field(default=None, validator=_optional(_whole(1)))
+    #: Bound on the number of entries; None: no bound.
+    max_entries: int | None = field(default=None, validator=_optional(_whole(1, "entries")))
+    #: Fields left out of every cacheable request's key (``--ignore``).
+    ignore: tuple[IgnorePath, ...] = field(default=(), converter=_ignore_rules)
+    #: How many answers a key keeps by default (``X-Stasis-Samples`` overrides it).
+    samples: int = field(default=1, validator=_samples)
     #: A file the daemon writes its URL to once it listens (None: none).
     ready_file: str | None = field(default=None, validator=_ready_file)
 

@@ -59,6 +59,8 @@ class StoredRequest:
     query: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    #: The ignore rules (JSON paths, as written) left out of its key.
+    ignored: tuple[str, ...] = ()
 
 
 @frozen
@@ -94,6 +96,9 @@ class Entry:
     shared_key: str = ""
     #: The request, when read with the entry (``Store.get(key, request=True)``).
     request: StoredRequest | None = None
+    #: Which of a key's answers this is (``X-Stasis-Samples``): 0 for the first,
+    #: stored under the key itself; sample ``i`` has a key of its own.
+    sample: int = 0
 
     @property
     def portable_key(self) -> str:

@@ -10,10 +10,14 @@ typo never silently turns into a call that costs money.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from attrs import frozen
+
+from stasis.ignore import IgnorePath, parse_ignore_list
 
 __all__ = [
     "BadDirective",
@@ -62,6 +66,11 @@ MODE_HEADER = "x-stasis-mode"
 TTL_HEADER = "x-stasis-ttl"
 NAMESPACE_HEADER = "x-stasis-namespace"
 REPLAY_HEADER = "x-stasis-replay"
+IGNORE_HEADER = "x-stasis-ignore"
+SAMPLES_HEADER = "x-stasis-samples"
+
+#: The most answers one key may keep (``X-Stasis-Samples``, ``--samples``).
+MAX_SAMPLES = 100
 
 #: A request target that begins with this carries directives in its path:
 #: ``/_stasis/with/mode=replay;namespace=suite-a/v1/chat/completions``. SDKs
@@ -75,6 +84,8 @@ _PREFIX_NAMES = {
     "namespace": NAMESPACE_HEADER,
     "ttl": TTL_HEADER,
     "replay": REPLAY_HEADER,
+    "ignore": IGNORE_HEADER,
+    "samples": SAMPLES_HEADER,
 }
 
 #: ``X-Stasis-Replay`` values: a recorded stream at once, or at its recorded pace.
@@ -142,14 +153,65 @@ class Directives:
     namespace: str = ""
     #: Replay a recorded stream at its recorded pace instead of at once.
     realtime: bool = False
+    #: ``Cache-Control: max-age=N``: no hit older than N seconds.
+    max_age: int | None = None
+    #: ``Cache-Control: min-fresh=N``: no hit that expires within N seconds.
+    min_fresh: int | None = None
+    #: ``Cache-Control: max-stale[=N]``: a hit expired up to N seconds ago
+    #: will do (``math.inf`` for a bare ``max-stale``).
+    max_stale: float | None = None
+    #: ``X-Stasis-Ignore``: fields left out of the key, besides ``--ignore``'s.
+    ignore: tuple[IgnorePath, ...] = ()
+    #: ``X-Stasis-Samples``: how many answers the key keeps (None: ``--samples``).
+    samples: int | None = None
 
 
-def _mode_from_cache_control(value: str) -> Mode | None:
-    directives = {part.strip().split("=", 1)[0].lower() for part in value.split(",")}
+def _cache_control(value: str) -> dict[str, str | None]:
+    """Request directives by lower-case name; the first of a name counts (RFC 9111 §4.2.1)."""
+    found: dict[str, str | None] = {}
+    for part in value.split(","):
+        name, equals, argument = part.strip().partition("=")
+        name = name.strip().lower()
+        if name and name not in found:
+            found[name] = argument.strip().strip('"') if equals else None
+    return found
+
+
+def _mode_from_cache_control(directives: Mapping[str, str | None]) -> Mode | None:
     for name, mode in _CACHE_CONTROL:
         if name in directives:
             return mode
     return None
+
+
+def _seconds(argument: str | None) -> int | None:
+    """A delta-seconds argument (RFC 9111 §1.2.2); None when it is not one."""
+    if argument is None or not argument.isascii() or not argument.isdigit():
+        return None
+    return int(argument)
+
+
+def _freshness(directives: Mapping[str, str | None]) -> dict[str, Any]:
+    """
+    ``max-age``, ``min-fresh`` and ``max-stale`` as RFC 9111 §5.2.1 reads them.
+
+    An unreadable ``max-age`` asks for nothing stale at all (``max-age=0``): a
+    cache in doubt refetches. An unreadable ``min-fresh`` or ``max-stale``
+    argument is left out.
+    """
+    found: dict[str, Any] = {}
+    if "max-age" in directives:
+        found["max_age"] = _seconds(directives["max-age"]) or 0
+    min_fresh = _seconds(directives.get("min-fresh"))
+    if min_fresh is not None:
+        found["min_fresh"] = min_fresh
+    if "max-stale" in directives:
+        argument = directives["max-stale"]
+        if argument is None:
+            found["max_stale"] = math.inf
+        elif _seconds(argument) is not None:
+            found["max_stale"] = float(argument)
+    return found
 
 
 def _namespace(value: str) -> str:
@@ -180,7 +242,7 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
     ``Cache-Control``; either wins over ``default``.
     """
     mode = default
-    cache_control = headers.get("cache-control")
+    cache_control = _cache_control(headers.get("cache-control", ""))
     if cache_control:
         mode = _mode_from_cache_control(cache_control) or mode
     explicit = headers.get(MODE_HEADER)
@@ -215,4 +277,28 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
             f"X-Stasis-Replay: unknown value {headers[REPLAY_HEADER]!r}; "
             f"allowed values: {', '.join(REPLAY_PACES)}",
         )
-    return Directives(mode=mode, ttl=ttl, namespace=namespace, realtime=pace == "realtime")
+    ignore: tuple[IgnorePath, ...] = ()
+    raw_ignore = headers.get(IGNORE_HEADER)
+    if raw_ignore is not None:
+        try:
+            ignore = parse_ignore_list(raw_ignore)
+        except ValueError as e:
+            raise BadDirective("X-Stasis-Ignore", f"X-Stasis-Ignore: {e}") from None
+    samples: int | None = None
+    raw_samples = headers.get(SAMPLES_HEADER)
+    if raw_samples is not None:
+        samples = _seconds(raw_samples.strip())
+        if samples is None or not 1 <= samples <= MAX_SAMPLES:
+            raise BadDirective(
+                "X-Stasis-Samples",
+                f"X-Stasis-Samples: {raw_samples!r} is not a whole number from 1 to {MAX_SAMPLES}",
+            )
+    return Directives(
+        mode=mode,
+        ttl=ttl,
+        namespace=namespace,
+        realtime=pace == "realtime",
+        ignore=ignore,
+        samples=samples,
+        **_freshness(cache_control),
+    )

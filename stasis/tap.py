@@ -32,10 +32,13 @@ from stasis.config import (
     listen_on_port,
     parse_upstream,
 )
+from stasis.ignore import parse_ignore
 from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS, set_log_level
 from stasis.modes import Mode
 from stasis.service import StartupError, StasisService
+from stasis.sizes import parse_size
+from stasis.times import parse_duration
 
 __all__ = ["Options", "fail_usage", "makeService"]
 
@@ -51,6 +54,12 @@ _OPTION_FOR_FIELD = {
     "max_body_bytes": "--max-body",
     "memory_cache_bytes": "--memory-cache",
     "credential_scope": "--credential-scope",
+    "ttl": "--ttl",
+    "stale_if_error": "--stale-if-error",
+    "max_size_bytes": "--max-size",
+    "max_entries": "--max-entries",
+    "ignore": "--ignore",
+    "samples": "--samples",
     "ready_file": "--ready-file",
 }
 
@@ -87,9 +96,29 @@ def _seconds(name: str) -> Callable[[str], Any]:
 
 def _bytes(name: str) -> Callable[[str], Any]:
     def coerce(value: str) -> int:
-        # int("1.9") fails, but int(" 1_000 ") would not: only plain digits.
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+
+    return _coerce(coerce)
+
+
+def _duration(name: str) -> Callable[[str], Any]:
+    def coerce(value: str) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+
+    return _coerce(coerce)
+
+
+def _count(name: str) -> Callable[[str], Any]:
+    def coerce(value: str) -> int:
+        # int(" 1_000 ") would pass: only plain digits.
         if not (value.isascii() and value.isdigit()):
-            raise ValueError(f"{name} must be a whole number of bytes, not {value!r}")
+            raise ValueError(f"{name} must be a whole number, not {value!r}")
         return int(value)
 
     return _coerce(coerce)
@@ -146,15 +175,55 @@ class Options(usage.Options):
             "memory-cache",
             None,
             DEFAULT_MEMORY_CACHE_BYTES,
-            "Bytes of hot entries kept in memory in front of the database (0: none).",
+            "Bytes of hot entries kept in memory in front of the database (0: none; or a "
+            "size: 64MB).",
             _bytes("--memory-cache"),
         ],
         [
             "max-body",
             None,
             DEFAULT_MAX_BODY_BYTES,
-            "Largest request body accepted, in bytes.",
+            "Largest request body accepted (bytes, or a size: 64MB).",
             _bytes("--max-body"),
+        ],
+        [
+            "ttl",
+            None,
+            None,
+            "How long new entries stay valid: 90s, 12h, 7d (default: for ever); X-Stasis-TTL "
+            "overrides it per request.",
+            _duration("--ttl"),
+        ],
+        [
+            "stale-if-error",
+            None,
+            None,
+            "Serve an entry expired up to this long ago (90s, 12h, 7d) when the upstream fails "
+            "(refused, reset, timeout, 5xx, 429), as STALE.",
+            _duration("--stale-if-error"),
+        ],
+        [
+            "max-size",
+            None,
+            None,
+            "Keep the entries under this many bytes (500MB, 2GB), evicting the least recently "
+            "used in the background.",
+            _bytes("--max-size"),
+        ],
+        [
+            "max-entries",
+            None,
+            None,
+            "Keep at most this many entries, evicting the least recently used in the background.",
+            _count("--max-entries"),
+        ],
+        [
+            "samples",
+            None,
+            1,
+            "How many different answers a key keeps (X-Stasis-Samples overrides it); after "
+            "that they are replayed in turn.",
+            _count("--samples"),
         ],
         [
             "credential-scope",
@@ -178,6 +247,7 @@ class Options(usage.Options):
         self["db"] = self._environ.get("STASIS_DB") or DEFAULT_DB
         self["upstream"] = None
         self["upstreams"] = {}
+        self["ignore"] = []
         self._config: Config | None = None
 
     def opt_version(self) -> None:
@@ -223,6 +293,17 @@ class Options(usage.Options):
     )
     opt_u = opt_upstream
 
+    def opt_ignore(self, value: str) -> None:
+        try:
+            self["ignore"].append(parse_ignore(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--ignore {e}") from None
+
+    opt_ignore.__doc__ = (
+        "A JSON path left out of every cacheable request's key: user, metadata.user_id, "
+        "messages[*].id; repeatable (X-Stasis-Ignore adds more per request)."
+    )
+
     def postOptions(self) -> None:
         # twistd applies a coerce only to values given on the command line, so
         # the port (whose default is a number) is checked here too.
@@ -246,6 +327,12 @@ class Options(usage.Options):
                 max_body_bytes=self["max-body"],
                 memory_cache_bytes=self["memory-cache"],
                 credential_scope=self["credential-scope"],
+                ttl=self["ttl"],
+                stale_if_error=self["stale-if-error"],
+                max_size_bytes=self["max-size"],
+                max_entries=self["max-entries"],
+                ignore=tuple(self["ignore"]),
+                samples=int(self["samples"]),
                 ready_file=self["ready-file"],
             )
         except ConfigError as e:

@@ -13,10 +13,18 @@ time must not load the web server to do it.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["format_time", "iso8601", "parse_moment", "parse_time", "short_time"]
+__all__ = [
+    "format_time",
+    "iso8601",
+    "parse_duration",
+    "parse_moment",
+    "parse_time",
+    "short_time",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -64,6 +72,26 @@ def _duration(value: str) -> float | None:
     if not _DURATION.fullmatch(text):
         return None
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
+
+
+def parse_duration(value: str) -> float:
+    """
+    Seconds in ``90s``, ``45m``, ``12h``, ``7d``, ``2w``, ``1h30m``, or a bare
+    number of seconds; ``ValueError`` for anything else (or nothing).
+    """
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        found = _duration(text)
+        if found is None:
+            raise ValueError(
+                f"{value!r} is not a duration: a number of seconds, or 90s, 45m, 12h, 7d, 2w"
+            ) from None
+        seconds = found
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{value!r}: a duration must be greater than 0")
+    return seconds
 
 
 def _datetime(value: str) -> datetime | None:

@@ -114,7 +114,9 @@ def test_options_become_a_config() -> None:
             "-p", "4100", "-u", "http://127.0.0.1:9000/", "-u", "openai=http://o:1",
             "-d", "x.db", "--mode", "fresh", "-l", "debug", "--upstream-timeout", "2.5",
             "--max-body", "1000", "--memory-cache", "0", "--credential-scope", "shared",
-            "--ready-file", "url.txt",
+            "--ready-file", "url.txt", "--ttl", "12h", "--stale-if-error", "1d", "--max-size",
+            "500MB", "--max-entries", "1000", "--ignore", "user", "--ignore", "messages[*].id",
+            "--samples", "3",
         ]
     )  # fmt: skip
     assert options["port"] == 4100
@@ -131,6 +133,12 @@ def test_options_become_a_config() -> None:
         memory_cache_bytes=0,
         credential_scope=CredentialScope.SHARED,
         ready_file="url.txt",
+        ttl=12 * 3600,
+        stale_if_error=86400,
+        max_size_bytes=500_000_000,
+        max_entries=1000,
+        ignore=("user", "messages[*].id"),
+        samples=3,
     )
 
 
@@ -166,9 +174,26 @@ def test_the_environment_is_read_when_options_are_parsed(monkeypatch: pytest.Mon
 @pytest.mark.parametrize(
     ("args", "environ", "complaint"),
     [
-        (["--max-body", "1.9"], {}, "--max-body must be a whole number of bytes, not '1.9'"),
+        (["--max-body", "1.9"], {}, "--max-body: '1.9' is not a whole number of bytes"),
         (["--max-body", "0"], {}, "--max-body must be greater than 0, not 0"),
-        (["--memory-cache", "-1"], {}, "--memory-cache must be a whole number of bytes"),
+        (["--memory-cache", "-1"], {}, "--memory-cache: '-1' is not a size"),
+        (
+            ["--max-size", "lots"],
+            {},
+            "--max-size: 'lots' is not a size: a number of bytes, or 500MB",
+        ),
+        (["--max-entries", "1e3"], {}, "--max-entries must be a whole number, not '1e3'"),
+        (["--max-entries", "0"], {}, "--max-entries must be greater than 0, not 0"),
+        (["--ttl", "soon"], {}, "--ttl: 'soon' is not a duration"),
+        (["--ttl", "0s"], {}, "--ttl: '0s': a duration must be greater than 0"),
+        (
+            ["--stale-if-error", "-5"],
+            {},
+            "--stale-if-error: '-5': a duration must be greater than 0",
+        ),
+        (["--ignore", "messages[x]"], {}, "--ignore 'messages[x]': expected [N], [*]"),
+        (["--samples", "0"], {}, "--samples must be from 1 to 100, not 0"),
+        (["--samples", "101"], {}, "--samples must be from 1 to 100, not 101"),
         (["--upstream-timeout", "soon"], {}, "--upstream-timeout must be a number of seconds"),
         (["--upstream-timeout", "0"], {}, "--upstream-timeout must be greater than 0"),
         (["--mode", "sometimes"], {}, "--mode must be one of cache, fresh, bypass, replay"),
