@@ -78,7 +78,7 @@ def test_dash_h_is_help(tmp_path: Path, command: list[str], shows: str) -> None:
             ["--listen", "unix:/nonexistent/dir/s.sock"],
             "the socket's folder /nonexistent/dir does not exist",
         ),
-        (["--max-body", "1.9"], "--max-body must be a whole number of bytes, not '1.9'"),
+        (["--max-body", "1.9"], "--max-body: '1.9' is not a whole number of bytes"),
     ],
 )
 def test_a_bad_option_is_one_line_and_a_nonzero_exit(
