@@ -6,7 +6,8 @@ canonicalised (keys sorted, whitespace dropped, ``1``, ``1.0`` and ``1e0`` the
 same number, escapes resolved), the query is decoded and ordered, SDK noise
 headers never take part, and the credential is folded in only as an HMAC under
 a secret that lives with the database, so that two API keys never share
-entries and no key can be recovered from what is stored.
+entries and no key can be recovered from what is stored. Ignore rules
+(``--ignore``, ``X-Stasis-Ignore``) leave named fields of a JSON body out.
 
 Nothing here does I/O or touches Twisted, so it can be property-tested alone.
 """
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from attrs import field, frozen
 
+from stasis.ignore import IgnorePath, dropped, parse_ignore
 from stasis.model import StoredRequest
 from stasis.sigv4 import parse_authorization
 
@@ -104,12 +106,15 @@ class ParsedBody:
     """
     A request body read once, for both its key and what is stored beside the answer.
 
-    ``document`` is the parsed JSON (numbers as ``Decimal``), or None when the
-    body is hashed raw; ``normalized`` is what takes part in the key.
+    ``document`` is the parsed JSON (numbers as ``Decimal``), whole, or None
+    when the body is hashed raw; ``normalized`` is what takes part in the key:
+    the document less what ``ignore`` names.
     """
 
     document: Any
     normalized: bytes
+    #: The rules ``normalized`` was made under.
+    ignore: tuple[IgnorePath, ...] = ()
 
 
 @frozen
@@ -119,7 +124,20 @@ class KeyRequest:
 
     ``headers`` maps lower-case names to their (comma-joined) values; the web
     layer builds it once per request. ``parsed``, when given, is ``body``
-    already read by :func:`parse_body`, so it is not parsed twice.
+    already read by :func:`parse_body` (under ``ignore``), so it is not
+    parsed twice.
+
+    ``ignore`` names fields of a JSON body left out of the key (see
+    :func:`parse_body`). The rules themselves are not part of the key: a key
+    is the meaning of what remains of a request, and a rule only says which
+    fields do not change the answer. So a rule that names nothing in a body
+    leaves its key as it was (adding ``--ignore metadata.user_id`` to a
+    daemon keeps every entry whose body has no such field), and requests
+    with and without a rule share an entry when what remains is the same.
+    Nor does that let a rule read more than it could without: what remains
+    of a body is itself a JSON body, whose key it has when sent as it is.
+    The rules are kept beside the entry (:func:`stored_request`), for
+    ``stasis show``, the diagnostics and :func:`stored_key`.
     """
 
     method: str
@@ -129,6 +147,7 @@ class KeyRequest:
     body: bytes = b""
     namespace: str = ""
     parsed: ParsedBody | None = None
+    ignore: tuple[IgnorePath, ...] = ()
 
 
 class _Constant(str):
@@ -223,20 +242,23 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-def parse_body(body: bytes) -> ParsedBody:
+def parse_body(body: bytes, ignore: tuple[IgnorePath, ...] = ()) -> ParsedBody:
     """
     Read a request body: its JSON document, and its form in the key (canonical
-    JSON, or the raw bytes).
+    JSON of the document less the fields ``ignore`` names, or the raw bytes).
 
     The two forms carry different prefixes so that no raw body can collide with
     a canonical one. Bodies with duplicate object names, numbers ``Decimal``
-    cannot hold, or nesting beyond :data:`MAX_JSON_DEPTH` are hashed raw.
+    cannot hold, or (once ``ignore`` has dropped its fields) nesting beyond
+    :data:`MAX_JSON_DEPTH` are hashed raw, whole: the rules apply to JSON only.
 
     Canonicalising costs ~20 µs a kilobyte of text and ten times that for
     arrays of numbers: the engine reads large bodies off the reactor thread.
+    Dropping fields costs nothing when none is named, and one copy of the
+    objects and arrays on their paths when some are.
     """
     if not body:
-        return ParsedBody(None, b"empty:")
+        return ParsedBody(None, b"empty:", ignore)
     try:
         value = json.loads(
             body,
@@ -246,10 +268,10 @@ def parse_body(body: bytes) -> ParsedBody:
             object_pairs_hook=_unique_object,
         )
         out: list[str] = []
-        _canonical(value, out, MAX_JSON_DEPTH)
-        return ParsedBody(value, b"json:" + "".join(out).encode("ascii"))
+        _canonical(dropped(value, ignore), out, MAX_JSON_DEPTH)
+        return ParsedBody(value, b"json:" + "".join(out).encode("ascii"), ignore)
     except (ValueError, RecursionError, InvalidOperation):
-        return ParsedBody(None, b"raw:" + body)
+        return ParsedBody(None, b"raw:" + body, ignore)
 
 
 def normalized_body(body: bytes) -> bytes:
@@ -349,10 +371,10 @@ def _parts(request: KeyRequest, policy: KeyPolicy) -> tuple[bytes, bytes]:
         normalized_query(request.query, policy.credential_query_params).encode("ascii"),
         _varying(request, policy).encode("ascii"),
     )
-    after = (
-        request.namespace.encode("utf-8", "surrogatepass"),
-        request.parsed.normalized if request.parsed is not None else normalized_body(request.body),
-    )
+    parsed = request.parsed
+    if parsed is None or parsed.ignore != request.ignore:
+        parsed = parse_body(request.body, request.ignore)
+    after = (request.namespace.encode("utf-8", "surrogatepass"), parsed.normalized)
     return b"".join(map(_framed, before)), b"".join(map(_framed, after))
 
 
@@ -429,8 +451,10 @@ def stored_key(
     to an entry's key exactly when the entry was stored by that credential.
 
     What is stored of a request is everything its key was made of but the
-    credential, so the key can be made again with a credential that is not
-    stored, proving whose an entry is without keeping anything that says so.
+    credential (its ignore rules too), so the key can be made again with a
+    credential that is not stored, proving whose an entry is without keeping
+    anything that says so. A stored rule that does not parse is a
+    ``ValueError``.
     """
     request = KeyRequest(
         method=method,
@@ -439,6 +463,7 @@ def stored_key(
         headers=dict(stored.headers),
         body=stored.body,
         namespace=namespace,
+        ignore=tuple(parse_ignore(text) for text in stored.ignored),
     )
     return _key(request, fingerprint, policy)
 
@@ -451,7 +476,9 @@ def stored_request(request: KeyRequest, policy: KeyPolicy = DEFAULT_POLICY) -> S
 
     A query parameter that carries a credential (Gemini's ``key=``) is
     removed, the other parameters kept in their order; headers are only those
-    that take part in the key, so no ``Authorization`` can be among them.
+    that take part in the key, so no ``Authorization`` can be among them. The
+    body is kept whole, with the texts of the ignore rules that were applied
+    to it.
     """
     headers = _chosen_headers(request, policy)
     if _asks_for_stream(request):
@@ -464,4 +491,9 @@ def stored_request(request: KeyRequest, policy: KeyPolicy = DEFAULT_POLICY) -> S
         ]
         if len(kept) != len(pairs):
             query = urlencode(kept, quote_via=quote, errors="surrogateescape")
-    return StoredRequest(query=query, headers=tuple(headers), body=request.body)
+    return StoredRequest(
+        query=query,
+        headers=tuple(headers),
+        body=request.body,
+        ignored=tuple(rule.text for rule in request.ignore),
+    )

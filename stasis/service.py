@@ -91,6 +91,7 @@ def build_front(config: Config, reactor: Any, store: Store) -> Front:
         signer=AwsSigner(),
         default_mode=config.mode,
         credential_scope=config.credential_scope,
+        ignore=config.ignore,
         memory_budget=config.memory_cache_bytes,
     )
     heads = PreparedHeads()

@@ -46,6 +46,7 @@ from stasis.headers import (
     header_map,
     joined,
 )
+from stasis.ignore import IgnorePath, combined
 from stasis.keys import (
     CredentialScope,
     KeyRequest,
@@ -179,6 +180,9 @@ class CacheEngine:
     signer: Signer
     default_mode: Mode = Mode.CACHE
     credential_scope: CredentialScope = CredentialScope.CALLER
+    #: Fields left out of every cacheable request's key (``--ignore``), before
+    #: the request's own (``X-Stasis-Ignore``).
+    ignore: tuple[IgnorePath, ...] = ()
     #: Bytes of hot entries kept in memory; 0 keeps none.
     memory_budget: int = 64 * 1024 * 1024
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
@@ -365,10 +369,12 @@ class CacheEngine:
         # Without a verified identity, only the shared scope.
         scope = CredentialScope.SHARED if call.unverified else self.credential_scope
 
+        request = self._key_request(call)
+
         def derive() -> tuple[ParsedBody, ScopedKeys]:
-            parsed = parse_body(call.body)
+            parsed = parse_body(call.body, request.ignore)
             keys = scoped_keys(
-                evolve(self._key_request(call), parsed=parsed),
+                evolve(request, parsed=parsed),
                 self.store.secret,
                 call.provider.key_policy,
                 scope,
@@ -459,8 +465,7 @@ class CacheEngine:
             log.debug("cannot look for the nearest recorded request: {error}", error=e)
             return None
 
-    @staticmethod
-    def _key_request(call: _Call) -> KeyRequest:
+    def _key_request(self, call: _Call) -> KeyRequest:
         return KeyRequest(
             method=call.method,
             path=call.path,
@@ -469,6 +474,7 @@ class CacheEngine:
             body=call.body,
             namespace=call.directives.namespace,
             parsed=call.parsed,
+            ignore=combined(self.ignore, call.directives.ignore),
         )
 
     def _hit(self, entry: Entry, realtime: bool) -> Stored:
