@@ -167,6 +167,8 @@ def _drop(value: Any, steps: tuple[Step, ...]) -> Any:
             names = [step]
         else:
             return value
+        if not names:
+            return value
         if not rest:
             return {name: item for name, item in value.items() if name not in names}
         changed = {}
