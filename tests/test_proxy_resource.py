@@ -25,6 +25,7 @@ from twisted.web.server import Request
 from stasis.cache import CacheEngine, Counters
 from stasis.cache.counters import HIT_FLUSH_SECONDS
 from stasis.cache.engine import COMMIT_PATIENCE
+from stasis.ignore import IgnorePath
 from stasis.keys import CredentialScope
 from stasis.keys import scoped_keys as real_scoped_keys
 from stasis.model import Change, ChangeKind
@@ -84,6 +85,8 @@ class Harness:
     signer: Any = field(factory=AwsSigner)
     #: Another harness's store, to share a cache between two daemons' engines.
     shared_store: MemoryStore | None = None
+    #: The daemon's ``--ignore`` rules.
+    ignore: tuple[IgnorePath, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         self.store = self.shared_store or MemoryStore(self.clock)
@@ -96,6 +99,7 @@ class Harness:
             signer=self.signer,
             default_mode=self.mode,
             credential_scope=self.credential_scope,
+            ignore=self.ignore,
             memory_budget=self.memory,
             in_thread=in_line,
         )

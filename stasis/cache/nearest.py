@@ -10,6 +10,11 @@ request differs in the fewest places is named, with those places.
 Only entries the caller could have been answered with are candidates: those
 in the shared scope, and those its own credential stored (proven by making
 their key again with its fingerprint). Another key's prompts are never shown.
+
+Ignore rules count as the key counts them: a difference in a field either
+side's rules leave out is not one, and a rule only one side has is named
+(``ignored: "user" → (absent)``) when it is why the keys differ: when it
+leaves out something the other side's key holds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from attrs import frozen
 from twisted.internet.defer import Deferred
 
 from stasis.differences import ABSENT, Difference, differences
+from stasis.ignore import IgnorePath, combined, dropped, parse_ignore
 from stasis.keys import KeyPolicy, ScopedKeys, parse_json, stored_key
 from stasis.model import Entry, EntryFilter, StoredRequest
 from stasis.store import Store
@@ -78,8 +84,56 @@ def _header_differences(
     ]
 
 
+def _rules(request: StoredRequest) -> tuple[IgnorePath, ...]:
+    return tuple(parse_ignore(text) for text in request.ignored)
+
+
+def _names_something(rule: IgnorePath, document: Any) -> bool:
+    remains = dropped(document, [rule])
+    return remains is not document and remains != document
+
+
+def _rule_differences(
+    recorded: tuple[IgnorePath, ...],
+    recorded_kept: Any,
+    requested: tuple[IgnorePath, ...],
+    requested_kept: Any,
+) -> list[Difference]:
+    """
+    The rules only one side has that changed the keys: each leaves out of its
+    own side's key what the other side's key holds (``*_kept``: each body less
+    its own rules).
+    """
+    found: list[Difference] = []
+    recorded_steps = {rule.steps for rule in recorded}
+    requested_steps = {rule.steps for rule in requested}
+    for rule in recorded:
+        if rule.steps not in requested_steps and _names_something(rule, requested_kept):
+            found.append(Difference("ignored", rule.text, ABSENT))
+    for rule in requested:
+        if rule.steps not in recorded_steps and _names_something(rule, recorded_kept):
+            found.append(Difference("ignored", ABSENT, rule.text))
+    return found
+
+
+def _body_differences(asked: Asked, request: StoredRequest, recorded: Any) -> list[Difference]:
+    """Where two JSON bodies differ as their keys see them: outside every rule of either side."""
+    recorded_rules, requested_rules = _rules(request), _rules(asked.request)
+    found = _rule_differences(
+        recorded_rules,
+        dropped(recorded, recorded_rules),
+        requested_rules,
+        dropped(asked.document, requested_rules),
+    )
+    both = combined(recorded_rules, requested_rules)
+    return found + differences(dropped(recorded, both), dropped(asked.document, both), SHOWN)
+
+
 def compare(asked: Asked, entry: Entry) -> tuple[Difference, ...]:
-    """Where ``asked`` differs from the request ``entry`` answers (which must be stored)."""
+    """
+    Where ``asked`` differs from the request ``entry`` answers (which must be
+    stored); a stored ignore rule that does not parse is a ``ValueError``.
+    """
     assert entry.request is not None
     found: list[Difference] = []
     if entry.namespace != asked.namespace:
@@ -89,7 +143,7 @@ def compare(asked: Asked, entry: Entry) -> tuple[Difference, ...]:
     found += _header_differences(entry.request.headers, asked.request.headers)
     recorded = _document(entry.request.body)
     if recorded is not None and asked.document is not None:
-        found += differences(recorded, asked.document, SHOWN)
+        found += _body_differences(asked, entry.request, recorded)
     elif entry.request.body != asked.request.body:
         found.append(
             Difference(
