@@ -91,6 +91,9 @@ def build_front(config: Config, reactor: Any, store: Store) -> Front:
         signer=AwsSigner(),
         default_mode=config.mode,
         credential_scope=config.credential_scope,
+        default_ttl=config.ttl,
+        stale_if_error=config.stale_if_error,
+        samples=config.samples,
         memory_budget=config.memory_cache_bytes,
     )
     heads = PreparedHeads()
