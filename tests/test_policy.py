@@ -205,3 +205,23 @@ def test_one_sample_is_the_cache_as_ever() -> None:
 def test_a_collapsed_outcome_never_says_hit() -> None:
     collapsed = CacheOutcome(Status.HIT, forward=b"uri-miss", forward_status=200, collapsed=True)
     assert collapsed.cache_status() == b"stasis; fwd=uri-miss; fwd-status=200; collapsed"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("X-Stasis-Samples", "0", "X-Stasis-Samples: '0' is not a whole number from 1 to 100"),
+        ("X-Stasis-Samples", "many", "is not a whole number from 1 to 100"),
+        ("X-Stasis-Samples", "101", "is not a whole number from 1 to 100"),
+        ("X-Stasis-Ignore", "messages[x]", "X-Stasis-Ignore: 'messages[x]': expected [N], [*]"),
+        ("X-Stasis-Ignore", "a..b", "expected a member name at position 2"),
+    ],
+)
+def test_a_bad_policy_header_is_a_400_naming_it(name: str, value: str, says: str) -> None:
+    harness = Harness()
+    response, body = harness.call(**{name: value})
+    assert response.code == 400
+    error = json.loads(body)["error"]
+    assert (error["type"], error["header"]) == ("stasis_bad_request", name)
+    assert says in error["message"]
+    assert harness.api.seen == []
