@@ -41,7 +41,9 @@ class CacheOutcome:
     @functools.cache  # noqa: B019 - a handful of distinct frozen values, kept for the process
     def cache_status(self) -> bytes:
         parts = [CACHE_NAME]
-        if self.status is Status.HIT:
+        # A collapsed request was answered by another's forward, not from the
+        # cache (RFC 9211 §2.5): ``fwd`` and ``collapsed`` say so, never ``hit``.
+        if self.status is Status.HIT and not self.collapsed:
             parts.append(b"hit")
         if self.forward is not None:
             parts.append(b"fwd=" + self.forward)

@@ -92,6 +92,9 @@ def build_front(config: Config, reactor: Any, store: Store) -> Front:
         default_mode=config.mode,
         credential_scope=config.credential_scope,
         ignore=config.ignore,
+        default_ttl=config.ttl,
+        stale_if_error=config.stale_if_error,
+        samples=config.samples,
         memory_budget=config.memory_cache_bytes,
     )
     heads = PreparedHeads()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -76,3 +77,11 @@ def start(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Daem
 @pytest.fixture
 def daemon(start: Callable[..., Daemon]) -> Daemon:
     return start()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

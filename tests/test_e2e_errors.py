@@ -29,13 +29,6 @@ def still_healthy(daemon: Daemon) -> None:
     assert daemon.process.poll() is None
 
 
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_upstream_is_a_502_naming_it(
     start: Callable[..., Daemon], closed_port: int
 ) -> None:

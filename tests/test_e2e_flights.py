@@ -74,3 +74,33 @@ def test_followers_of_a_failed_leader_get_its_answer_and_make_no_call(
             "stasis_upstream_unreachable"
         }
     assert daemon.get_json("/stats")["totalEntries"] == 0
+
+
+def test_twenty_identical_requests_make_one_call_and_nineteen_say_collapsed(
+    start: Callable[..., Daemon], upstream: FakeUpstream
+) -> None:
+    gate = threading.Event()
+
+    def answer(received: Received) -> Reply:
+        if not gate.wait(20):
+            raise AssertionError("the test never let the upstream answer")
+        return upstream.default_reply(received)
+
+    upstream.handler = answer
+    daemon = start("-l", "debug")
+    threads, results = _concurrently(daemon, 20)
+    try:
+        poll_until(lambda: daemon.log.count(WAITING) == 19 and len(upstream.calls()) == 1)
+    finally:
+        gate.set()
+        for thread in threads:
+            thread.join(30)
+    assert len(upstream.calls()) == 1
+    assert {code for code, _, _ in results} == {200}
+    assert len({body for _, _, body in results}) == 1
+    statuses = sorted((h["x-stasis-status"], h["cache-status"]) for _, h, _ in results)
+    assert statuses == [
+        ("HIT", "stasis; fwd=uri-miss; fwd-status=200; collapsed"),
+    ] * 19 + [("MISS", "stasis; fwd=uri-miss; fwd-status=200; stored")]
+    stats = daemon.get_json("/stats")
+    assert (stats["hits"], stats["misses"], stats["totalEntries"]) == (19, 1, 1)

@@ -47,7 +47,7 @@ def test_without_the_rule_the_field_counts() -> None:
 
 
 def test_the_stored_request_is_whole_and_names_its_rules() -> None:
-    harness = Harness(ignore=parse_ignore_list("user, messages[*].id"))
+    harness = Harness(policy={"ignore": parse_ignore_list("user, messages[*].id")})
     harness.call(body=body("u-1", user="run-1"), **{IGNORE: "metadata.user_id, user"})
     (entry,) = harness.store.entries.values()
     assert entry.request is not None
@@ -56,7 +56,7 @@ def test_the_stored_request_is_whole_and_names_its_rules() -> None:
 
 
 def test_the_daemons_rules_apply_to_every_request() -> None:
-    harness = Harness(ignore=parse_ignore_list("user"))
+    harness = Harness(policy={"ignore": parse_ignore_list("user")})
     first, _ = harness.call(body={**CHAT, "user": "run-1"})
     again, _ = harness.call(body={**CHAT, "user": "run-2"})
     assert (status(first), status(again)) == ("MISS", "HIT")
@@ -65,7 +65,9 @@ def test_the_daemons_rules_apply_to_every_request() -> None:
 def test_a_rule_added_to_the_daemon_keeps_the_entries_it_names_nothing_in() -> None:
     before = Harness()
     before.call()
-    after = Harness(shared_store=before.store, ignore=parse_ignore_list("metadata.user_id, user"))
+    after = Harness(
+        shared_store=before.store, policy={"ignore": parse_ignore_list("metadata.user_id, user")}
+    )
     response, _ = after.call()
     assert status(response) == "HIT"
     assert after.api.seen == []
@@ -117,7 +119,7 @@ GEMINI = "/v1beta/models/gemini-2.0-flash:generateContent"
 def test_rules_apply_to_every_provider(
     path: str, request_body: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    harness = Harness(ignore=parse_ignore_list("metadata.user_id"))
+    harness = Harness(policy={"ignore": parse_ignore_list("metadata.user_id")})
     first, _ = harness.call(
         body={**request_body, "metadata": {"user_id": "a"}}, path=path, **headers
     )

@@ -25,7 +25,6 @@ from twisted.web.server import Request
 from stasis.cache import CacheEngine, Counters
 from stasis.cache.counters import HIT_FLUSH_SECONDS
 from stasis.cache.engine import COMMIT_PATIENCE
-from stasis.ignore import IgnorePath
 from stasis.keys import CredentialScope
 from stasis.keys import scoped_keys as real_scoped_keys
 from stasis.model import Change, ChangeKind
@@ -85,23 +84,38 @@ class Harness:
     signer: Any = field(factory=AwsSigner)
     #: Another harness's store, to share a cache between two daemons' engines.
     shared_store: MemoryStore | None = None
-    #: The daemon's ``--ignore`` rules.
-    ignore: tuple[IgnorePath, ...] = ()
+    #: More CacheEngine arguments (policy: default_ttl, stale_if_error, samples).
+    policy: dict[str, Any] = field(factory=dict)
+    #: Set to make the upstream fail this way instead of answering.
+    failure: Exception | None = None
 
     def __attrs_post_init__(self) -> None:
         self.store = self.shared_store or MemoryStore(self.clock)
         self.upstream = StubTreq(self.api)
+        client = UpstreamClient(self.upstream, self.clock, 30.0)  # type: ignore[arg-type]
+
+        class Failing:
+            timeout = client.timeout
+
+            @staticmethod
+            def request(*args: Any) -> Any:
+                if self.failure is not None:
+                    from twisted.internet.defer import fail
+
+                    return fail(self.failure)
+                return client.request(*args)
+
         self.engine = CacheEngine(
             store=self.store,
-            upstream=UpstreamClient(self.upstream, self.clock, 30.0),  # type: ignore[arg-type]
+            upstream=Failing(),  # type: ignore[arg-type]
             routes=self.routes,
             clock=self.clock,
             signer=self.signer,
             default_mode=self.mode,
             credential_scope=self.credential_scope,
-            ignore=self.ignore,
             memory_budget=self.memory,
             in_thread=in_line,
+            **self.policy,
         )
         self.store.open()
         self.engine.start()

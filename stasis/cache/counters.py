@@ -32,6 +32,8 @@ class Counters:
     bypasses: int = 0
     #: Of the misses, those replay mode answered with an error.
     replay_misses: int = 0
+    #: Of the hits, expired answers served because the upstream failed.
+    stale: int = 0
     #: Tokens the hits since start would have cost (the store's figure covers
     #: every hit ever counted, and trails by up to a second).
     tokens_saved: int = 0

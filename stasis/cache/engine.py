@@ -29,6 +29,7 @@ from stasis.cache.memory import HotEntries, KeyFilter, RequestKeys
 from stasis.cache.nearest import Asked, Nearest, explain, nearest_recorded
 from stasis.cache.ports import Client, Signer, Upstream, UpstreamResponse
 from stasis.cache.relay import BodyRelay, Outcome
+from stasis.cache.samples import Rotation, sample_key
 from stasis.cache_status import HIT, PASSED, CacheOutcome, Status
 from stasis.errors import (
     AwsCredentialsMissing,
@@ -36,6 +37,8 @@ from stasis.errors import (
     ReplayMiss,
     SignatureUnverifiable,
     StasisError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
 )
 from stasis.headers import (
     Pairs,
@@ -136,13 +139,72 @@ class _Call:
     #: The key an answer is stored under (and, when found elsewhere, was found under).
     key: str | None = None
     keys: ScopedKeys | None = None
+    #: The keys before a sample was chosen (the key's first answer's).
+    base_keys: ScopedKeys | None = None
     parsed: ParsedBody | None = None
     stored: StoredRequest | None = None
     #: Why the caller's SigV4 identity could not be verified: it reads only the
     #: shared scope, and is never forwarded (stasis would sign as itself).
     unverified: StasisError | None = None
+    #: Which of its key's answers the call gets (``X-Stasis-Samples``).
+    sample: int = 0
+    #: An expired entry that may answer if the upstream fails (``--stale-if-error``).
+    stale: Entry | None = None
     #: What to say the cache did if the request fails from here on.
     outcome: CacheOutcome = PASSED
+
+
+class _UpstreamFailed(Exception):
+    """The upstream answered with an error that a stale answer may stand in for."""
+
+    def __init__(self, status: int, error: StasisError) -> None:
+        super().__init__(error.message)
+        self.status = status
+        self.error = error
+
+
+class _Discard:
+    """A body receiver for an upstream body nobody will read: it stops the upstream."""
+
+    def body_started(self, producer: Any) -> None:
+        producer.stopProducing()
+
+    def body_data(self, data: bytes) -> None:
+        pass
+
+    def body_ended(self, end: Any) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+
+
+def _sampled(keys: ScopedKeys, sample: int) -> ScopedKeys:
+    if sample == 0:
+        return keys
+    return ScopedKeys(
+        sample_key(keys.own, sample), sample_key(keys.shared, sample), keys.fingerprint
+    )
+
+
+def _usable(entry: Entry, directives: Directives, now: float) -> bool:
+    """
+    Whether ``entry`` may answer a request with ``directives`` at ``now``:
+    fresh (or stale within ``max-stale``), no older than ``max-age`` (and
+    ``max-age=0`` takes nothing from the cache), fresh for ``min-fresh`` more
+    seconds (RFC 9111 §5.2.1).
+    """
+    max_age = directives.max_age
+    if max_age is not None and (max_age == 0 or now - entry.created_at > max_age):
+        return False
+    if entry.expires_at is None:
+        return True
+    left = entry.expires_at - now
+    if directives.min_fresh is not None and left < directives.min_fresh:
+        return False
+    if left > 0:
+        return True
+    return directives.max_stale is not None and -left <= directives.max_stale
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -183,6 +245,12 @@ class CacheEngine:
     #: Fields left out of every cacheable request's key (``--ignore``), before
     #: the request's own (``X-Stasis-Ignore``).
     ignore: tuple[IgnorePath, ...] = ()
+    #: Seconds new entries stay valid unless the request says (``--ttl``); None: for ever.
+    default_ttl: float | None = None
+    #: Seconds after expiry an entry may answer when the upstream fails.
+    stale_if_error: float | None = None
+    #: Answers a key keeps unless the request says (``--samples``).
+    samples: int = 1
     #: Bytes of hot entries kept in memory; 0 keeps none.
     memory_budget: int = 64 * 1024 * 1024
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
@@ -194,6 +262,7 @@ class CacheEngine:
     #: Made at start: it is keyed with the store's secret.
     request_keys: RequestKeys | None = field(default=None, init=False)
     flights: Flights = field(factory=Flights, init=False)
+    rotation: Rotation = field(factory=Rotation, init=False)
     hits: HitLog = field(init=False)
     _read_warning: RateLimitedWarning = field(init=False)
     _commit_warning: RateLimitedWarning = field(init=False)
@@ -336,7 +405,11 @@ class CacheEngine:
             self.counters.bypasses += 1
             return await self._forward(call, record=False, flight=None)
 
-        keys = call.keys = await self._derive_keys(call)
+        keys = call.base_keys = await self._derive_keys(call)
+        samples = call.directives.samples or self.samples
+        if samples > 1:
+            call.sample = self.rotation.next(keys.own) % samples
+        keys = call.keys = _sampled(keys, call.sample)
         key = call.key = keys.own
         call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss")
 
@@ -346,6 +419,9 @@ class CacheEngine:
             return await self._fetch(call)
 
         entry = await self._find(call, keys, look_always=mode is not Mode.CACHE)
+        if entry is None and mode is Mode.REPLAY and call.sample:
+            # Fewer samples recorded than asked for: replay the last one there is.
+            entry = await self._earlier_sample(call)
         if entry is not None:
             return self._hit(entry, call.directives.realtime)
         if call.unverified is not None and mode is Mode.CACHE:
@@ -392,21 +468,44 @@ class CacheEngine:
 
     async def _find(self, call: _Call, keys: ScopedKeys, look_always: bool) -> Entry | None:
         """
-        The fresh entry answering ``call``: under its own key, else under the
-        shared one. Unless ``look_always``, a key the key filter knows is not
-        in the store is not looked up (replay mode, where a miss is an error,
-        always looks).
+        The entry answering ``call``: under its own key, else under the shared
+        one, fresh enough for what the request asks (:func:`_usable`). Unless
+        ``look_always``, a key the key filter knows is not in the store is not
+        looked up (replay mode, where a miss is an error, always looks).
+
+        An expired entry found on the way that ``--stale-if-error`` could
+        still serve is kept on ``call``, should the upstream fail.
         """
+        now = self.clock.seconds()
         for key in keys.tried:
             if not look_always and self.key_filter.absent(key):
                 continue
             entry = await self._lookup(key)
-            if entry is not None:
+            if entry is None:
+                continue
+            if _usable(entry, call.directives, now):
                 if key == keys.own:
                     self._remember(call, key)
                 return entry
+            if call.stale is None and self._may_serve_stale(entry, now):
+                call.stale = entry
         self._remember(call, keys.own)
         return None
+
+    async def _earlier_sample(self, call: _Call) -> Entry | None:
+        assert call.keys is not None and call.base_keys is not None
+        for sample in range(call.sample - 1, -1, -1):
+            entry = await self._find(call, _sampled(call.base_keys, sample), look_always=True)
+            if entry is not None:
+                return entry
+        return None
+
+    def _may_serve_stale(self, entry: Entry, now: float) -> bool:
+        return (
+            self.stale_if_error is not None
+            and entry.expires_at is not None
+            and 0 <= now - entry.expires_at <= self.stale_if_error
+        )
 
     def _remember(self, call: _Call, key: str) -> None:
         """
@@ -416,12 +515,18 @@ class CacheEngine:
         shared scope is not remembered, since one stored later under the
         caller's own key must win.
         """
+        directives = call.directives
         if (
             call.fingerprint is not None
             and self.request_keys is not None
-            and call.directives.mode in (Mode.CACHE, Mode.REPLAY)
-            and not call.directives.realtime
+            and directives.mode in (Mode.CACHE, Mode.REPLAY)
+            and not directives.realtime
             and not call.signed
+            # What the fast path does not look at: freshness asked for, a rotation.
+            and directives.max_age is None
+            and directives.min_fresh is None
+            and directives.max_stale is None
+            and (directives.samples or self.samples) == 1
         ):
             self.request_keys.remember(call.fingerprint, key)
 
@@ -440,8 +545,6 @@ class CacheEngine:
                 self.key_filter.found_nothing()
                 return None
             self.hot.remember(entry)
-        if not entry.is_fresh(self.clock.seconds()):
-            return None
         return entry
 
     async def _nearest(self, call: _Call) -> Nearest | None:
@@ -486,7 +589,15 @@ class CacheEngine:
             self.counters.misses += 1
             return await self._fetch(call, landed.lead)
         if landed.entry is not None and landed.stored:
-            return self._hit(landed.entry, call.directives.realtime)
+            # Answered by another request's fetch, once it was stored: no
+            # upstream call of its own, so a hit, but never a "hit" from the cache.
+            entry = landed.entry
+            outcome = CacheOutcome(
+                Status.HIT, forward=b"uri-miss", forward_status=entry.status, collapsed=True
+            )
+            return Stored(entry, outcome, self.count_hit(entry), realtime=call.directives.realtime)
+        if landed.error is not None and call.stale is not None:
+            return self._serve_stale(call, landed.error.message, None)
         self.counters.misses += 1
         if landed.error is not None:
             call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss", collapsed=True)
@@ -507,9 +618,15 @@ class CacheEngine:
             flight = self.flights.lead(call.key)
         try:
             return await self._forward(call, record=self.store.writable, flight=flight)
+        except _UpstreamFailed as e:
+            if flight is not None:
+                self.flights.end(flight, Landed(error=e.error))
+            return self._serve_stale(call, e.error.message, e.status)
         except StasisError as e:
             if flight is not None:
                 self.flights.end(flight, Landed(error=e))
+            if call.stale is not None and isinstance(e, UpstreamUnreachable | UpstreamTimeout):
+                return self._serve_stale(call, e.message, None)
             raise
         except BaseException:
             # Cancelled (the client left), or a bug: a follower fetches instead.
@@ -527,6 +644,13 @@ class CacheEngine:
         if call.signed is not None:
             headers = await self.signer.sign(call.signed, call.method, url, headers, call.body)
         response = await self.upstream.request(call.method, url, headers, call.body)
+        if call.stale is not None and (response.code >= 500 or response.code == 429):
+            # The stale answer instead: this one's body is not wanted.
+            response.deliver(_DISCARD)
+            raise _UpstreamFailed(
+                response.code,
+                UpstreamUnreachable(f"the upstream answered {response.code}", upstream=url),
+            )
         storable = (
             record
             and cacheable
@@ -617,7 +741,7 @@ class CacheEngine:
         else:
             usage = call.provider.usage(_json_or_none(body), header_map(response.headers))
         now = self.clock.seconds()
-        ttl = call.directives.ttl
+        ttl = call.directives.ttl if call.directives.ttl is not None else self.default_ttl
         document = call.parsed.document if call.parsed is not None else None
         assert call.keys is not None
         return Entry(
@@ -635,8 +759,27 @@ class CacheEngine:
             expires_at=None if ttl is None else now + ttl,
             timeline=recorder.timeline,
             shared_key=call.keys.shared,
+            sample=call.sample,
             request=stored_request(self._key_request(call), call.provider.key_policy),
         )
+
+    def _serve_stale(self, call: _Call, why: str, status: int | None) -> Stored:
+        """Answer with the expired entry kept on ``call``, because the upstream failed."""
+        entry = call.stale
+        assert entry is not None and entry.expires_at is not None
+        self.counters.stale += 1
+        log.warn(
+            "served a stale answer for {path} (key {key}, expired {ago:.0f}s ago): "
+            "the upstream failed: {why}",
+            path=call.path,
+            key=entry.key,
+            ago=self.clock.seconds() - entry.expires_at,
+            why=why,
+        )
+        outcome = CacheOutcome(
+            Status.STALE, forward=b"stale", forward_status=status, detail=b"stale-if-error"
+        )
+        return Stored(entry, outcome, self.count_hit(entry), realtime=call.directives.realtime)
 
     def _put(self, entry: Entry) -> Deferred[bool]:
         """Store ``entry``: fires with True once committed, False if the store refused it."""

@@ -20,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache import CacheEngine, CacheRequest, Failed, Live, Stored
 from stasis.cache.answers import Answer
-from stasis.cache_status import PASSED, CacheOutcome, note_status, noted_status
+from stasis.cache_status import HIT, PASSED, CacheOutcome, note_status, noted_status
 from stasis.errors import InternalError
 from stasis.log import logger
 from stasis.streams.replay import pace
@@ -113,7 +113,9 @@ class ProxyResource(Resource):
         request = exchange.request
         entry = answer.entry
         paced = answer.realtime and entry.timeline is not None
-        if answer.age is not None and not paced and can_write_prepared(request, entry):
+        # A prepared head says a plain HIT; a stale or collapsed answer says more.
+        plain_hit = answer.outcome == HIT and answer.age is not None
+        if plain_hit and not paced and can_write_prepared(request, entry):
             write_prepared(request, entry, self.heads.of(entry), answer.age)
             exchange.finish()
             return

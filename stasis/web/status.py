@@ -78,6 +78,7 @@ class StatsResource(_StoreReport):
             "misses": self.counters.misses,
             "bypasses": self.counters.bypasses,
             "replayMisses": self.counters.replay_misses,
+            "stale": self.counters.stale,
             "tokensSavedSinceStart": self.counters.tokens_saved,
             "hitRate": self.counters.hit_rate,
         }
