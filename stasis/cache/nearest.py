@@ -26,6 +26,7 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.defer import Deferred
 
+from stasis.cache.samples import sample_key
 from stasis.differences import ABSENT, Difference, differences
 from stasis.ignore import IgnorePath, combined, dropped, parse_ignore
 from stasis.keys import KeyPolicy, ScopedKeys, parse_json, stored_key
@@ -167,7 +168,7 @@ def _visible(asked: Asked, entry: Entry) -> bool:
     owned = stored_key(
         entry.method, entry.path, entry.namespace, entry.request, fingerprint, asked.policy
     )
-    return owned == entry.key
+    return sample_key(owned, entry.sample) == entry.key
 
 
 def _choose(asked: Asked, entries: list[Entry]) -> Nearest | None:
