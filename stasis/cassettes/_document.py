@@ -20,7 +20,9 @@ from stasis.cassettes._format import FORMAT_VERSION, READABLE_VERSIONS, Cassette
 from stasis.cassettes._redact import exported_query, exported_request_headers
 from stasis.cassettes._streams import UINT32_MAX, read_events, stream_events, stream_kind
 from stasis.headers import for_export, joined
+from stasis.ignore import parse_ignore
 from stasis.model import Entry, StoredRequest, Timeline, TokenUsage
+from stasis.modes import MAX_SAMPLES
 from stasis.times import format_time, parse_time
 
 __all__ = ["entry_document", "entry_from_document"]
@@ -32,9 +34,11 @@ _BAD_VALUE = re.compile(r"[\r\n\0]|[^\x00-\xff]")
 
 
 def _request_document(request: StoredRequest) -> dict[str, Any]:
+    ignored = {"ignored": list(request.ignored)} if request.ignored else {}
     return {
         "query": exported_query(request.query),
         "headers": exported_request_headers(request.headers),
+        **ignored,
         **bytes_fields(request.body, "body", loose=True),
     }
 
@@ -63,12 +67,15 @@ def entry_document(entry: Entry) -> dict[str, Any]:
     ``entry`` as its cassette document, under its portable key.
 
     Hit counts and the last hit's time are left out: they change with use,
-    and a cassette must change only when an answer does.
+    and a cassette must change only when an answer does. A sample number of
+    0 and an empty list of ignore rules are left out too, so an entry
+    without them is written as it was before they existed.
     """
     usage = entry.usage
     return {
         "stasis": FORMAT_VERSION,
         "key": entry.portable_key,
+        **({"sample": entry.sample} if entry.sample else {}),
         "created_at": format_time(entry.created_at),
         "expires_at": None if entry.expires_at is None else format_time(entry.expires_at),
         "namespace": entry.namespace,
@@ -107,6 +114,22 @@ def _pairs(fields: Fields, name: str, *, lower: bool) -> list[tuple[str, str]]:
     return pairs
 
 
+def _read_ignored(fields: Fields) -> tuple[str, ...]:
+    """The ignore rules, each one that parses (the key is made again with them)."""
+    if not fields.has("ignored"):
+        return ()
+    texts: list[str] = []
+    for index, text in enumerate(fields.array("ignored")):
+        place = f"ignored[{index}]"
+        if not isinstance(text, str):
+            raise fields.error(place, "expected a JSON path as a string")
+        try:
+            texts.append(parse_ignore(text).text)
+        except ValueError as error:
+            raise fields.error(place, str(error)) from error
+    return tuple(texts)
+
+
 def _read_request(fields: Fields) -> StoredRequest:
     # A cassette may have been written by hand: the same rules as an export,
     # so that no credential reaches the database through one.
@@ -115,6 +138,7 @@ def _read_request(fields: Fields) -> StoredRequest:
         query=exported_query(fields.text("query")),
         headers=tuple((name, value) for name, value in headers),
         body=read_bytes(fields, "body"),
+        ignored=_read_ignored(fields),
     )
     fields.done()
     return request
@@ -182,6 +206,7 @@ def entry_from_document(document: Any, where: str) -> Entry:
     key = fields.text("key")
     if not _KEY.match(key):
         raise fields.error("key", f"expected 64 lower-case hex digits, got {key!r}")
+    sample = fields.optional_integer("sample", 0, MAX_SAMPLES - 1) or 0
     created_at = _time(fields, "created_at", fields.text("created_at"))
     expires = fields.text_or_null("expires_at")
     usage = fields.object("usage")
@@ -210,6 +235,7 @@ def entry_from_document(document: Any, where: str) -> Entry:
         usage=usage_value,
         timeline=timeline,
         request=request,
+        sample=sample,
     )
     fields.done()
     return entry
