@@ -358,6 +358,7 @@ def test_show_json_is_the_entry_its_request_and_its_answer(recorded: Recorded) -
         "path": "/v1/chat/completions",
         "query": "",
         "headers": [],
+        "ignored": [],
         "body": json.loads(chat("hi 1")),
         "bodyEncoding": "json",
     }

@@ -16,7 +16,7 @@ from typing import Any
 from stasis.model import EntryInfo
 from stasis.times import iso8601
 
-__all__ = ["body_json", "headers_json", "info_json", "parse_json"]
+__all__ = ["body_json", "headers_json", "info_json", "parse_json", "sample_of"]
 
 _NOT_JSON = object()
 
@@ -35,11 +35,26 @@ def is_json(value: Any) -> bool:
     return value is not _NOT_JSON
 
 
-def info_json(info: EntryInfo) -> dict[str, Any]:
-    """What a listing says of one entry."""
+def sample_of(info: EntryInfo) -> int:
+    """
+    Which of its key's answers a listed entry is (``X-Stasis-Samples``).
+
+    ``EntryInfo.sample`` comes with the store's cache policy work; a listing
+    read before it has none, and every entry is its key's first answer.
+    """
+    sample: int = getattr(info, "sample", 0)
+    return sample
+
+
+def info_json(info: EntryInfo, sample: int) -> dict[str, Any]:
+    """
+    What a listing says of one entry; ``sample`` only for a key's second
+    answer on, so that entries without samples read as they always did.
+    """
     return {
         "key": info.key,
         "sharedKey": info.shared_key or None,
+        **({"sample": sample} if sample else {}),
         "storedAt": iso8601(info.created_at),
         "expiresAt": iso8601(info.expires_at),
         "provider": info.provider,

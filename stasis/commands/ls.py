@@ -15,7 +15,7 @@ from attrs import evolve
 
 from stasis.commands._command import Command, Console
 from stasis.commands._human import size
-from stasis.commands._json import info_json
+from stasis.commands._json import info_json, sample_of
 from stasis.commands._options import FilterOptions, positive_number
 from stasis.commands._table import Column, render_table, terminal_width
 from stasis.model import EntryFilter, EntryInfo
@@ -33,6 +33,7 @@ SHORT_KEY = 12
 
 COLUMNS: tuple[Column, ...] = (
     Column("KEY"),
+    Column("SAMPLE", align=">"),
     Column("STORED (UTC)"),
     Column("PROVIDER", drop=3),
     Column("MODEL", cut="end", minimum=10),
@@ -43,7 +44,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("HITS", align=">", drop=2),
     Column("SIZE", align=">", drop=0),
 )
-_NAMESPACE = 5
+_SAMPLE = 1
+_NAMESPACE = 6
 
 
 class LsOptions(FilterOptions):
@@ -96,8 +98,10 @@ async def entries(
 
 
 def _row(info: EntryInfo) -> list[str]:
+    sample = sample_of(info)
     return [
         info.key[:SHORT_KEY],
+        str(sample) if sample else "",
         short_time(info.created_at),
         info.provider or "-",
         info.model or "-",
@@ -110,6 +114,23 @@ def _row(info: EntryInfo) -> list[str]:
     ]
 
 
+def _fitted_columns(rows: list[list[str]]) -> tuple[tuple[Column, ...], list[list[str]]]:
+    """The columns for these rows: SAMPLE only when one is a sample, NAMESPACE dropped first."""
+    columns = COLUMNS
+    if all(row[_NAMESPACE] == "-" for row in rows):
+        # Every entry in the default namespace: the first column to leave out.
+        columns = (
+            *COLUMNS[:_NAMESPACE],
+            evolve(COLUMNS[_NAMESPACE], drop=-1),
+            *COLUMNS[_NAMESPACE + 1 :],
+        )
+    if not any(row[_SAMPLE] for row in rows):
+        # No samples (most caches): the table reads as it did before there were any.
+        columns = (*columns[:_SAMPLE], *columns[_SAMPLE + 1 :])
+        rows = [[*row[:_SAMPLE], *row[_SAMPLE + 1 :]] for row in rows]
+    return columns, rows
+
+
 async def run(store: Store, options: LsOptions, console: Console) -> None:
     rows: list[list[str]] = []
     first = True
@@ -120,21 +141,16 @@ async def run(store: Store, options: LsOptions, console: Console) -> None:
         more = not page
         if options["json"]:
             for info in page:
-                console.stdout.write(("\n" if first else ",\n") + json.dumps(info_json(info)))
+                console.stdout.write(
+                    ("\n" if first else ",\n") + json.dumps(info_json(info, sample_of(info)))
+                )
                 first = False
         else:
             rows.extend(_row(info) for info in page)
     if options["json"]:
         console.out("\n]" if not first else "]")
     elif rows:
-        columns = COLUMNS
-        if all(row[_NAMESPACE] == "-" for row in rows):
-            # Every entry in the default namespace: the first column to leave out.
-            columns = (
-                *COLUMNS[:_NAMESPACE],
-                evolve(COLUMNS[_NAMESPACE], drop=-1),
-                *COLUMNS[_NAMESPACE + 1 :],
-            )
+        columns, rows = _fitted_columns(rows)
         for line in render_table(columns, rows, terminal_width(console.stdout)):
             console.out(line)
     else:

@@ -4,8 +4,9 @@ person (bodies pretty-printed when they are JSON, a stream as the text it
 spells) or, with ``--json``, for a script.
 
 The request is the credential-free one stasis keeps beside the answer (only
-the headers that took part in the key); an entry stored by a stasis that did
-not keep requests says so instead.
+the headers that took part in the key, and the ignore rules its key was
+derived with); an entry stored by a stasis that did not keep requests says
+so instead.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class ShowOptions(CommandOptions):
     synopsis = "[options] KEY"
     longdesc = (
         "Show one entry: the request it answers (method, path, query, the headers that took "
-        "part in its key, the body) and the stored answer (status, headers, body). JSON "
-        "bodies are pretty-printed; a streamed answer is shown as the text it spells. KEY is "
-        "a whole key or its first digits (at least 6), as ls shows them."
+        "part in its key, the fields its key leaves out, the body) and the stored answer "
+        "(status, headers, body). JSON bodies are pretty-printed; a streamed answer is shown "
+        "as the text it spells. KEY is a whole key or its first digits (at least 6), as ls "
+        "shows them."
     )
     optFlags = [
         ["events", None, "Print a streamed answer's events as they were sent, not its text."],
@@ -85,6 +87,8 @@ def _summary(entry: Entry, now: float) -> list[str]:
     rows = [("key", entry.key)]
     if entry.shared_key and entry.shared_key != entry.key:
         rows.append(("shared key", entry.shared_key))
+    if entry.sample:
+        rows.append(("sample", f"{entry.sample} (0 is its key's first answer)"))
     rows += [
         ("stored", iso8601(entry.created_at) or ""),
         ("expires", expires),
@@ -104,6 +108,8 @@ def _request_lines(entry: Entry) -> list[str]:
     if request is None:
         return [*lines, NO_REQUEST]
     lines += [f"{name}: {value}" for name, value in request.headers]
+    if request.ignored:
+        lines.append(f"(left out of its key: {', '.join(request.ignored)})")
     return [*lines, "", *_body_lines(request.body)]
 
 
@@ -143,6 +149,7 @@ def _request_json(entry: Entry, request: StoredRequest | None) -> dict[str, Any]
         "path": entry.path,
         "query": request.query,
         "headers": headers_json(request.headers),
+        "ignored": list(request.ignored),
         **body_json(request.body),
     }
 
@@ -168,7 +175,7 @@ def entry_json(entry: Entry) -> dict[str, Any]:
         ],
     }
     return {
-        **info_json(EntryInfo.of(entry)),
+        **info_json(EntryInfo.of(entry), entry.sample),
         "request": _request_json(entry, entry.request),
         "response": response,
     }
