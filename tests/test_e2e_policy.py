@@ -10,8 +10,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-import pytest
-
 from tests.daemon import Daemon
 from tests.fake_upstream import FakeUpstream
 
@@ -66,7 +64,6 @@ def test_samples_come_back_in_the_same_order_from_a_restarted_daemon(
     assert len(upstream.calls()) == 3
 
 
-@pytest.mark.xfail(reason="the key applies ignore rules once policy-ignore is merged", strict=True)
 def test_ignore_rules_make_per_run_fields_hit(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:
