@@ -114,9 +114,10 @@ class ProxyResource(Resource):
         entry = answer.entry
         paced = answer.realtime and entry.timeline is not None
         # A prepared head says a plain HIT; a stale or collapsed answer says more.
-        plain_hit = answer.outcome == HIT and answer.age is not None
-        if plain_hit and not paced and can_write_prepared(request, entry):
-            write_prepared(request, entry, self.heads.of(entry), answer.age)
+        age = answer.age
+        plain_hit = answer.outcome == HIT and age is not None and not paced
+        if plain_hit and age is not None and can_write_prepared(request, entry):
+            write_prepared(request, entry, self.heads.of(entry), age)
             exchange.finish()
             return
         request.setResponseCode(entry.status)
