@@ -18,7 +18,7 @@ from typing import Any
 from attrs import Attribute, field, frozen
 from hyperlink import URL, URLParseError
 
-from stasis.ignore import IgnorePath, parse_ignore
+from stasis.ignore import IgnorePath, parse_ignore, usable
 from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS
 from stasis.modes import MAX_SAMPLES, Mode
@@ -198,11 +198,8 @@ def _ignore_rules(value: Any) -> tuple[IgnorePath, ...]:
         raise ConfigTypeError("ignore", f"must be a list of JSON paths, not the string {value!r}")
     rules: list[IgnorePath] = []
     for rule in value:
-        if isinstance(rule, IgnorePath):
-            rules.append(rule)
-            continue
         try:
-            rules.append(parse_ignore(rule))
+            rules.append(usable(rule if isinstance(rule, IgnorePath) else parse_ignore(rule)))
         except (ValueError, TypeError) as e:
             raise ConfigError("ignore", str(e)) from None
     return tuple(rules)

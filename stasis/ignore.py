@@ -33,6 +33,7 @@ __all__ = [
     "dropped",
     "parse_ignore",
     "parse_ignore_list",
+    "usable",
 ]
 
 #: More rules than this in one request is a mistake, not a policy.
@@ -114,6 +115,17 @@ def parse_ignore(text: str) -> IgnorePath:
     return IgnorePath(source, tuple(steps))
 
 
+def usable(rule: IgnorePath) -> IgnorePath:
+    """
+    ``rule``, unless it would leave out the whole body (``*``, ``[*]``): every
+    request to a path would then share one answer, which is never what was
+    meant. ``ValueError`` for those.
+    """
+    if rule.steps == (EVERY,):
+        raise ValueError(f"{rule.text!r} would leave nothing of the body in the key")
+    return rule
+
+
 def _split(value: str) -> list[str]:
     """``value`` cut at its commas, except those inside a quoted name (``["a,b"]``)."""
     parts: list[str] = []
@@ -136,7 +148,7 @@ def _split(value: str) -> list[str]:
 
 def parse_ignore_list(value: str) -> tuple[IgnorePath, ...]:
     """Rules separated by commas (``X-Stasis-Ignore: user, metadata.session_id``)."""
-    rules = tuple(parse_ignore(part) for part in _split(value) if part.strip())
+    rules = tuple(usable(parse_ignore(part)) for part in _split(value) if part.strip())
     if len(rules) > MAX_IGNORE_PATHS:
         raise ValueError(f"at most {MAX_IGNORE_PATHS} ignore rules")
     return rules

@@ -32,7 +32,7 @@ from stasis.config import (
     listen_on_port,
     parse_upstream,
 )
-from stasis.ignore import parse_ignore
+from stasis.ignore import parse_ignore, usable
 from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS, set_log_level
 from stasis.modes import Mode
@@ -295,7 +295,7 @@ class Options(usage.Options):
 
     def opt_ignore(self, value: str) -> None:
         try:
-            self["ignore"].append(parse_ignore(value))
+            self["ignore"].append(usable(parse_ignore(value)))
         except ValueError as e:
             raise usage.UsageError(f"--ignore {e}") from None
 
