@@ -281,8 +281,9 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
     raw_ignore = headers.get(IGNORE_HEADER)
     if raw_ignore is not None:
         try:
-            ignore = parse_ignore_list(raw_ignore)
-        except ValueError as e:
+            # UTF-8 bytes, read as latin-1 off the wire (see _namespace).
+            ignore = parse_ignore_list(raw_ignore.encode("latin-1").decode("utf-8"))
+        except ValueError as e:  # UnicodeDecodeError included
             raise BadDirective("X-Stasis-Ignore", f"X-Stasis-Ignore: {e}") from None
     samples: int | None = None
     raw_samples = headers.get(SAMPLES_HEADER)

@@ -14,7 +14,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from stasis.cache_status import CacheOutcome, Status
 from stasis.errors import UpstreamTimeout, UpstreamUnreachable
 from stasis.modes import Mode, parse_directives
-from tests.test_proxy_resource import Harness, header
+from tests.test_proxy_resource import CHAT, Harness, header
 
 
 def status(response: Any) -> str | None:
@@ -225,3 +225,11 @@ def test_a_bad_policy_header_is_a_400_naming_it(name: str, value: str, says: str
     assert (error["type"], error["header"]) == ("stasis_bad_request", name)
     assert says in error["message"]
     assert harness.api.seen == []
+
+
+def test_an_ignore_rule_may_name_a_field_in_utf8() -> None:
+    harness = Harness()
+    rule = '["é"]'  # sent as UTF-8
+    first, _ = harness.call(body={**CHAT, "é": 1}, **{"X-Stasis-Ignore": rule})
+    second, _ = harness.call(body={**CHAT, "é": 2}, **{"X-Stasis-Ignore": rule})
+    assert (status(first), status(second)) == ("MISS", "HIT")
