@@ -128,6 +128,8 @@ class EntryInfo:
     #: The stored body's length in bytes (decoded, as a hit sends it).
     size: int
     shared_key: str = ""
+    #: Which of its key's answers this is (``X-Stasis-Samples``); 0 for the first.
+    sample: int = 0
 
     @property
     def portable_key(self) -> str:
@@ -150,6 +152,7 @@ class EntryInfo:
             hit_count=entry.hit_count,
             size=len(entry.body),
             shared_key=entry.shared_key,
+            sample=entry.sample,
         )
 
 
@@ -199,6 +202,10 @@ class StoreStats:
     db_size_bytes: int
     oldest: float | None
     newest: float | None
+    #: What the entries cost in the database by the store's estimate (their
+    #: packed values plus a fixed overhead per row): what ``--max-size`` bounds.
+    #: Less than ``db_size_bytes``, which also counts free pages and the WAL.
+    stored_bytes: int = 0
 
 
 class ChangeKind(enum.Enum):

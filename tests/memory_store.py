@@ -25,12 +25,17 @@ from stasis.model import (
     StoreStats,
 )
 from stasis.store import EVERY_ENTRY, ChangeFeed, StoreError
+from stasis.store._rows import stored_size
 
 _T = TypeVar("_T")
 
 
 def _order(entry: Entry) -> tuple[float, str]:
     return (entry.created_at, entry.key)
+
+
+def _last_used(entry: Entry) -> float:
+    return entry.created_at if entry.last_hit_at is None else entry.last_hit_at
 
 
 @define
@@ -52,6 +57,19 @@ class MemoryStore:
     #: for while writes were held: (how many puts were held then, what to do).
     _waiting: list[tuple[int, Callable[[], None]]] = field(factory=list)
     _open: bool = False
+    #: Each entry's stored size, worked out once: it packs the entry, as the SQL store does.
+    _sizes: dict[str, tuple[Entry, int]] = field(factory=dict)
+
+    def stored_size(self, entry: Entry) -> int:
+        known = self._sizes.get(entry.key)
+        if known is not None and all(
+            getattr(known[0], name) is getattr(entry, name)
+            for name in ("headers", "body", "timeline", "request")
+        ):
+            return known[1]  # the same answer (counting hits makes a new Entry of it)
+        size = stored_size(entry)
+        self._sizes[entry.key] = (entry, size)
+        return size
 
     def open(self) -> None:
         self._open = True
@@ -202,6 +220,23 @@ class MemoryStore:
     def prune(self, now: float) -> Deferred[int]:
         return self._remove(lambda: [k for k, e in self.entries.items() if not e.is_fresh(now)])
 
+    def evict(self, max_bytes: int | None, max_entries: int | None) -> Deferred[int]:
+        def least_recently_used() -> list[str]:
+            order = sorted(self.entries.values(), key=_last_used)
+            count, size = len(order), sum(self.stored_size(e) for e in order)
+            chosen = []
+            for entry in order:
+                if (max_entries is None or count <= max_entries) and (
+                    max_bytes is None or size <= max_bytes
+                ):
+                    break
+                chosen.append(entry.key)
+                count -= 1
+                size -= self.stored_size(entry)
+            return chosen
+
+        return self._remove(least_recently_used)
+
     def stats(self) -> Deferred[StoreStats]:
         if self.fail_reads:
             return fail(StoreError("disk I/O error"))
@@ -215,6 +250,7 @@ class MemoryStore:
                     db_size_bytes=sum(len(e.body) for e in values),
                     oldest=min((e.created_at for e in values), default=None),
                     newest=max((e.created_at for e in values), default=None),
+                    stored_bytes=sum(self.stored_size(e) for e in values),
                 )
             )
 

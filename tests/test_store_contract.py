@@ -34,6 +34,7 @@ from stasis.model import (
     TokenUsage,
 )
 from stasis.store import EVERY_ENTRY, Store, StoreError, open_store
+from stasis.store._rows import stored_size
 from tests.memory_store import MemoryStore
 from tests.store_support import key, make_entry, merged
 
@@ -158,6 +159,7 @@ async def test_an_entry_round_trips_with_every_field(subject: Subject) -> None:
         last_hit_at=1_700_000_200.5,
         hit_count=7,
         timeline=tuple((i * 37, i * 250) for i in range(1, 5000)),
+        sample=3,
     )
     await store.put(entry)
     assert await store.get(entry.key) == entry
@@ -173,6 +175,7 @@ async def test_the_stored_request_and_shared_key_are_read_only_when_asked_for(
         query="api-version=2024-06-01&x=%FE",
         headers=(("accept", "text/event-stream"), ("anthropic-version", "2023-06-01")),
         body=b'{"model": "m", "messages": [{"content": "caf\xc3\xa9 \\ud800"}]}' + bytes(300),
+        ignored=("user", "messages[*].id", "metadata.caf\u00e9"),
     )
     entry = make_entry(1, shared_key=key("shared 1"), request=request)
     old = make_entry(2)  # stored by an older stasis: no request, no shared key
@@ -418,6 +421,110 @@ async def test_purge_removes_what_the_filter_matches_and_names_the_keys(
     assert await listed(store) == [key(4), key(2), key(1), key(0)]
     assert await store.purge(EVERY_ENTRY) == 4
     assert (await store.stats()).entries == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_prune_removes_every_expired_entry_and_names_each(subject: Subject) -> None:
+    store = subject.store
+    await store.put_all([make_entry(n, expires_at=100.0 + n % 2) for n in range(1203)])
+    await store.put(make_entry("forever"))
+    subject.changes.clear()
+    assert await store.prune(now=101.0) == 1203
+    assert [(kind, sorted(keys)) for kind, keys in merged(subject.changes)] == [
+        (ChangeKind.PURGE, sorted(key(n) for n in range(1203)))
+    ]
+    assert await listed(store) == [key("forever")]
+
+
+# Bounds: stored sizes and eviction
+
+
+def used_at(n: int) -> float:
+    return 1_700_000_000.0 + n
+
+
+@pytest_twisted.ensureDeferred
+async def test_stored_bytes_are_each_entrys_packed_values_and_a_fixed_overhead(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    entries = [
+        make_entry(1),
+        make_entry(2, body=random.Random(2).randbytes(20_000)),
+        make_entry(3, request=StoredRequest(body=b"{}" * 500), timeline=((5, 1), (14, 2))),
+    ]
+    await store.put_all(entries)
+    sizes = [stored_size(entry) for entry in entries]
+    assert sizes[1] > 20_000 > sizes[0] > 0  # random bytes do not compress
+    assert (await store.stats()).stored_bytes == sum(sizes)
+    await store.add_hits({key(1): (3, 5.0)})  # a hit changes no size
+    await store.put(make_entry(2))  # a replacement counts once, at its new size
+    assert (await store.stats()).stored_bytes == sizes[0] + sizes[2] + stored_size(make_entry(2))
+    await store.delete(key(3))
+    await store.purge(EntryFilter(path="/v1/chat/completions"))
+    assert (await store.stats()).stored_bytes == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_evict_removes_the_least_recently_used_until_both_bounds_hold(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    # Created in order 0..9; 2 and 5 were hit since, 5 most recently.
+    await store.put_all([make_entry(n, created_at=used_at(n)) for n in range(10)])
+    await store.add_hits({key(2): (1, used_at(20)), key(5): (4, used_at(30))})
+    subject.changes.clear()
+    assert await store.evict(max_bytes=None, max_entries=6) == 4
+    assert [(c.kind, sorted(c.keys)) for c in subject.changes] == [
+        (ChangeKind.PURGE, sorted(key(n) for n in (0, 1, 3, 4)))
+    ]
+    assert sorted(await listed(store)) == sorted(key(n) for n in (2, 5, 6, 7, 8, 9))
+    # Bounded by size: every entry here is the same size.
+    each = (await store.stats()).stored_bytes // 6
+    assert await store.evict(max_bytes=3 * each + each // 2, max_entries=None) == 3
+    assert sorted(await listed(store)) == sorted(key(n) for n in (9, 2, 5))
+    # Both bounds: the stricter one decides.
+    assert await store.evict(max_bytes=10 * each, max_entries=1) == 2
+    assert await listed(store) == [key(5)]
+    assert (await store.stats()).stored_bytes == each
+
+
+@pytest_twisted.ensureDeferred
+async def test_evict_within_the_bounds_removes_nothing(subject: Subject) -> None:
+    store = subject.store
+    assert await store.evict(max_bytes=0, max_entries=0) == 0  # empty
+    await store.put_all([make_entry(n) for n in range(3)])
+    size = (await store.stats()).stored_bytes
+    subject.changes.clear()
+    assert await store.evict(max_bytes=None, max_entries=None) == 0
+    assert await store.evict(max_bytes=size, max_entries=3) == 0
+    assert subject.changes == []
+    assert await store.evict(max_bytes=size - 1, max_entries=None) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_eviction_removes_all_it_must_and_names_each_key(subject: Subject) -> None:
+    store = subject.store
+    await store.put_all([make_entry(n, created_at=used_at(n)) for n in range(1300)])
+    subject.changes.clear()
+    assert await store.evict(max_bytes=None, max_entries=150) == 1150
+    assert [(kind, sorted(keys)) for kind, keys in merged(subject.changes)] == [
+        (ChangeKind.PURGE, sorted(key(n) for n in range(1150)))
+    ]
+    assert (await store.stats()).entries == 150
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_eviction_counts_the_puts_asked_for_before_it(subject: Subject) -> None:
+    store = subject.store
+    await store.put(make_entry(0, created_at=used_at(0)))
+    subject.hold()
+    puts = [store.put(make_entry(n, created_at=used_at(n))) for n in (1, 2)]
+    evicted = store.evict(max_bytes=None, max_entries=1)
+    subject.release()
+    await gatherResults(puts)
+    assert await evicted == 2
+    assert await listed(store) == [key(2)]
 
 
 # Listings

@@ -21,12 +21,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
-from stasis.model import Change, ChangeKind
+from stasis.model import Change, ChangeKind, StoredRequest
 from stasis.store import (
     EVERY_ENTRY,
     EntryFilter,
@@ -38,7 +39,7 @@ from stasis.store import (
 )
 from stasis.store._adbapi import WRITE_RETRY_SECONDS, AdbapiStore
 from stasis.store._changelog import KEEP_SECONDS, TRIM_EVERY_SECONDS, ChangeLog
-from stasis.store._codec import decode, encode
+from stasis.store._codec import decode, encode, encode_request
 from stasis.store._schema import (
     SCHEMA_VERSION,
     SchemaError,
@@ -146,7 +147,7 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
     finally:
         await store.close()
     values = meta(path)
-    assert int(values["schema_version"]) == SCHEMA_VERSION == 4
+    assert int(values["schema_version"]) == SCHEMA_VERSION == 5
     assert bytes(values["secret"]) == store.secret
     with raw(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -161,7 +162,14 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
         ("trigger", "changes_after_update"),
         ("table", "entries"),
         ("index", "entries_created_at"),
+        ("index", "entries_expires_at"),
+        ("index", "entries_last_used"),
         ("table", "meta"),
+        ("table", "totals"),
+        ("trigger", "totals_after_delete"),
+        ("trigger", "totals_after_insert"),
+        ("trigger", "totals_after_update"),
+        ("trigger", "totals_before_insert"),
     ]
 
 
@@ -211,8 +219,13 @@ def test_the_package_holds_one_schema_file_per_version() -> None:
         (2, "0002-timeline.sql"),
         (3, "0003-changes.sql"),
         (4, "0004-requests.sql"),
+        (5, "0005-policy.sql"),
     ]
-    assert [len(m.statements) for m in found] == [3, 1, 4, 2]
+    assert [len(m.statements) for m in found] == [3, 1, 4, 2, 12]
+
+
+#: The request a version 4 entry keeps, packed as version 4 packed it (no ignore rules).
+HISTORIC_REQUEST = StoredRequest(headers=(("accept", "application/json"),), body=b'{"m": 1}')
 
 
 def historic_database(path: Path, version: int) -> None:
@@ -221,6 +234,9 @@ def historic_database(path: Path, version: int) -> None:
         connection.executescript(HISTORIC_V1)
         if version >= 2:
             connection.execute(HISTORIC_V2)
+        for migration in migrations()[2:version]:  # versions 3 on, as their files say
+            for statement in migration.statements:
+                connection.execute(statement)
         connection.execute("INSERT INTO meta VALUES ('secret', ?)", (b"k" * 32,))
         connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
         if version == 1:  # a gzip body, headers as JSON beside it
@@ -232,10 +248,17 @@ def historic_database(path: Path, version: int) -> None:
             " VALUES (?, 'POST', '/v1/chat/completions', 200, ?, ?, 2, 1.0)",
             (bytes.fromhex(key(1)), headers, value),
         )
+        if version >= 4:
+            connection.execute(
+                "UPDATE entries SET request = ?, shared_key = ?",
+                (encode_request(HISTORIC_REQUEST), bytes.fromhex(key("shared 1"))),
+            )
+        if version >= 3:
+            connection.execute("DELETE FROM changes")  # the set-up is nobody's change
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 4])
 async def test_an_older_database_is_migrated_and_keeps_its_entries(
     tmp_path: Path, version: int
 ) -> None:
@@ -246,11 +269,16 @@ async def test_an_older_database_is_migrated_and_keeps_its_entries(
         assert store.secret == b"k" * 32
         entry = await store.get(key(1))
         assert entry is not None
-        assert (entry.body, entry.headers, entry.timeline) == (
+        assert (entry.body, entry.headers, entry.timeline, entry.sample) == (
             b"{}",
             ((b"content-type", b"application/json"),),
             None,
+            0,
         )
+        if version >= 4:
+            assert (await store.get(key(1), request=True)) == evolve(
+                entry, request=HISTORIC_REQUEST
+            )
         await store.put(make_entry(2))
         await store.delete(key(1))
     finally:
@@ -282,7 +310,9 @@ async def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
         connection.execute(
             "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),)
         )
-    with pytest.raises(StoreError, match=r"schema version 5, newer .*upgrade stasis"):
+    with pytest.raises(
+        StoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer .*upgrade stasis"
+    ):
         opened(path)
     assert meta(path)["schema_version"] == str(SCHEMA_VERSION + 1)
 
@@ -653,7 +683,7 @@ def test_a_read_only_database_of_an_older_schema_is_refused(
     path = tmp_path / "v2.db"
     historic_database(path, 2)
     connect_read_only(monkeypatch)
-    with pytest.raises(StoreError, match=r"version 2 and is read-only.*version 4"):
+    with pytest.raises(StoreError, match=rf"version 2 and is read-only.*version {SCHEMA_VERSION}"):
         opened(path)
 
 

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from stasis.log import logger
 from stasis.model import Change, ChangeKind, Entry, EntryFilter, Page, StoreStats
+from stasis.store._bounds import Batch, evict_batch, prune_batch
 from stasis.store._dialect import ChangeWatcher, Dialect
 from stasis.store._feed import ChangeFeed
 from stasis.store._listing import page, page_query, where_sql
@@ -35,6 +36,7 @@ from stasis.store._protocol import EVERY_ENTRY, StoreError
 from stasis.store._rows import (
     ENTRY_COLUMNS,
     REQUEST_COLUMNS,
+    SIZE_SQL,
     WRITTEN_COLUMNS,
     entry_row,
     row_to_entry,
@@ -245,15 +247,16 @@ class AdbapiStore:
         def select(cursor: Any) -> StoreStats:
             cursor.execute(
                 "SELECT COUNT(*), COALESCE(SUM(total_tokens * hit_count), 0), "
-                "MIN(created_at), MAX(created_at) FROM entries"
+                f"MIN(created_at), MAX(created_at), COALESCE(SUM({SIZE_SQL}), 0) FROM entries"
             )
-            count, saved, oldest, newest = cursor.fetchone()
+            count, saved, oldest, newest, stored = cursor.fetchone()
             return StoreStats(
                 entries=count,
                 tokens_saved=saved,
                 db_size_bytes=self.dialect.database_size(cursor),
                 oldest=oldest,
                 newest=newest,
+                stored_bytes=stored,
             )
 
         return self._writes.settled().addCallback(lambda _: self._read(select))
@@ -448,7 +451,50 @@ class AdbapiStore:
         return self._remove(clause, parameters)
 
     def prune(self, now: float) -> Deferred[int]:
-        return self._remove(f" WHERE expires_at <= {self.dialect.param}", [now])
+        param = self.dialect.param
+        return self._remove_in_batches(lambda cursor: prune_batch(cursor, param, now))
+
+    def evict(self, max_bytes: int | None, max_entries: int | None) -> Deferred[int]:
+        param = self.dialect.param
+        return self._remove_in_batches(
+            lambda cursor: evict_batch(cursor, param, max_bytes, max_entries)
+        )
+
+    def _remove_in_batches(self, batch: Callable[[Any], Batch]) -> Deferred[int]:
+        """
+        Run ``batch`` as one write transaction after another, each queued once
+        the one before has committed (behind the writes asked for meanwhile),
+        until it says there is no more; fire with how many entries they removed.
+
+        Each transaction's keys are published as a PURGE when it commits.
+        Cancelling stops it after the transaction under way (which ``close``
+        waits for, as for any write); so does closing the store.
+        """
+        removed = 0
+        done: Deferred[int] = Deferred(lambda _: None)  # cancelled: no batch after this one
+
+        def change(result: Batch) -> Change | None:
+            return Change(ChangeKind.PURGE, _keys(list(result.keys))) if result.keys else None
+
+        def next_batch() -> None:
+            self._write(batch, change).addCallbacks(committed, failed)
+
+        def committed(result: Batch) -> None:
+            nonlocal removed
+            removed += len(result.keys)
+            if done.called:
+                return
+            if result.more and not self._closing:
+                next_batch()
+            else:
+                done.callback(removed)
+
+        def failed(failure: Failure) -> None:
+            if not done.called:
+                done.errback(failure)
+
+        next_batch()
+        return done
 
     def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> Deferred[None]:
         """

@@ -103,12 +103,24 @@ def decode(value: bytes, legacy_headers: bytes) -> tuple[tuple[tuple[bytes, byte
 
 
 def encode_request(request: StoredRequest) -> bytes:
-    """A stored request as one value: its query and headers as JSON, NUL, its body; compressed."""
-    facts = {"query": request.query, "headers": [list(pair) for pair in request.headers]}
+    """
+    A stored request as one value: its facts as JSON, NUL, its body; compressed.
+
+    The facts are the query, the headers and, when there are any, the ignore
+    rules its key was derived with (``ignored``): left out when empty, so a
+    request without rules packs as it did before they existed.
+    """
+    facts: dict[str, object] = {
+        "query": request.query,
+        "headers": [list(pair) for pair in request.headers],
+    }
+    if request.ignored:
+        facts["ignored"] = list(request.ignored)
     return _deflate(json.dumps(facts).encode("ascii") + b"\0" + request.body)
 
 
 def decode_request(value: bytes) -> StoredRequest:
+    """The request :func:`encode_request` packed; one packed before ``ignored`` has none."""
     if value[:1] != _PACKED_V1:
         raise ValueError("a stored request in an unknown format")
     text, _, body = _inflate(value).partition(b"\0")
@@ -117,4 +129,5 @@ def decode_request(value: bytes) -> StoredRequest:
         query=facts["query"],
         headers=tuple((name, value) for name, value in facts["headers"]),
         body=body,
+        ignored=tuple(facts.get("ignored", ())),
     )

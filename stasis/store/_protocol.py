@@ -117,7 +117,27 @@ class Store(Protocol):
         """Remove every entry matching ``where``; fires with how many."""
 
     def prune(self, now: float) -> Deferred[int]:
-        """Remove the entries expired at ``now`` (``expires_at <= now``); fires with how many."""
+        """
+        Remove the entries expired at ``now`` (``expires_at <= now``); fires with how many.
+
+        Like :meth:`evict`, in small transactions, each published as a PURGE
+        of its keys, and cancellable between them.
+        """
+
+    def evict(self, max_bytes: int | None, max_entries: int | None) -> Deferred[int]:
+        """
+        Remove the least recently used entries (by their last hit, else their
+        creation) until the entries' stored size (:attr:`StoreStats.stored_bytes
+        <stasis.model.StoreStats.stored_bytes>`) is at most ``max_bytes`` and
+        their number at most ``max_entries`` (``None``: no bound); fires with
+        how many it removed, 0 when both bounds already hold.
+
+        It works in small transactions (a few hundred entries each), each
+        queued behind the writes asked for meanwhile, so that a put never
+        waits long behind a large eviction; each is published as a PURGE
+        naming its keys when it commits. Cancelling the Deferred stops it
+        after the transaction under way (which :meth:`close` waits for).
+        """
 
     def stats(self) -> Deferred[StoreStats]:
         """Counted after every write asked for so far."""

@@ -21,35 +21,66 @@ from stasis.store._codec import decode, decode_request, encode, encode_request
 __all__ = [
     "ENTRY_COLUMNS",
     "INFO_COLUMNS",
+    "LAST_USED_SQL",
     "REQUEST_COLUMNS",
+    "ROW_OVERHEAD_BYTES",
+    "SIZE_SQL",
     "WRITTEN_COLUMNS",
     "entry_row",
     "row_to_entry",
     "row_to_info",
+    "stored_size",
 ]
 
 #: What a lookup reads, in the order :func:`row_to_entry` expects.
 ENTRY_COLUMNS = (
     "key, namespace, provider, model, method, path, status, headers, body, "
     "input_tokens, output_tokens, total_tokens, created_at, expires_at, last_hit_at, hit_count, "
-    "timeline, shared_key"
+    "timeline, shared_key, sample"
 )
 
 #: What a lookup with the request reads: the stored request last.
 REQUEST_COLUMNS = ENTRY_COLUMNS + ", request"
+_REQUEST = 19
 
 #: What a put writes, in the order of :func:`entry_row`.
 WRITTEN_COLUMNS: Sequence[str] = (
     *(c.strip() for c in REQUEST_COLUMNS.split(",")),
     "body_size",
+    "stored_size",
 )
 
 #: What a listing reads, in the order :func:`row_to_info` expects: never the answer itself.
 INFO_COLUMNS = (
     "key, status, created_at, method, path, provider, model, namespace, "
     "input_tokens, output_tokens, total_tokens, expires_at, last_hit_at, hit_count, body_size, "
-    "shared_key"
+    "shared_key, sample"
 )
+
+#: What one entry costs in the database file beyond its packed values, in
+#: bytes: the row's other columns (two 32-byte keys, the path, the model,
+#: numbers) and record header, about 145; its entries in the key, created_at,
+#: expiry and last-used indexes, about 90; and the part of each page that the
+#: B-trees leave unused, which grows with the rows (8 KiB pages hold a whole
+#: number of them). Measured on SQLite: 230 a row for values packing to 0.4 KB,
+#: 330 for 1.1 KB (the benchmark's chat call), 420 for 0.5 to 3 KB, 1.8 KB on
+#: average. A fixed figure rather than each row's own: a bound on the size
+#: needs a total the database keeps cheaply, and it is right within a tenth
+#: for answers of a few KB. ``0005-policy.sql`` holds the same number.
+ROW_OVERHEAD_BYTES = 320
+
+#: An entry's stored size in SQL: the ``stored_size`` column, or, for a row
+#: without one (written before schema version 5, or by another tool), the same
+#: sum :func:`stored_size` makes, from the lengths of its values. The schema's
+#: triggers (``0005-policy.sql``) spell the same expression out.
+SIZE_SQL = (
+    f"COALESCE(stored_size, {ROW_OVERHEAD_BYTES} + LENGTH(body) + LENGTH(headers) "
+    "+ COALESCE(LENGTH(timeline), 0) + COALESCE(LENGTH(request), 0))"
+)
+
+#: When an entry was last used: its last hit, else its creation. Eviction
+#: goes by it, through the ``entries_last_used`` index on exactly this expression.
+LAST_USED_SQL = "COALESCE(last_hit_at, created_at)"
 
 
 def _encode_timeline(timeline: Timeline | None) -> bytes | None:
@@ -72,8 +103,24 @@ def _decode_timeline(raw: bytes | None) -> Timeline | None:
     return tuple(zip(flat[0::2], flat[1::2], strict=True))
 
 
+def _size(*values: bytes | None) -> int:
+    return ROW_OVERHEAD_BYTES + sum(len(value) for value in values if value is not None)
+
+
+def stored_size(entry: Entry) -> int:
+    """
+    What ``entry`` costs in the database, in bytes: its packed values plus
+    :data:`ROW_OVERHEAD_BYTES`. This compresses, so keep it off the reactor.
+    """
+    return int(entry_row(entry)[-1])
+
+
 def entry_row(entry: Entry) -> tuple[Any, ...]:
     """The :data:`WRITTEN_COLUMNS` of ``entry``; this compresses, so keep it off the reactor."""
+    headers = b""  # the headers travel in the packed value
+    body = encode(entry.headers, entry.body)
+    timeline = _encode_timeline(entry.timeline)
+    request = None if entry.request is None else encode_request(entry.request)
     return (
         bytes.fromhex(entry.key),
         entry.namespace,
@@ -82,8 +129,8 @@ def entry_row(entry: Entry) -> tuple[Any, ...]:
         entry.method,
         entry.path,
         entry.status,
-        b"",  # the headers travel in the packed value
-        encode(entry.headers, entry.body),
+        headers,
+        body,
         entry.usage.input,
         entry.usage.output,
         entry.usage.total,
@@ -91,10 +138,12 @@ def entry_row(entry: Entry) -> tuple[Any, ...]:
         entry.expires_at,
         entry.last_hit_at,
         entry.hit_count,
-        _encode_timeline(entry.timeline),
+        timeline,
         bytes.fromhex(entry.shared_key) if entry.shared_key else None,
-        None if entry.request is None else encode_request(entry.request),
+        entry.sample,
+        request,
         len(entry.body),
+        _size(headers, body, timeline, request),
     )
 
 
@@ -122,7 +171,12 @@ def row_to_entry(row: Sequence[Any]) -> Entry:
         hit_count=row[15],
         timeline=_decode_timeline(row[16]),
         shared_key=_hex(row[17]),
-        request=decode_request(row[18]) if len(row) > 18 and row[18] is not None else None,
+        sample=row[18],
+        request=(
+            decode_request(row[_REQUEST])
+            if len(row) > _REQUEST and row[_REQUEST] is not None
+            else None
+        ),
     )
 
 
@@ -143,4 +197,5 @@ def row_to_info(row: Sequence[Any]) -> EntryInfo:
         hit_count=row[13],
         size=row[14],
         shared_key=_hex(row[15]),
+        sample=row[16],
     )

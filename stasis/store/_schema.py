@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: The version this stasis writes; the package holds one file per version up to it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _FILE_NAME = re.compile(r"(\d{4})-[\w-]+\.sql")
 
