@@ -37,4 +37,5 @@ def stats_json(stats: StoreStats) -> dict[str, Any]:
         "dbSizeBytes": stats.db_size_bytes,
         "oldestEntry": iso8601(stats.oldest),
         "newestEntry": iso8601(stats.newest),
+        "storedBytes": stats.stored_bytes,
     }

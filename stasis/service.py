@@ -37,6 +37,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from stasis.cache import CacheEngine, Counters
+from stasis.cache.housekeeping import Bounds, Housekeeping
 from stasis.config import Config
 from stasis.log import logger
 from stasis.store import Store, StoreError, open_store
@@ -83,6 +84,11 @@ class Front:
 def build_front(config: Config, reactor: Any, store: Store) -> Front:
     """The cache engine over ``store``, and the site serving it with ``/health`` and ``/stats``."""
     http, pool = make_client(reactor)
+    counters = Counters()
+    bounds = Bounds(max_bytes=config.max_size_bytes, max_entries=config.max_entries)
+    housekeeping = Housekeeping(
+        store, reactor, counters, bounds, keep_expired=config.stale_if_error or 0.0
+    )
     engine = CacheEngine(
         store=store,
         upstream=UpstreamClient(http, reactor, config.upstream_timeout),
@@ -96,12 +102,14 @@ def build_front(config: Config, reactor: Any, store: Store) -> Front:
         stale_if_error=config.stale_if_error,
         samples=config.samples,
         memory_budget=config.memory_cache_bytes,
+        counters=counters,
+        housekeeping=housekeeping,
     )
     heads = PreparedHeads()
     store.changes.subscribe(heads.on_change)
     proxy = ProxyResource(engine, heads)
     site = StasisSite(
-        Root(proxy, store, engine.counters),
+        Root(proxy, store, engine.counters, bounds),
         max_body_bytes=config.max_body_bytes,
         upstream=proxy,
         reactor=reactor,

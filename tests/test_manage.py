@@ -30,6 +30,7 @@ import pytest_twisted
 from attrs import frozen
 from twisted.internet import reactor
 
+from stasis.commands._human import size
 from stasis.model import Entry, StoredRequest, TokenUsage
 from stasis.store import open_store
 from tests.daemon import Daemon, _environment, poll_until, start_daemon
@@ -472,15 +473,19 @@ def test_stats_reports_what_get_stats_reports(recorded: Recorded) -> None:
         "dbSizeBytes",
         "oldestEntry",
         "newestEntry",
+        "storedBytes",
     }
-    for name in ("totalEntries", "totalTokensSaved", "oldestEntry", "newestEntry"):
+    for name in ("totalEntries", "totalTokensSaved", "oldestEntry", "newestEntry", "storedBytes"):
         assert stats[name] == served[name]
     assert (stats["totalEntries"], stats["totalTokensSaved"]) == (5, 18)
     assert stats["dbSizeBytes"] > 0
     text = stasis("stats", db=recorded.db, cwd=recorded.folder).stdout.splitlines()
     assert text[:2] == ["entries        5", "tokens saved   18"]
     assert re.fullmatch(r"database size  [\d.]+ KiB \([\d,]+ bytes\)", text[2])
-    assert text[3:] == [
+    assert (
+        text[3] == f"stored size    {size(stats['storedBytes'])} ({stats['storedBytes']:,} bytes)"
+    )
+    assert text[4:] == [
         f"oldest entry   {served['oldestEntry']}",
         f"newest entry   {served['newestEntry']}",
     ]

@@ -37,6 +37,10 @@ class Counters:
     #: Tokens the hits since start would have cost (the store's figure covers
     #: every hit ever counted, and trails by up to a second).
     tokens_saved: int = 0
+    #: Entries removed to keep the cache within its bounds (``--max-size``, ``--max-entries``).
+    evictions: int = 0
+    #: Expired entries removed (the housekeeping's pruning, once a minute).
+    expired_removed: int = 0
 
     @property
     def hit_rate(self) -> float:

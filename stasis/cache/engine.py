@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from stasis.cache.answers import Answer, Failed, Live, Stored
 from stasis.cache.counters import Counters, HitLog
 from stasis.cache.flights import NOTHING, Flight, Flights, Landed
+from stasis.cache.housekeeping import Housekeeping
 from stasis.cache.memory import HotEntries, KeyFilter, RequestKeys
 from stasis.cache.nearest import Asked, Nearest, explain, nearest_recorded
 from stasis.cache.ports import Client, Signer, Upstream, UpstreamResponse
@@ -257,6 +258,8 @@ class CacheEngine:
     #: Runs blocking work off the reactor thread (large bodies' keys).
     in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None
     counters: Counters = field(factory=Counters)
+    #: Prunes and evicts in the background while the engine runs (counting in ``counters``).
+    housekeeping: Housekeeping | None = None
     hot: HotEntries = field(init=False)
     key_filter: KeyFilter = field(init=False)
     #: Made at start: it is keyed with the store's secret.
@@ -281,9 +284,13 @@ class CacheEngine:
         """Begin serving from an open store: follow its changes."""
         self.request_keys = RequestKeys(self.store.secret)
         self._unsubscribe = self.store.changes.subscribe(self._changed)
+        if self.housekeeping is not None:
+            self.housekeeping.start()
 
     async def close(self) -> None:
         """Write the hits counted so far; stop following the store."""
+        if self.housekeeping is not None:
+            await self.housekeeping.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

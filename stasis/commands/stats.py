@@ -24,7 +24,8 @@ class StatsOptions(CommandOptions):
     synopsis = "[options]"
     longdesc = (
         "The cache's figures, as GET /stats reports them: entries, tokens saved by hits, "
-        "the database's size, the oldest and the newest entry (UTC)."
+        "the database's size, what the entries take in it (what --max-size bounds), "
+        "the oldest and the newest entry (UTC)."
     )
     optFlags = [["json", None, "Print one JSON object with the field names of GET /stats."]]
     examples = ("stasis stats", "stasis stats --json -d ~/.stasis/cache.db")
@@ -39,6 +40,7 @@ async def run(store: Store, options: StatsOptions, console: Console) -> None:
         ("entries", f"{stats.entries:,}"),
         ("tokens saved", f"{stats.tokens_saved:,}"),
         ("database size", f"{size(stats.db_size_bytes)} ({stats.db_size_bytes:,} bytes)"),
+        ("stored size", f"{size(stats.stored_bytes)} ({stats.stored_bytes:,} bytes)"),
         ("oldest entry", iso8601(stats.oldest) or "-"),
         ("newest entry", iso8601(stats.newest) or "-"),
     ]

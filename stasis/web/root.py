@@ -8,6 +8,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from stasis.cache import Counters
+from stasis.cache.housekeeping import UNBOUNDED, Bounds
 from stasis.store import Store
 from stasis.web.site import OWN_METHODS
 from stasis.web.status import HealthResource, StatsResource
@@ -18,11 +19,13 @@ __all__ = ["Root"]
 class Root(Resource):
     """``/health`` and ``/stats`` are stasis's; any other path belongs to the upstream."""
 
-    def __init__(self, proxy: IResource, store: Store, counters: Counters) -> None:
+    def __init__(
+        self, proxy: IResource, store: Store, counters: Counters, bounds: Bounds = UNBOUNDED
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.proxy = proxy
         self.putChild(b"health", HealthResource(store, counters))
-        self.putChild(b"stats", StatsResource(store, counters))
+        self.putChild(b"stats", StatsResource(store, counters, bounds))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return self.proxy

@@ -13,6 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache import Counters
+from stasis.cache.housekeeping import UNBOUNDED, Bounds
 from stasis.errors import StoreUnreadable
 from stasis.log import logger
 from stasis.model import StoreStats
@@ -71,6 +72,10 @@ class HealthResource(_StoreReport):
 
 
 class StatsResource(_StoreReport):
+    def __init__(self, store: Store, counters: Counters, bounds: Bounds = UNBOUNDED) -> None:
+        super().__init__(store, counters)
+        self.bounds = bounds
+
     def report(self, stats: StoreStats) -> dict[str, Any]:
         return {
             **stats_json(stats),
@@ -81,4 +86,8 @@ class StatsResource(_StoreReport):
             "stale": self.counters.stale,
             "tokensSavedSinceStart": self.counters.tokens_saved,
             "hitRate": self.counters.hit_rate,
+            "maxSizeBytes": self.bounds.max_bytes,
+            "maxEntries": self.bounds.max_entries,
+            "evictions": self.counters.evictions,
+            "expiredRemoved": self.counters.expired_removed,
         }
