@@ -20,7 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, gatherResults
 
 from stasis.model import Change, ChangeKind, Entry, StoredRequest
-from stasis.store import Store, StoreError, open_store
+from stasis.store import Store, StoreError, _adbapi, _sqlite, open_store
 from stasis.store._bounds import BATCH
 from stasis.store._codec import encode
 from stasis.store._rows import LAST_USED_SQL, ROW_OVERHEAD_BYTES, SIZE_SQL, stored_size
@@ -301,3 +301,41 @@ async def test_a_read_only_database_refuses_to_evict_or_prune(
         assert (await store.stats()).entries == 3
     finally:
         await store.close()
+
+
+# The WAL
+
+
+async def largest_wal(path: Path, seconds: float) -> tuple[int, int]:
+    """The WAL's largest size under back-to-back commits for ``seconds``, and the bytes put."""
+    wal = Path(f"{path}-wal")
+    store = opened(path)
+    largest = written = n = 0
+    try:
+        deadline = reactor.seconds() + seconds
+        while reactor.seconds() < deadline:  # the next commit as soon as one is done
+            batch = [make_entry(n + i, body=bytes(range(256)) * 2) for i in range(4)]
+            n += len(batch)
+            await gatherResults([store.put(entry) for entry in batch])
+            written += sum(len(entry.body) for entry in batch)
+            largest = max(largest, wal.stat().st_size)
+    finally:
+        await store.close()
+    return largest, written
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_wal_starts_over_under_a_steady_stream_of_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Checkpoints on a reader never quite catch up with commits that never
+    pause, and the WAL only grows; once it passes the limit the store
+    checkpoints between two writes, and the WAL starts over, cut back.
+    """
+    monkeypatch.setattr(_sqlite, "WAL_LIMIT_BYTES", 1 << 20)
+    monkeypatch.setattr(_adbapi, "WATCH_SECONDS", 0.1)  # a second's writes, in a tenth
+    grown, _ = await largest_wal(tmp_path / "a.db", 1.5)
+    monkeypatch.setattr(_sqlite.SQLiteDialect, "log_too_large", lambda self: False)
+    unchecked, _ = await largest_wal(tmp_path / "b.db", 1.5)
+    assert grown * 4 < unchecked

@@ -92,6 +92,8 @@ class AdbapiStore:
     _upsert: str = field(init=False)
     #: Whether anything was committed (here or elsewhere) since the last checkpoint.
     _wrote: bool = field(default=False, init=False)
+    #: Whether a checkpoint on the writer's connection is waiting its turn.
+    _log_checkpoint_queued: bool = field(default=False, init=False)
     _loop: LoopingCall | None = field(default=None, init=False)
     #: Fires once the loop has stopped and its last round is over.
     _loop_done: Deferred[Any] | None = field(default=None, init=False)
@@ -289,6 +291,13 @@ class AdbapiStore:
             return fail(StoreError("the store is not open"))
         begin = self.dialect.begin
 
+        def outside(connection: Any) -> Any:
+            cursor = connection.cursor()
+            try:
+                return write.statements(cursor, write.prepare())
+            finally:
+                cursor.close()
+
         def transaction(connection: Any) -> Any:
             prepared = write.prepare()
             cursor = connection.cursor()
@@ -306,7 +315,9 @@ class AdbapiStore:
             watcher.committed(mark)
             return result
 
-        d: Deferred[Any] = self._writer.runWithConnection(transaction)
+        d: Deferred[Any] = self._writer.runWithConnection(
+            transaction if write.transaction else outside
+        )
         return d
 
     def _noted(self, outcome: object) -> object:
@@ -523,6 +534,7 @@ class AdbapiStore:
         """What an open store does once a second: notice other processes, checkpoint."""
         await self._look_for_changes()
         await self._checkpoint()
+        self._keep_the_log_small()
 
     async def _look_for_changes(self) -> None:
         watcher = self._watcher
@@ -555,3 +567,30 @@ class AdbapiStore:
             await self._read(self.dialect.checkpoint)
         except Exception as e:
             log.debug("cannot checkpoint the cache database: {error}", error=e)
+
+    def _keep_the_log_small(self) -> None:
+        """
+        Checkpoint on the writer's connection, between two writes, when the
+        dialect's log has outgrown its limit (SQLite's WAL under a steady
+        stream of commits: see :meth:`SQLiteDialect.log_too_large
+        <stasis.store._sqlite.SQLiteDialect.log_too_large>`). The writes asked
+        for meanwhile wait for it: it copies what the last checkpoint on a
+        reader left, a second's writes at most.
+        """
+        if self._log_checkpoint_queued or self._refused() is not None:
+            return
+        if not self.dialect.log_too_large():
+            return
+        checkpoint = self.dialect.checkpoint
+
+        def statements(cursor: Any, _: object) -> None:
+            try:
+                checkpoint(cursor)
+            except Exception as e:  # never a failed write: the store stays writable
+                log.debug("cannot checkpoint the cache database: {error}", error=e)
+
+        def settled(_: object) -> None:
+            self._log_checkpoint_queued = False
+
+        self._log_checkpoint_queued = True
+        self._writes.add(Write(lambda: None, statements, settled, settled, transaction=False))

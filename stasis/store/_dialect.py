@@ -119,3 +119,11 @@ class Dialect(Protocol):
         when something was written (SQLite copies its WAL into the database
         file); must never wait for the writer.
         """
+
+    def log_too_large(self) -> bool:
+        """
+        Whether the engine's log of writes has grown so large that
+        :meth:`checkpoint` should also run on the writer's connection, between
+        two writes (which it then holds up for a moment); False where there
+        is no such log. Asked on the reactor thread once a second: cheap.
+        """

@@ -28,6 +28,9 @@ log = logger("stasis.store")
 
 #: How long a statement waits for another process's lock before it fails.
 BUSY_TIMEOUT_SECONDS = 5.0
+#: The WAL is emptied once it is larger than this (see SQLiteDialect.log_too_large),
+#: and cut back to it when it starts over.
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
 
 
 def configure(connection: sqlite3.Connection) -> None:
@@ -44,6 +47,10 @@ def configure(connection: sqlite3.Connection) -> None:
     # commit held behind it. The store checkpoints on a reader instead
     # (SQLiteDialect.checkpoint), beside the commits, not inside one.
     connection.execute("PRAGMA wal_autocheckpoint=0")
+    # The WAL file keeps its largest size once it starts over from its
+    # beginning, unless told otherwise: a burst of misses would leave it as
+    # large as the burst for good.
+    connection.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     try:
         connection.execute("PRAGMA journal_mode=WAL")
     except sqlite3.OperationalError as e:
@@ -134,3 +141,16 @@ class SQLiteDialect:
     def checkpoint(self, cursor: Any) -> None:
         # PASSIVE: copies what it can without waiting for the writer or readers.
         cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def log_too_large(self) -> bool:
+        """
+        Whether the WAL has grown past :data:`WAL_LIMIT_BYTES`.
+
+        The WAL starts over from its beginning only when a write begins with
+        all of it copied into the database; under a steady stream of commits
+        the checkpoints on a reader never quite catch up, and it grows with
+        every commit. Checkpointed on the writer's connection, between two
+        writes, it is all copied (unless a reader is still using an older
+        part), and the next write starts it over, cut back to the limit.
+        """
+        return _file_size(self.path + "-wal") > WAL_LIMIT_BYTES

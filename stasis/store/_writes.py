@@ -39,6 +39,10 @@ class Write:
     fail: Callable[[Failure], None]
     #: A batch of puts, which takes more puts until it begins; None for any other write.
     puts: list[tuple[Entry, Deferred[None]]] | None = None
+    #: False for work on the writer's connection that must run outside a
+    #: transaction, between two (a checkpoint): its statements get a cursor
+    #: with no transaction begun, nothing committed, no change recorded.
+    transaction: bool = True
     #: Told once this write is settled, after its callers.
     settled: list[Deferred[None]] = field(factory=list)
 
