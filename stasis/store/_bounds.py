@@ -22,13 +22,26 @@ from attrs import frozen
 
 from stasis.store._rows import LAST_USED_SQL, SIZE_SQL
 
-__all__ = ["BATCH", "Batch", "evict_batch", "prune_batch"]
+__all__ = ["BATCH", "Batch", "evict_batch", "expired_sql", "least_recently_used_sql", "prune_batch"]
 
 #: Entries removed by one transaction at most.
 BATCH = 500
 
 #: The entries' count and total stored size, which triggers keep up to date.
 _TOTALS = "SELECT entry_count, stored_bytes FROM totals"
+
+
+def expired_sql(param: str) -> str:
+    """The expired entries' keys, up to a limit: read through the ``entries_expires_at`` index."""
+    return f"SELECT key FROM entries WHERE expires_at <= {param} LIMIT {param}"
+
+
+def least_recently_used_sql(param: str) -> str:
+    """
+    Keys and stored sizes, least recently used first, up to a limit: read in
+    the order of the ``entries_last_used`` index, never sorted.
+    """
+    return f"SELECT key, {SIZE_SQL} FROM entries ORDER BY {LAST_USED_SQL} LIMIT {param}"
 
 
 @frozen
@@ -42,9 +55,7 @@ class Batch:
 
 def prune_batch(cursor: Any, param: str, now: float) -> Batch:
     """Remove up to :data:`BATCH` entries expired at ``now``."""
-    cursor.execute(
-        f"SELECT key FROM entries WHERE expires_at <= {param} LIMIT {param}", (now, BATCH)
-    )
+    cursor.execute(expired_sql(param), (now, BATCH))
     keys = tuple(bytes(key) for (key,) in cursor.fetchall())
     _delete(cursor, param, keys)
     return Batch(keys, more=len(keys) == BATCH)
@@ -60,9 +71,7 @@ def evict_batch(cursor: Any, param: str, max_bytes: int | None, max_entries: int
     extra_bytes = 0 if max_bytes is None else size - max_bytes
     if extra_entries <= 0 and extra_bytes <= 0:
         return Batch((), more=False)
-    cursor.execute(
-        f"SELECT key, {SIZE_SQL} FROM entries ORDER BY {LAST_USED_SQL} LIMIT {param}", (BATCH,)
-    )
+    cursor.execute(least_recently_used_sql(param), (BATCH,))
     keys: list[bytes] = []
     while extra_entries > 0 or extra_bytes > 0:
         row = cursor.fetchone()
