@@ -81,13 +81,21 @@ class Housekeeping:
         self._warning = RateLimitedWarning(log, self.clock)
 
     def start(self) -> None:
-        """Begin: a first round at once (what expired or outgrew a bound while stopped)."""
+        """
+        Begin: the bounds are checked at once (they may have been lowered
+        since the last start), expired entries looked for in a minute. Not at
+        once: a daemon started on a database another one uses, say without
+        ``--stale-if-error``, to look at it, must not take the others'
+        expired answers away the moment it starts.
+        """
         if self._running:
             return
         self._running = True
+        self._next_prune = self.clock.callLater(PRUNE_EVERY_SECONDS, self._prune_time)
         if self.bounds.bounded:
             self._unsubscribe = self.store.changes.subscribe(self._changed)
-        self._prune_time()
+            self._check_due = True
+            self._begin()
 
     async def stop(self) -> None:
         """
