@@ -30,7 +30,7 @@ log = logger("stasis.store")
 BUSY_TIMEOUT_SECONDS = 5.0
 #: The WAL is emptied once it is larger than this (see SQLiteDialect.log_too_large),
 #: and cut back to it when it starts over.
-WAL_LIMIT_BYTES = 32 * 1024 * 1024
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 def configure(connection: sqlite3.Connection) -> None:
