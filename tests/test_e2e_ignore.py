@@ -12,19 +12,12 @@ from typing import Any
 import openai
 import pytest
 
-from stasis.model import StoredRequest
-from stasis.store._codec import decode_request, encode_request
 from tests.daemon import Daemon
 from tests.fake_upstream import FakeUpstream
 from tests.test_manage import stasis
 
 KEY = "sk-test-ignore-0123456789"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
-
-#: Whether this branch's SQLite store keeps a request's ignore rules (the store's policy work).
-STORE_KEEPS_IGNORED = decode_request(encode_request(StoredRequest(ignored=("x",)))).ignored == (
-    "x",
-)
 
 
 def run(daemon: Daemon, number: int, headers: dict[str, str] | None = None, **fields: Any) -> Any:
@@ -67,11 +60,6 @@ def test_x_stasis_ignore_does_the_same_per_request(
     assert all("x-stasis-ignore" not in call.headers for call in upstream.calls())
 
 
-@pytest.mark.xfail(
-    not STORE_KEEPS_IGNORED,
-    reason="the SQLite store keeps StoredRequest.ignored once the store's policy work is in",
-    strict=True,
-)
 def test_the_rules_are_kept_for_show_and_the_replay_miss_diagnostics(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:

@@ -102,7 +102,7 @@ def _plain(value: Any) -> Any:
 
 @pytest.mark.parametrize("body", [b"", b"not json", b'{"user": 1,', b'{"user": 1, "user": 2}'])
 def test_a_body_that_is_not_json_ignores_the_rules(body: bytes) -> None:
-    rules = parse_ignore_list("user, *")
+    rules = parse_ignore_list("user, messages[*].id")
     assert key(request(body=body, ignore=rules)) == key(request(body=body))
 
 

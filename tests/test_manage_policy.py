@@ -10,20 +10,15 @@ import io
 import json
 from typing import Any
 
-import attrs
-import pytest
 from attrs import evolve
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
 from stasis.commands import ls, show
 from stasis.commands._command import Console
-from stasis.model import Entry, EntryInfo, StoredRequest
+from stasis.model import Entry, StoredRequest
 from tests.memory_store import MemoryStore
 from tests.store_support import make_entry
-
-#: Whether this branch's listings say which sample an entry is (the store's policy work adds it).
-LISTINGS_HAVE_SAMPLES = "sample" in attrs.fields_dict(EntryInfo)
 
 BODY = {"model": "gpt-4o-mini", "user": "run-7", "metadata": {"user_id": "u-1"}}
 RULES = ("metadata.user_id", "user")
@@ -85,11 +80,6 @@ def test_show_json_has_the_rules_and_the_sample() -> None:
     assert "sample" not in plain
 
 
-@pytest.mark.xfail(
-    not LISTINGS_HAVE_SAMPLES,
-    reason="EntryInfo.sample comes with the store's cache policy work",
-    strict=True,
-)
 def test_ls_shows_a_sample_only_when_there_is_one() -> None:
     first, second = entry(), evolve(entry(sample=1), key="b" * 64, created_at=1_700_000_001.0)
     listed = json.loads(command("ls", "--json", entries=(first, second)))

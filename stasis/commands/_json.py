@@ -16,7 +16,7 @@ from typing import Any
 from stasis.model import EntryInfo
 from stasis.times import iso8601
 
-__all__ = ["body_json", "headers_json", "info_json", "parse_json", "sample_of"]
+__all__ = ["body_json", "headers_json", "info_json", "parse_json"]
 
 _NOT_JSON = object()
 
@@ -33,17 +33,6 @@ def parse_json(body: bytes) -> Any:
 
 def is_json(value: Any) -> bool:
     return value is not _NOT_JSON
-
-
-def sample_of(info: EntryInfo) -> int:
-    """
-    Which of its key's answers a listed entry is (``X-Stasis-Samples``).
-
-    ``EntryInfo.sample`` comes with the store's cache policy work; a listing
-    read before it has none, and every entry is its key's first answer.
-    """
-    sample: int = getattr(info, "sample", 0)
-    return sample
 
 
 def info_json(info: EntryInfo, sample: int) -> dict[str, Any]:

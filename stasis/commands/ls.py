@@ -15,7 +15,7 @@ from attrs import evolve
 
 from stasis.commands._command import Command, Console
 from stasis.commands._human import size
-from stasis.commands._json import info_json, sample_of
+from stasis.commands._json import info_json
 from stasis.commands._options import FilterOptions, positive_number
 from stasis.commands._table import Column, render_table, terminal_width
 from stasis.model import EntryFilter, EntryInfo
@@ -98,7 +98,7 @@ async def entries(
 
 
 def _row(info: EntryInfo) -> list[str]:
-    sample = sample_of(info)
+    sample = info.sample
     return [
         info.key[:SHORT_KEY],
         str(sample) if sample else "",
@@ -142,7 +142,7 @@ async def run(store: Store, options: LsOptions, console: Console) -> None:
         if options["json"]:
             for info in page:
                 console.stdout.write(
-                    ("\n" if first else ",\n") + json.dumps(info_json(info, sample_of(info)))
+                    ("\n" if first else ",\n") + json.dumps(info_json(info, info.sample))
                 )
                 first = False
         else:
