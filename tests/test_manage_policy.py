@@ -108,3 +108,24 @@ def test_the_sample_column_comes_and_goes_with_samples() -> None:
     assert rows[0][:2] == ["a", "2024-01-15 10:30"]
     namespace = next(c for c in columns if c.header == "NAMESPACE")
     assert namespace.drop == 1  # one entry has a namespace: not the first to go
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31m\x7f"
+
+
+def test_what_clients_and_models_sent_never_reaches_the_terminal_raw() -> None:
+    body = json.dumps({"choices": [{"message": {"content": "hi " + HOSTILE}}]}).encode()
+    hostile = make_entry(
+        1,
+        model="gpt-" + HOSTILE,
+        body=body,
+        request=StoredRequest(body=json.dumps({"model": "gpt-" + HOSTILE}).encode()),
+    )
+    for name, arguments in (("ls", ()), ("ls", ("--json",)), ("show", (hostile.key,))):
+        printed = command(name, *arguments, entries=(hostile,))
+        assert not any(
+            0x7F <= ord(c) < 0xA0 or (ord(c) < 0x20 and c not in "\n\t") for c in printed
+        )
+        assert "pwned" in printed  # shown, as text
+    shown = json.loads(command("show", "--json", hostile.key, entries=(hostile,)))
+    assert shown["model"] == "gpt-" + HOSTILE  # the JSON still says exactly what was stored

@@ -34,6 +34,33 @@ class CommandError(Exception):
         self.status = status
 
 
+#: Control characters (C0 but newline and tab, DEL, C1) as visible escapes.
+#: What a command prints came from clients and models: a stored prompt holding
+#: ``ESC ]0;…`` or ``ESC [2J`` must not retitle or clear the reader's terminal.
+_VISIBLE = {
+    code: f"\\x{code:02x}"
+    for code in (*range(0x00, 0x20), *range(0x7F, 0xA0))
+    if chr(code) not in "\n\t"
+}
+
+
+#: The same characters where JSON may hold them raw (DEL, C1), as JSON escapes.
+_VISIBLE_IN_JSON = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+def visible_json(text: str) -> str:
+    """
+    JSON text (as ``json.dumps(..., ensure_ascii=False)`` writes it, C0 already
+    escaped) with DEL and C1 escaped too: still the same JSON, safe to print.
+    """
+    return text.translate(_VISIBLE_IN_JSON)
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters (but newline and tab) shown as ``\\xNN``."""
+    return text.translate(_VISIBLE)
+
+
 @define
 class Console:
     """The command's terminal (or pipes), its clock, and a way to ask the user."""
@@ -44,10 +71,10 @@ class Console:
     stdin: IO[str] = field(factory=lambda: sys.stdin)
 
     def out(self, text: str) -> None:
-        self.stdout.write(text + "\n")
+        self.stdout.write(visible(text) + "\n")
 
     def err(self, text: str) -> None:
-        self.stderr.write(text + "\n")
+        self.stderr.write(visible(text) + "\n")
         self.stderr.flush()
 
     def now(self) -> float:

@@ -22,7 +22,7 @@ from stasis.commands._answer import (
     recorded_events,
     stream_text,
 )
-from stasis.commands._command import Command, CommandError, Console
+from stasis.commands._command import Command, CommandError, Console, visible_json
 from stasis.commands._human import count_of, size
 from stasis.commands._json import body_json, headers_json, info_json, is_json, parse_json
 from stasis.commands._keys import resolve_key
@@ -187,7 +187,7 @@ async def run(store: Store, options: ShowOptions, console: Console) -> None:
     if entry is None:  # removed since it was found
         raise CommandError(f"no entry with key {key}")
     if options["json"]:
-        console.out(json.dumps(entry_json(entry), indent=2, ensure_ascii=False))
+        console.out(visible_json(json.dumps(entry_json(entry), indent=2, ensure_ascii=False)))
         return
     lines = [
         *_summary(entry, console.now()),
