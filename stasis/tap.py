@@ -32,7 +32,6 @@ from stasis.config import (
     listen_on_port,
     parse_upstream,
 )
-from stasis.ignore import parse_ignore, usable
 from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS, set_log_level
 from stasis.modes import Mode
@@ -94,20 +93,12 @@ def _seconds(name: str) -> Callable[[str], Any]:
     return _coerce(coerce)
 
 
-def _bytes(name: str) -> Callable[[str], Any]:
-    def coerce(value: str) -> int:
+def _named(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, its complaint prefixed with the option's name."""
+
+    def coerce(value: str) -> Any:
         try:
-            return parse_size(value)
-        except ValueError as e:
-            raise ValueError(f"{name}: {e}") from None
-
-    return _coerce(coerce)
-
-
-def _duration(name: str) -> Callable[[str], Any]:
-    def coerce(value: str) -> float:
-        try:
-            return parse_duration(value)
+            return parse(value)
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
 
@@ -177,14 +168,14 @@ class Options(usage.Options):
             DEFAULT_MEMORY_CACHE_BYTES,
             "Bytes of hot entries kept in memory in front of the database (0: none; or a "
             "size: 64MB).",
-            _bytes("--memory-cache"),
+            _named("--memory-cache", parse_size),
         ],
         [
             "max-body",
             None,
             DEFAULT_MAX_BODY_BYTES,
             "Largest request body accepted (bytes, or a size: 64MB).",
-            _bytes("--max-body"),
+            _named("--max-body", parse_size),
         ],
         [
             "ttl",
@@ -192,7 +183,7 @@ class Options(usage.Options):
             None,
             "How long new entries stay valid: 90s, 12h, 7d (default: for ever); X-Stasis-TTL "
             "overrides it per request.",
-            _duration("--ttl"),
+            _named("--ttl", parse_duration),
         ],
         [
             "stale-if-error",
@@ -200,7 +191,7 @@ class Options(usage.Options):
             None,
             "Serve an entry expired up to this long ago (90s, 12h, 7d) when the upstream fails "
             "(refused, reset, timeout, 5xx, 429), as STALE.",
-            _duration("--stale-if-error"),
+            _named("--stale-if-error", parse_duration),
         ],
         [
             "max-size",
@@ -208,7 +199,7 @@ class Options(usage.Options):
             None,
             "Keep the entries under this many bytes (500MB, 2GB), evicting the least recently "
             "used in the background.",
-            _bytes("--max-size"),
+            _named("--max-size", parse_size),
         ],
         [
             "max-entries",
@@ -294,10 +285,8 @@ class Options(usage.Options):
     opt_u = opt_upstream
 
     def opt_ignore(self, value: str) -> None:
-        try:
-            self["ignore"].append(usable(parse_ignore(value)))
-        except ValueError as e:
-            raise usage.UsageError(f"--ignore {e}") from None
+        # Checked with the other values, when the Config is made.
+        self["ignore"].append(value)
 
     opt_ignore.__doc__ = (
         "A JSON path left out of every cacheable request's key: user, metadata.user_id, "

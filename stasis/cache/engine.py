@@ -61,7 +61,7 @@ from stasis.keys import (
     stored_request,
 )
 from stasis.log import RateLimitedWarning, logger
-from stasis.model import Change, Entry, StoredRequest
+from stasis.model import Change, Entry
 from stasis.modes import BadDirective, Directives, Mode, parse_directives, split_directive_prefix
 from stasis.providers import Provider, RequestView, identify
 from stasis.routing import Routes
@@ -137,13 +137,10 @@ class _Call:
     #: The client's SigV4 signature, when it sent one (Bedrock).
     signed: SigV4Authorization | None
     fingerprint: bytes | None
-    #: The key an answer is stored under (and, when found elsewhere, was found under).
-    key: str | None = None
     keys: ScopedKeys | None = None
     #: The keys before a sample was chosen (the key's first answer's).
     base_keys: ScopedKeys | None = None
     parsed: ParsedBody | None = None
-    stored: StoredRequest | None = None
     #: Why the caller's SigV4 identity could not be verified: it reads only the
     #: shared scope, and is never forwarded (stasis would sign as itself).
     unverified: StasisError | None = None
@@ -153,6 +150,11 @@ class _Call:
     stale: Entry | None = None
     #: What to say the cache did if the request fails from here on.
     outcome: CacheOutcome = PASSED
+
+    @property
+    def key(self) -> str | None:
+        """The key an answer is stored under; None until a cacheable request is keyed."""
+        return None if self.keys is None else self.keys.own
 
 
 class _UpstreamFailed(Exception):
@@ -417,7 +419,7 @@ class CacheEngine:
         if samples > 1:
             call.sample = self.rotation.next(keys.own) % samples
         keys = call.keys = _sampled(keys, call.sample)
-        key = call.key = keys.own
+        key = keys.own
         call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss")
 
         if mode is Mode.FRESH:

@@ -35,7 +35,7 @@ def is_json(value: Any) -> bool:
     return value is not _NOT_JSON
 
 
-def info_json(info: EntryInfo, sample: int) -> dict[str, Any]:
+def info_json(info: EntryInfo) -> dict[str, Any]:
     """
     What a listing says of one entry; ``sample`` only for a key's second
     answer on, so that entries without samples read as they always did.
@@ -43,7 +43,7 @@ def info_json(info: EntryInfo, sample: int) -> dict[str, Any]:
     return {
         "key": info.key,
         "sharedKey": info.shared_key or None,
-        **({"sample": sample} if sample else {}),
+        **({"sample": info.sample} if info.sample else {}),
         "storedAt": iso8601(info.created_at),
         "expiresAt": iso8601(info.expires_at),
         "provider": info.provider,

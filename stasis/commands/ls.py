@@ -141,9 +141,7 @@ async def run(store: Store, options: LsOptions, console: Console) -> None:
         more = not page
         if options["json"]:
             for info in page:
-                console.stdout.write(
-                    ("\n" if first else ",\n") + json.dumps(info_json(info, info.sample))
-                )
+                console.stdout.write(("\n" if first else ",\n") + json.dumps(info_json(info)))
                 first = False
         else:
             rows.extend(_row(info) for info in page)

@@ -175,7 +175,7 @@ def entry_json(entry: Entry) -> dict[str, Any]:
         ],
     }
     return {
-        **info_json(EntryInfo.of(entry), entry.sample),
+        **info_json(EntryInfo.of(entry)),
         "request": _request_json(entry, entry.request),
         "response": response,
     }
