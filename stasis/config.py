@@ -205,6 +205,16 @@ def _ignore_rules(value: Any) -> tuple[IgnorePath, ...]:
     return tuple(rules)
 
 
+#: More processes than this on one machine is a typo, not a plan.
+MAX_WORKERS = 256
+
+
+def _workers(_: Any, attribute: Attribute[int], value: int) -> None:
+    _whole(1, "processes")(_, attribute, value)
+    if value > MAX_WORKERS:
+        raise ConfigError(attribute.name, f"must be at most {MAX_WORKERS}, not {value}")
+
+
 def _samples(_: Any, attribute: Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigTypeError(attribute.name, f"must be a whole number, not {value!r}")
@@ -316,6 +326,9 @@ class Config:
     samples: int = field(default=1, validator=_samples)
     #: A file the daemon writes its URL to once it listens (None: none).
     ready_file: str | None = field(default=None, validator=_ready_file)
+    #: Processes accepting on the one listening socket, sharing one cache
+    #: (``--workers``); 1 serves in the daemon's own process.
+    workers: int = field(default=1, validator=_workers)
 
     @property
     def routes(self) -> Routes:

@@ -63,7 +63,7 @@ class StartupError(Exception):
 
 def build_store(config: Config, reactor: Any) -> Store:
     """The cache store for ``config`` (``--db``: a path, later a URL), not yet open."""
-    return open_store(config.db, reactor)
+    return open_store(config.db, reactor, workers=config.workers)
 
 
 @frozen

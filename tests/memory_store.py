@@ -57,6 +57,10 @@ class MemoryStore:
     #: for while writes were held: (how many puts were held then, what to do).
     _waiting: list[tuple[int, Callable[[], None]]] = field(factory=list)
     _open: bool = False
+    #: Whether other daemons store into it too (``Store.shared``).
+    shared: bool = False
+    #: Live claims: key -> (holder, when it lapses on ``clock``).
+    claims: dict[str, tuple[str, float]] = field(factory=dict)
     #: Each entry's stored size, worked out once: it packs the entry, as the SQL store does.
     _sizes: dict[str, tuple[Entry, int]] = field(factory=dict)
 
@@ -164,6 +168,31 @@ class MemoryStore:
             return succeed(existed)
 
         return self._in_turn(delete)
+
+    def claim(self, key: str, holder: str, seconds: float) -> Deferred[bool]:
+        if self.fail_writes:
+            return fail(StoreError("database or disk is full"))
+
+        def claim() -> Deferred[bool]:
+            now = self.clock.seconds()
+            current = self.claims.get(key)
+            if current is not None and current[0] != holder and current[1] > now:
+                return succeed(False)
+            self.claims[key] = (holder, now + seconds)
+            return succeed(True)
+
+        return self._in_turn(claim)
+
+    def release(self, key: str, holder: str) -> Deferred[None]:
+        if self.fail_writes:
+            return fail(StoreError("database or disk is full"))
+
+        def release() -> Deferred[None]:
+            if self.claims.get(key, ("", 0.0))[0] == holder:
+                del self.claims[key]
+            return succeed(None)
+
+        return self._in_turn(release)
 
     def external(self, change: Change) -> None:
         """Pretend another process changed the database."""

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
 
 from stasis.model import (
     Change,
@@ -792,3 +793,41 @@ async def test_random_operations_match_a_dict(subject: Subject, seed: int) -> No
     for k in keys:
         assert await store.get(k) == model.get(k)
     assert (await store.stats()).entries == len(model)
+
+
+# Claims: one fetch for a key among the processes sharing the store
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_is_held_by_one_holder_until_released(subject: Subject) -> None:
+    store = subject.store
+    assert await store.claim(key(1), "a", 30.0) is True
+    assert await store.claim(key(1), "b", 30.0) is False
+    assert await store.claim(key(1), "a", 30.0) is True  # renewing one's own claim
+    assert await store.claim(key(2), "b", 30.0) is True  # a claim is per key
+    await store.release(key(1), "b")  # not b's to release
+    assert await store.claim(key(1), "b", 30.0) is False
+    await store.release(key(1), "a")
+    assert await store.claim(key(1), "b", 30.0) is True
+    assert subject.changes == []  # a claim changes no answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_whose_holder_stopped_renewing_it_lapses(subject: Subject) -> None:
+    store = subject.store
+    assert await store.claim(key(1), "dead", 0.05) is True
+    deadline = reactor.seconds() + 10
+    while not await store.claim(key(1), "alive", 30.0):
+        assert reactor.seconds() < deadline, "the dead holder's claim never lapsed"
+        await deferLater(reactor, 0.05)
+    assert await store.claim(key(1), "dead", 30.0) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_claims_on_one_key_give_it_to_exactly_one(subject: Subject) -> None:
+    store = subject.store
+    subject.hold()
+    asked = [store.claim(key(7), f"holder-{n}", 30.0) for n in range(8)]
+    subject.release()
+    taken = await gatherResults(asked)
+    assert sorted(taken) == [False] * 7 + [True]

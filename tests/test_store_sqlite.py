@@ -147,7 +147,7 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
     finally:
         await store.close()
     values = meta(path)
-    assert int(values["schema_version"]) == SCHEMA_VERSION == 5
+    assert int(values["schema_version"]) == SCHEMA_VERSION == 6
     assert bytes(values["secret"]) == store.secret
     with raw(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -157,6 +157,7 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
         ).fetchall()
     assert objects == [
         ("table", "changes"),
+        ("table", "claims"),
         ("trigger", "changes_after_delete"),
         ("trigger", "changes_after_insert"),
         ("trigger", "changes_after_update"),

@@ -76,6 +76,8 @@ class AdbapiStore:
 
     dialect: Dialect
     reactor: IReactorTime
+    #: Other processes (workers) store into the same file: see ``Store.shared``.
+    workers_share: bool = False
     #: Concurrent lookups; more threads than cores buys nothing.
     readers: int = 2
     _changes: ChangeFeed = field(factory=ChangeFeed, init=False)
@@ -114,6 +116,10 @@ class AdbapiStore:
     @property
     def changes(self) -> ChangeFeed:
         return self._changes
+
+    @property
+    def shared(self) -> bool:
+        return self.workers_share or self.dialect.shared
 
     @property
     def writable(self) -> bool:
@@ -506,6 +512,21 @@ class AdbapiStore:
 
         next_batch()
         return done
+
+    def claim(self, key: str, holder: str, seconds: float) -> Deferred[bool]:
+        digest = bytes.fromhex(key)
+        claim = self.dialect.claim
+        return self._write(lambda cursor: claim(cursor, digest, holder, seconds), lambda _: None)
+
+    def release(self, key: str, holder: str) -> Deferred[None]:
+        digest = bytes.fromhex(key)
+        p = self.dialect.param
+        statement = f"DELETE FROM claims WHERE key = {p} AND holder = {p}"
+
+        def statements(cursor: Any) -> None:
+            cursor.execute(statement, (digest, holder))
+
+        return self._write(statements, lambda _: None)
 
     def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> Deferred[None]:
         """

@@ -82,6 +82,10 @@ class Dialect(Protocol):
         """Where the database is, for log lines and errors: never a password."""
 
     @property
+    def shared(self) -> bool:
+        """Whether the database is a server other daemons use as well (see ``Store.shared``)."""
+
+    @property
     def param(self) -> str:
         """The DB-API placeholder for one parameter (``?`` or ``%s``)."""
 
@@ -109,6 +113,14 @@ class Dialect(Protocol):
 
     def upsert(self, columns: Sequence[str]) -> str:
         """A statement storing one ``entries`` row of these columns, replacing its key's row."""
+
+    def claim(self, cursor: Any, key: bytes, holder: str, seconds: float) -> bool:
+        """
+        In a write transaction: give ``holder`` the claim on ``key`` for
+        ``seconds`` unless another holder's claim is live; whether it now has
+        it. Time is the database's to keep where daemons on several machines
+        share it (their clocks may disagree), else this machine's.
+        """
 
     def database_size(self, cursor: Any) -> int:
         """The database's size in bytes, as ``/stats`` reports it."""

@@ -31,7 +31,7 @@ def _without_password(url: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
-def open_store(db: str, reactor: IReactorTime) -> Store:
+def open_store(db: str, reactor: IReactorTime, *, workers: int = 1) -> Store:
     """
     The store ``--db`` names: a path is an SQLite file (created if need be).
 
@@ -42,7 +42,7 @@ def open_store(db: str, reactor: IReactorTime) -> Store:
     """
     scheme = _URL.match(db)
     if scheme is None:
-        return AdbapiStore(SQLiteDialect(db), reactor)
+        return AdbapiStore(SQLiteDialect(db), reactor, workers_share=workers > 1)
     name = scheme.group(1).lower()
     if name in ("postgresql", "postgres"):
         raise StoreError(

@@ -53,6 +53,14 @@ class Store(Protocol):
         """Where the database is, for log lines and errors: never a password."""
 
     @property
+    def shared(self) -> bool:
+        """
+        Whether other daemons may store into this database at any moment (a
+        database server; a file several workers share). Then nothing kept in
+        memory may conclude that a key is absent: only the database can say.
+        """
+
+    @property
     def changes(self) -> ChangeFeed:
         """
         Committed puts, deletes and purges, naming their keys, in commit order.
@@ -141,6 +149,23 @@ class Store(Protocol):
 
     def stats(self) -> Deferred[StoreStats]:
         """Counted after every write asked for so far."""
+
+    def claim(self, key: str, holder: str, seconds: float) -> Deferred[bool]:
+        """
+        Take, or renew, ``holder``'s claim to fetch ``key``'s answer for the
+        next ``seconds``: True if ``holder`` now holds it, False while another
+        holder's claim on it is live.
+
+        How the processes sharing a database make one upstream call for
+        identical concurrent misses: the one holding the claim fetches, the
+        others wait for its entry. A claim whose holder died (and so stopped
+        renewing it) lapses after ``seconds``. A write, in order with the
+        others: a claim taken after a put of ``key`` is asked for is taken
+        after it is committed.
+        """
+
+    def release(self, key: str, holder: str) -> Deferred[None]:
+        """Give up ``holder``'s claim on ``key``, if it holds one; another holder's is left."""
 
     def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> Deferred[None]:
         """

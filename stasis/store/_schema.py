@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: The version this stasis writes; the package holds one file per version up to it.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _FILE_NAME = re.compile(r"(\d{4})-[\w-]+\.sql")
 

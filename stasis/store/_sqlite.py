@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,15 @@ BUSY_TIMEOUT_SECONDS = 5.0
 #: The WAL is emptied once it is larger than this (see SQLiteDialect.log_too_large),
 #: and cut back to it when it starts over.
 WAL_LIMIT_BYTES = 16 * 1024 * 1024
+
+
+#: Inserts a claim, or takes over one that is the holder's own or has lapsed;
+#: changes no row (rowcount 0) while another holder's claim is live.
+_CLAIM = (
+    "INSERT INTO claims (key, holder, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at "
+    "WHERE claims.holder = excluded.holder OR claims.expires_at <= ?"
+)
 
 
 def configure(connection: sqlite3.Connection) -> None:
@@ -76,6 +86,8 @@ class SQLiteDialect:
     def location(self) -> str:
         return self.path
 
+    #: One file, on one machine: only workers sharing it write beside this daemon.
+    shared = False
     param = "?"
     #: Takes the write lock at once: a deferred transaction that reads first
     #: could fail with SQLITE_BUSY on its first write, whatever the busy timeout.
@@ -134,6 +146,12 @@ class SQLiteDialect:
         # (recursive_triggers is off): the insert trigger logs the one 'put'.
         marks = ", ".join("?" * len(columns))
         return f"INSERT OR REPLACE INTO entries ({', '.join(columns)}) VALUES ({marks})"
+
+    def claim(self, cursor: Any, key: bytes, holder: str, seconds: float) -> bool:
+        # Everyone using the file is on this machine, under one clock.
+        now = time.time()
+        cursor.execute(_CLAIM, (key, holder, now + seconds, now))
+        return bool(cursor.rowcount > 0)
 
     def database_size(self, cursor: Any) -> int:
         return _file_size(self.path) + _file_size(self.path + "-wal")
