@@ -157,10 +157,10 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
         ).fetchall()
     assert objects == [
         ("table", "changes"),
-        ("table", "claims"),
         ("trigger", "changes_after_delete"),
         ("trigger", "changes_after_insert"),
         ("trigger", "changes_after_update"),
+        ("table", "claims"),
         ("table", "entries"),
         ("index", "entries_created_at"),
         ("index", "entries_expires_at"),
@@ -221,8 +221,9 @@ def test_the_package_holds_one_schema_file_per_version() -> None:
         (3, "0003-changes.sql"),
         (4, "0004-requests.sql"),
         (5, "0005-policy.sql"),
+        (6, "0006-claims.sql"),
     ]
-    assert [len(m.statements) for m in found] == [3, 1, 4, 2, 12]
+    assert [len(m.statements) for m in found] == [3, 1, 4, 2, 12, 1]
 
 
 #: The request a version 4 entry keeps, packed as version 4 packed it (no ignore rules).
