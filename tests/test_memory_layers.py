@@ -130,6 +130,15 @@ def test_the_key_filter_is_read_after_the_first_lookup_that_found_nothing() -> N
     assert not keys.absent(key("put now"))
 
 
+def test_on_a_store_others_write_all_the_time_nothing_is_called_absent() -> None:
+    store = MemoryStore(Clock(), shared=True)
+    keys = KeyFilter(store)
+    for _ in range(3):
+        keys.found_nothing()
+    # Another worker may have stored it a moment ago: only the database knows.
+    assert not keys.ready and not keys.absent(key("never stored"))
+
+
 class SlowScan(MemoryStore):
     """Reads its keys only when told to."""
 

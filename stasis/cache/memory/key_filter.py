@@ -13,6 +13,11 @@ only serves hits, or only replays, never pays for it), on the store's thread,
 then kept up to date from the change feed: this process's puts at once,
 other processes' within a second. Until the keys are read, and again after
 the feed lost track (a RESET), every request is looked up.
+
+On a store other processes write all the time (``Store.shared``: a database
+server, a file several workers share) a second is too late: the entry another
+worker stored a moment ago must be a hit on the very next request. There the
+filter is never built, and every request is looked up.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ class KeyFilter:
 
     def found_nothing(self) -> None:
         """A lookup found nothing: misses are happening, so read the keys once."""
-        if self._bloom is not None or self._pending is not None:
+        if self.store.shared or self._bloom is not None or self._pending is not None:
             return
         self._pending = []
         generation = self._generation
