@@ -88,11 +88,12 @@ class Harness:
     policy: dict[str, Any] = field(factory=dict)
     #: Set to make the upstream fail this way instead of answering.
     failure: Exception | None = None
+    upstream_timeout: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         self.store = self.shared_store or MemoryStore(self.clock)
         self.upstream = StubTreq(self.api)
-        client = UpstreamClient(self.upstream, self.clock, 30.0)  # type: ignore[arg-type]
+        client = UpstreamClient(self.upstream, self.clock, self.upstream_timeout)  # type: ignore[arg-type]
 
         class Failing:
             timeout = client.timeout

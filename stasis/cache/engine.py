@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from stasis.cache.answers import Answer, Failed, Live, Stored
+from stasis.cache.claims import Claims
 from stasis.cache.counters import Counters, HitLog
 from stasis.cache.flights import NOTHING, Flight, Flights, Landed
 from stasis.cache.housekeeping import Housekeeping
@@ -267,6 +268,8 @@ class CacheEngine:
     #: Made at start: it is keyed with the store's secret.
     request_keys: RequestKeys | None = field(default=None, init=False)
     flights: Flights = field(factory=Flights, init=False)
+    #: Single flight across the processes sharing the store.
+    claims: Claims = field(init=False)
     rotation: Rotation = field(factory=Rotation, init=False)
     hits: HitLog = field(init=False)
     _read_warning: RateLimitedWarning = field(init=False)
@@ -277,6 +280,7 @@ class CacheEngine:
         self.hot = HotEntries(self.memory_budget)
         self.key_filter = KeyFilter(self.store)
         self.hits = HitLog(self.store, self.clock)
+        self.claims = Claims(self.store, self.clock)
         self._read_warning = RateLimitedWarning(log, self.clock)
         self._commit_warning = RateLimitedWarning(log, self.clock)
         if self.in_thread is None:
@@ -293,6 +297,7 @@ class CacheEngine:
         """Write the hits counted so far; stop following the store."""
         if self.housekeeping is not None:
             await self.housekeeping.stop()
+        self.claims.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -301,6 +306,7 @@ class CacheEngine:
     def _changed(self, change: Change) -> None:
         self.hot.on_change(change)
         self.key_filter.on_change(change)
+        self.claims.on_change(change)
         if self.request_keys is not None:
             self.request_keys.on_change(change)
 
@@ -442,6 +448,8 @@ class CacheEngine:
             if waiting is not None:
                 log.debug("{key} waits for the identical request in flight", key=key)
                 return await self._follow(call, await waiting)
+            if self.claims.active:
+                return await self._claim_and_fetch(call)
         self.counters.misses += 1
         if mode is Mode.REPLAY:
             self.counters.replay_misses += 1
@@ -592,19 +600,58 @@ class CacheEngine:
     def _hit(self, entry: Entry, realtime: bool) -> Stored:
         return Stored(entry, HIT, self.count_hit(entry), realtime=realtime)
 
+    async def _claim_and_fetch(self, call: _Call) -> Answer:
+        """
+        Lead ``call``'s flight here, and fetch once this process holds the
+        key's claim among the processes sharing the store; if another process
+        fetched it meanwhile, answer (this flight's followers too) with its entry.
+        """
+        key = call.key
+        assert key is not None
+        flight = self.flights.lead(key)
+        assert flight is not None  # no flight was under way, and nothing ran since
+        try:
+            found = await self.claims.take_or_wait(
+                key, lambda entry: _usable(entry, call.directives, self.clock.seconds())
+            )
+        except BaseException:
+            self._land(flight, NOTHING)  # the client left: a follower leads
+            raise
+        if found is None:
+            self.counters.misses += 1
+            return await self._fetch(call, flight)
+        log.debug("{key} was fetched by another process meanwhile", key=key)
+        self.hot.remember(found)
+        self._land(flight, Landed(entry=found, stored=True))
+        return self._collapsed_hit(call, found)
+
+    def _land(self, flight: Flight, landed: Landed) -> None:
+        """
+        End ``flight``; give up its key's claim unless a follower goes on
+        fetching it here. The entry, if any, is committed by now, so a
+        process that takes the claim after it finds the entry.
+        """
+        self.flights.end(flight, landed)
+        if flight.key in self.claims.held and flight.key not in self.flights:
+            self.claims.release(flight.key)
+
+    def _collapsed_hit(self, call: _Call, entry: Entry) -> Stored:
+        """
+        Answered by another request's fetch, once it was stored: no upstream
+        call of its own, so a hit, but never a "hit" from the cache.
+        """
+        outcome = CacheOutcome(
+            Status.HIT, forward=b"uri-miss", forward_status=entry.status, collapsed=True
+        )
+        return Stored(entry, outcome, self.count_hit(entry), realtime=call.directives.realtime)
+
     async def _follow(self, call: _Call, landed: Landed) -> Answer:
         """Answer as the flight this request waited for landed."""
         if landed.lead is not None:
             self.counters.misses += 1
             return await self._fetch(call, landed.lead)
         if landed.entry is not None and landed.stored:
-            # Answered by another request's fetch, once it was stored: no
-            # upstream call of its own, so a hit, but never a "hit" from the cache.
-            entry = landed.entry
-            outcome = CacheOutcome(
-                Status.HIT, forward=b"uri-miss", forward_status=entry.status, collapsed=True
-            )
-            return Stored(entry, outcome, self.count_hit(entry), realtime=call.directives.realtime)
+            return self._collapsed_hit(call, landed.entry)
         if landed.error is not None and call.stale is not None:
             return self._serve_stale(call, landed.error.message, None)
         self.counters.misses += 1
@@ -629,18 +676,18 @@ class CacheEngine:
             return await self._forward(call, record=self.store.writable, flight=flight)
         except _UpstreamFailed as e:
             if flight is not None:
-                self.flights.end(flight, Landed(error=e.error))
+                self._land(flight, Landed(error=e.error))
             return self._serve_stale(call, e.error.message, e.status)
         except StasisError as e:
             if flight is not None:
-                self.flights.end(flight, Landed(error=e))
+                self._land(flight, Landed(error=e))
             if call.stale is not None and isinstance(e, UpstreamUnreachable | UpstreamTimeout):
                 return self._serve_stale(call, e.message, None)
             raise
         except BaseException:
             # Cancelled (the client left), or a bug: a follower fetches instead.
             if flight is not None:
-                self.flights.end(flight, NOTHING)
+                self._land(flight, NOTHING)
             raise
 
     async def _forward(self, call: _Call, record: bool, flight: Flight | None) -> Live:
@@ -739,7 +786,7 @@ class CacheEngine:
                 landed = Landed(entry=entry, stored=stored)
         finally:
             if flight is not None:
-                self.flights.end(flight, landed)
+                self._land(flight, landed)
 
     def _entry(self, call: _Call, response: UpstreamResponse, recorder: Recorder) -> Entry:
         assert call.key is not None
