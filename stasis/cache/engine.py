@@ -65,7 +65,7 @@ from stasis.log import RateLimitedWarning, logger
 from stasis.model import Change, Entry
 from stasis.modes import BadDirective, Directives, Mode, parse_directives, split_directive_prefix
 from stasis.providers import Provider, RequestView, identify
-from stasis.routing import Routes
+from stasis.routing import Routes, check_target
 from stasis.sigv4 import SigV4Authorization, sigv4_of
 from stasis.store import Store
 from stasis.streams.recorder import Recorder
@@ -362,6 +362,8 @@ class CacheEngine:
             target = request.target.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("the request target must be ASCII (percent-encode it)") from None
+        method = request.method.decode("ascii", "replace").upper()
+        check_target(method, target)
         sent_target = target
         try:
             target, prefixed = split_directive_prefix(target)
@@ -371,8 +373,9 @@ class CacheEngine:
         except BadDirective as e:
             details = {"header": e.header} if e.header else {}
             raise BadRequest(e.message, **details) from None
+        if target != sent_target:
+            check_target(method, target)  # what is left once the directives are taken off
         path, _, query = target.partition("?")
-        method = request.method.decode("ascii", "replace").upper()
         view = RequestView(method=method, path=path, query=query, headers=headers)
         return _Call(
             method=method,
@@ -695,7 +698,7 @@ class CacheEngine:
         if call.unverified is not None:
             raise call.unverified
         cacheable = call.key is not None
-        url = self.routes.upstream_for(call.provider, call.view) + call.target
+        url = self.routes.url_for(call.provider, call.view)
         headers: Pairs = for_upstream(call.raw_headers)
         if call.signed is not None:
             headers = await self.signer.sign(call.signed, call.method, url, headers, call.body)

@@ -190,6 +190,9 @@ class StasisRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._max_body:
             self._refuse_body()
+            # twisted.web answers "Expect: 100-continue" right after this call;
+            # after a 413 that would invite the body the 413 just refused.
+            self.requestHeaders.removeHeader(b"expect")
             length = 0
         server.Request.gotLength(self, length)
 
