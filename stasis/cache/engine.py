@@ -54,6 +54,7 @@ from stasis.headers import (
 from stasis.ignore import IgnorePath, combined
 from stasis.keys import (
     CredentialScope,
+    KeyPolicy,
     KeyRequest,
     ParsedBody,
     ScopedKeys,
@@ -255,6 +256,9 @@ class CacheEngine:
     stale_if_error: float | None = None
     #: Answers a key keeps unless the request says (``--samples``).
     samples: int = 1
+    #: Headers that carry a credential beyond :data:`~stasis.keys.CREDENTIAL_HEADERS`
+    #: (``--credential-header``), lower-case.
+    credential_headers: tuple[str, ...] = ()
     #: Bytes of hot entries kept in memory; 0 keeps none.
     memory_budget: int = 64 * 1024 * 1024
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
@@ -275,6 +279,8 @@ class CacheEngine:
     _read_warning: RateLimitedWarning = field(init=False)
     _commit_warning: RateLimitedWarning = field(init=False)
     _unsubscribe: Callable[[], None] | None = field(default=None, init=False)
+    #: Each provider's key policy with ``credential_headers`` added, by provider name.
+    _policies: dict[str, KeyPolicy] = field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.hot = HotEntries(self.memory_budget)
@@ -472,7 +478,7 @@ class CacheEngine:
             keys = scoped_keys(
                 evolve(request, parsed=parsed),
                 self.store.secret,
-                call.provider.key_policy,
+                self._policy(call.provider),
                 scope,
             )
             return parsed, keys
@@ -577,16 +583,27 @@ class CacheEngine:
             provider=call.provider.name,
             model=call.provider.model(call.path, document),
             namespace=call.directives.namespace,
-            request=stored_request(self._key_request(call), call.provider.key_policy),
+            request=stored_request(self._key_request(call), self._policy(call.provider)),
             document=document,
             keys=call.keys,
-            policy=call.provider.key_policy,
+            policy=self._policy(call.provider),
         )
         try:
             return await nearest_recorded(self.store, asked, self.in_thread)
         except Exception as e:
             log.debug("cannot look for the nearest recorded request: {error}", error=e)
             return None
+
+    def _policy(self, provider: Provider) -> KeyPolicy:
+        """``provider``'s key policy, with the credential headers the daemon was told of."""
+        policy = self._policies.get(provider.name)
+        if policy is None:
+            policy = provider.key_policy
+            extra = [h for h in self.credential_headers if h not in policy.credential_headers]
+            if extra:
+                policy = evolve(policy, credential_headers=(*policy.credential_headers, *extra))
+            self._policies[provider.name] = policy
+        return policy
 
     def _key_request(self, call: _Call) -> KeyRequest:
         return KeyRequest(
@@ -819,7 +836,7 @@ class CacheEngine:
             timeline=recorder.timeline,
             shared_key=call.keys.shared,
             sample=call.sample,
-            request=stored_request(self._key_request(call), call.provider.key_policy),
+            request=stored_request(self._key_request(call), self._policy(call.provider)),
         )
 
     def _serve_stale(self, call: _Call, why: str, status: int | None) -> Stored:

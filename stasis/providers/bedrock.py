@@ -148,7 +148,6 @@ BEDROCK = Provider(
     stream_text=_stream_text,
     key_policy=KeyPolicy(
         varying_headers=frozenset({"accept", "content-type"}),
-        credential_headers=("authorization",),
         varying_prefixes=("x-amzn-bedrock-",),
     ),
     routing_hint="a Bedrock request without a SigV4 signature does not name its region: set "
