@@ -112,7 +112,9 @@ def site_of(harness: Harness) -> StasisSite:
     return StasisSite(root, max_body_bytes=10_000, upstream=proxy, reactor=harness.clock)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     method=METHODS,
     target=TARGET,

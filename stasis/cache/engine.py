@@ -734,11 +734,11 @@ class CacheEngine:
             and not content_coding(response.headers)
         )
         if cacheable:
+            # ``stored`` is said only once it is so (see _relay), never ahead of the commit.
             outcome = CacheOutcome(
                 Status.MISS if record else Status.BYPASS,
                 forward=b"request" if call.directives.mode is Mode.FRESH else b"uri-miss",
                 forward_status=response.code,
-                stored=storable,
                 detail=None if record else b"store-unavailable",
             )
         else:
@@ -756,7 +756,9 @@ class CacheEngine:
         )
 
         def relay(client: Client) -> Deferred[None]:
-            return ensureDeferred(self._relay(call, response, recorder, storable, flight, client))
+            return ensureDeferred(
+                self._relay(call, response, recorder, storable, flight, client, outcome)
+            )
 
         return Live(
             status=response.code,
@@ -775,7 +777,16 @@ class CacheEngine:
         storable: bool,
         flight: Flight | None,
         client: Client,
+        outcome: CacheOutcome,
     ) -> None:
+        """
+        Relay the body, and store the answer when it is whole.
+
+        A storable answer that is not a stream is held back until its commit
+        (up to :data:`HELD_BODY_BYTES`), so its head, written with its first
+        byte, can say ``stored``, or that it was not: never ahead of the
+        commit. A body that breaks off before anything was written is a 502.
+        """
         landed = NOTHING
         try:
             hold = HELD_BODY_BYTES if storable and recorder and not recorder.is_stream else 0
@@ -784,25 +795,41 @@ class CacheEngine:
             ended = await relay.done
             entry: Entry | None = None
             committed: Deferred[bool] | None = None
+            stored: bool | None = None  # None: not known yet
             if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
                 try:
                     entry = self._entry(call, response, recorder)
                     if storable:
                         committed = self._put(entry)
-                        await self._patiently(committed)
+                        if await self._patiently(committed):
+                            stored = await committed
+                            detail = None if stored else b"not-stored"
+                            client.revise(evolve(outcome, stored=stored, detail=detail))
                 except Exception:
                     # A bug in stasis, not in the answer: the client still gets it.
                     log.failure("storing {path} failed", path=call.path)
+            elif storable and ended is not Outcome.ABANDONED:
+                client.revise(evolve(outcome, detail=b"incomplete"))
             if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
                 relay.release()
                 client.finish()
-            elif client.open:
+            elif ended is Outcome.BROKEN:
                 # A clean end would tell the client a truncated body is whole.
+                client.revise(evolve(outcome, detail=b"upstream-body-broken"))
+                client.fail(
+                    UpstreamUnreachable(
+                        f"the upstream's answer ({response.code}) broke off before its end: "
+                        "its connection failed, or it sent nothing for "
+                        f"{self.upstream.timeout:g}s"
+                    )
+                )
+            elif client.open:
                 client.abort()
             if entry is not None:
                 # Those waiting for this flight are answered once the entry is
                 # committed (or refused): the next request after them finds it.
-                stored = await committed if committed is not None else False
+                if stored is None:
+                    stored = await committed if committed is not None else False
                 landed = Landed(entry=entry, stored=stored)
         finally:
             if flight is not None:
@@ -872,7 +899,7 @@ class CacheEngine:
         )
         return put.addCallback(settled)
 
-    async def _patiently(self, committed: Deferred[bool]) -> None:
+    async def _patiently(self, committed: Deferred[bool]) -> bool:
         """
         Wait for a commit, but not for ever.
 
@@ -880,14 +907,16 @@ class CacheEngine:
         client has whole survives a crash; but a database another process
         holds locked must not hold the answer back with it: after
         :data:`COMMIT_PATIENCE` the answer goes on, and the commit follows
-        when the lock is released.
+        when the lock is released. True if it settled in time.
         """
-        if not await self._settles_within(committed, COMMIT_PATIENCE):
-            self._commit_warning.warn(
-                "the cache database took over {seconds:g}s to commit an answer; "
-                "answering without waiting for it",
-                seconds=COMMIT_PATIENCE,
-            )
+        if await self._settles_within(committed, COMMIT_PATIENCE):
+            return True
+        self._commit_warning.warn(
+            "the cache database took over {seconds:g}s to commit an answer; "
+            "answering without waiting for it",
+            seconds=COMMIT_PATIENCE,
+        )
+        return False
 
     def _not_stored(self, entry: Entry, failure: Any) -> bool:
         # The store warns about a database it cannot write (once a minute).

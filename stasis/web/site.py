@@ -294,7 +294,8 @@ class StasisSite(server.Site):
         self.max_body_bytes = max_body_bytes
         self.upstream = upstream
 
-    def log(self, request: Any) -> None:
+    def log(self, request: Any, ending: bytes = b"") -> None:
+        """One access log line for ``request``; ``ending`` says why it did not end properly."""
         if not enabled("stasis.http", LogLevel.info):
             return
         status = noted_status(request)
@@ -308,4 +309,16 @@ class StasisSite(server.Site):
             b"-" if status is None else status.value,
             elapsed,
         )
+        if ending:
+            line += b" (" + ending + b")"
         request_line(line, time.time())
+
+
+def log_unfinished(request: server.Request, why: str) -> None:
+    """
+    The access log line of a request whose answer ends without finishing
+    (twisted.web logs only those it finishes): every request leaves one.
+    """
+    site = getattr(request.channel, "site", None)
+    if isinstance(site, StasisSite):
+        site.log(request, why.encode("ascii"))
