@@ -40,13 +40,8 @@ from stasis.store import (
 from stasis.store._adbapi import WRITE_RETRY_SECONDS, AdbapiStore
 from stasis.store._changelog import KEEP_SECONDS, TRIM_EVERY_SECONDS, ChangeLog
 from stasis.store._codec import decode, encode, encode_request
-from stasis.store._schema import (
-    SCHEMA_VERSION,
-    SchemaError,
-    migrate,
-    migrations,
-    split_statements,
-)
+from stasis.store._schema import SCHEMA_VERSION, SchemaError
+from stasis.store._schema_sqlite import migrate, migrations, split_statements
 from stasis.store._sqlite import SQLiteDialect
 from tests.store_support import ShiftedReactor, key, make_entry, merged, raw
 from tests.waiting import wait_for

@@ -21,7 +21,8 @@ from stasis.log import logger
 from stasis.store._changelog import ChangeLog
 from stasis.store._dialect import Prepared
 from stasis.store._protocol import StoreError
-from stasis.store._schema import SchemaError, check_version, migrate, read_secret
+from stasis.store._schema import SchemaError
+from stasis.store._schema_sqlite import check_version, migrate, read_secret
 
 __all__ = ["SQLiteDialect"]
 
