@@ -368,20 +368,6 @@ def test_open_store_makes_an_sqlite_store_of_a_path_without_opening_it(tmp_path:
     assert not path.exists()
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "postgresql://stasis:hunter2@db.example:5432/cache",
-        "postgres://stasis:hunter2@db.example/cache?sslmode=require",
-        "POSTGRESQL://stasis:hunter2@[db.example/cache",
-    ],
-)
-def test_a_postgresql_url_is_refused_without_showing_its_password(url: str) -> None:
-    with pytest.raises(StoreError, match=r"PostgreSQL .* is not supported by this version") as e:
-        open_store(url, reactor)
-    assert "hunter2" not in str(e.value)
-
-
 def test_a_url_of_an_unknown_engine_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="unknown database URL scheme 'mysql'"):
         open_store("mysql://user@host/db", reactor)
