@@ -125,6 +125,17 @@ class Cluster:
             "start",
         )
 
+    def require_password(self, role: str, password: str) -> None:
+        """
+        Make ``role`` a login role with ``password``, which connections over
+        TCP as that role must give (SCRAM); every other role keeps trust auth.
+        """
+        admin(self.url, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        hba = self.folder / "data" / "pg_hba.conf"
+        rule = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())  # the first matching line decides
+        admin(self.url, "SELECT pg_reload_conf()")
+
     def stop(self) -> None:
         self._run("pg_ctl", "--pgdata", str(self.folder / "data"), "--mode", "fast", "stop")
 

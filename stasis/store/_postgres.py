@@ -125,7 +125,7 @@ class PostgreSQLDialect:
     def _keywords(self) -> dict[str, Any]:
         """psycopg.connect's keywords beside the URL; :class:`StoreError` if libpq refuses it."""
         try:
-            given = conninfo_to_dict(self.url.text)
+            given = conninfo_to_dict(self.url.conninfo)
         except psycopg.Error as e:
             raise StoreError(
                 f"cannot use the cache database {self.location}: {self.describe(e)}"
@@ -139,7 +139,7 @@ class PostgreSQLDialect:
         return keywords
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url.text, **self._keywords())
+        return psycopg.connect(self.url.conninfo, **self._keywords())
 
     def prepare(self) -> Prepared:
         """
@@ -152,7 +152,7 @@ class PostgreSQLDialect:
         """
         keywords = self._keywords()
         try:
-            connection = psycopg.connect(self.url.text, **keywords)
+            connection = psycopg.connect(self.url.conninfo, **keywords)
         except psycopg.Error as e:
             raise StoreError(
                 f"cannot connect to the cache database {self.location}: {self.describe(e)}"
@@ -171,7 +171,7 @@ class PostgreSQLDialect:
     def pool_arguments(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         return (
             "psycopg",
-            (self.url.text,),
+            (self.url.conninfo,),
             {**self._keywords(), "cp_openfun": _configure, "cp_reconnect": True},
         )
 

@@ -40,6 +40,12 @@ class DatabaseURL:
         return self.text.partition("://")[0].lower()
 
     @property
+    def conninfo(self) -> str:
+        """The URL as the driver takes it: libpq knows its schemes in lower case only."""
+        scheme, separator, rest = self.text.partition("://")
+        return f"{scheme.lower()}{separator}{rest}"
+
+    @property
     def location(self) -> str:
         """The URL without its password (nor any ``password`` query parameter)."""
         scheme, _, rest = self.text.partition("://")
