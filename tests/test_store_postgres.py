@@ -136,6 +136,7 @@ async def test_open_creates_the_current_schema_and_a_secret(postgres_url: str) -
         "totals_after_delete",
         "totals_after_insert",
         "totals_after_update",
+        "totals_at_commit",
     ]
 
 
@@ -305,6 +306,39 @@ async def test_the_size_is_stasiss_tables_not_the_whole_database(postgres_url: s
     ((database,),) = sql(postgres_url, "SELECT pg_database_size(current_database())")
     assert 0 < empty < full < database
     assert full - empty >= 100 * 4000
+
+
+def totals_are_right(url: str) -> None:
+    kept = sql(url, "SELECT entry_count, stored_bytes FROM totals")
+    counted = sql(url, "SELECT count(*), COALESCE(sum(stasis_stored_size(e)), 0) FROM entries e")
+    assert kept == [(c, int(s)) for c, s in counted]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_totals_follow_every_kind_of_write_once_committed(postgres_url: str) -> None:
+    """Kept once per transaction, at its commit: never a row counted twice, or rolled back."""
+    store = opened(postgres_url)
+    try:
+        await store.put_all([make_entry(n, namespace=str(n % 3)) for n in range(3000)])
+        totals_are_right(postgres_url)
+        await store.put_all([make_entry(n, body=b"longer, now" * n) for n in range(0, 3000, 7)])
+        await store.delete(key(1))
+        await store.purge(EntryFilter(namespace="2"))
+        await store.add_hits({key(3): (2, 5.0)})
+        totals_are_right(postgres_url)
+        assert await store.evict(max_bytes=None, max_entries=700) > 0
+        totals_are_right(postgres_url)
+    finally:
+        await store.close()
+    with psycopg.connect(postgres_url) as connection:  # a raw client's transaction
+        connection.execute("DELETE FROM entries WHERE namespace = '0'")
+        with pytest.raises(psycopg.errors.DivisionByZero), connection.transaction():
+            connection.execute("DELETE FROM entries")
+            connection.execute("SELECT 1 / 0")
+        connection.commit()
+    totals_are_right(postgres_url)
+    ((left,),) = sql(postgres_url, "SELECT entry_count FROM totals")
+    assert 0 < left < 700  # namespace 0 went, the savepoint's delete of the rest did not
 
 
 @pytest_twisted.ensureDeferred

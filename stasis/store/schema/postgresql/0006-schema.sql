@@ -81,21 +81,56 @@ LANGUAGE sql IMMUTABLE AS $$
         + COALESCE(length(entry.timeline), 0) + COALESCE(length(entry.request), 0))
 $$;
 
--- One function for the three triggers. An upsert that replaces a row
--- (INSERT ... ON CONFLICT DO UPDATE) fires the update trigger, not the
--- insert one: the count stays, the size moves by the difference.
+-- Keeping the totals up to date row by row would update the one totals row
+-- once per entry: a transaction storing or removing thousands (an import, a
+-- purge) would leave as many versions of it, each update reading past all
+-- the ones before (quadratic: 20,000 entries took seconds, holding up every
+-- other writer). So each row's change is added to the transaction's running
+-- sums (transaction-local settings, undone with the transaction or a
+-- savepoint), and the totals row is updated once, when the transaction
+-- commits, by the first of the deferred triggers below (the others find
+-- nothing left to add). A statement inside the transaction that reads the
+-- totals sees them as they were when it began, which is what stasis reads
+-- them for (eviction, before removing anything).
+CREATE FUNCTION stasis_pending(name text) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(NULLIF(current_setting('stasis.pending_' || name, true), ''), '0')::bigint
+$$;
+
+-- An upsert that replaces a row (INSERT ... ON CONFLICT DO UPDATE) fires the
+-- update trigger, not the insert one: the count stays, the size moves by the
+-- difference.
 CREATE FUNCTION stasis_count_totals() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    entries bigint := 0;
+    bytes bigint := 0;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        UPDATE totals SET entry_count = entry_count + 1,
-            stored_bytes = stored_bytes + stasis_stored_size(NEW);
+        entries := 1;
+        bytes := stasis_stored_size(NEW);
     ELSIF TG_OP = 'DELETE' THEN
-        UPDATE totals SET entry_count = entry_count - 1,
-            stored_bytes = stored_bytes - stasis_stored_size(OLD);
+        entries := -1;
+        bytes := -stasis_stored_size(OLD);
     ELSE
-        UPDATE totals SET
-            stored_bytes = stored_bytes - stasis_stored_size(OLD) + stasis_stored_size(NEW);
+        bytes := stasis_stored_size(NEW) - stasis_stored_size(OLD);
+    END IF;
+    PERFORM set_config('stasis.pending_entries', (stasis_pending('entries') + entries)::text, true);
+    PERFORM set_config('stasis.pending_bytes', (stasis_pending('bytes') + bytes)::text, true);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION stasis_apply_totals() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    entries bigint := stasis_pending('entries');
+    bytes bigint := stasis_pending('bytes');
+BEGIN
+    IF entries <> 0 OR bytes <> 0 THEN
+        UPDATE totals SET entry_count = entry_count + entries, stored_bytes = stored_bytes + bytes;
+        PERFORM set_config('stasis.pending_entries', '0', true);
+        PERFORM set_config('stasis.pending_bytes', '0', true);
     END IF;
     RETURN NULL;
 END
@@ -107,9 +142,14 @@ CREATE TRIGGER totals_after_insert AFTER INSERT ON entries
 CREATE TRIGGER totals_after_delete AFTER DELETE ON entries
     FOR EACH ROW EXECUTE FUNCTION stasis_count_totals();
 
--- Counting hits (hit_count, last_hit_at) changes no size: left out.
+-- Counting hits (hit_count, last_hit_at) changes no size: left out, here and below.
 CREATE TRIGGER totals_after_update AFTER UPDATE OF stored_size, body, headers, timeline, request
     ON entries FOR EACH ROW EXECUTE FUNCTION stasis_count_totals();
+
+CREATE CONSTRAINT TRIGGER totals_at_commit
+    AFTER INSERT OR DELETE OR UPDATE OF stored_size, body, headers, timeline, request ON entries
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION stasis_apply_totals();
 
 -- The change feed: every entry stored or removed, whoever did it (another
 -- daemon, a management command, a raw SQL client), is notified on the
