@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from stasis.model import Change, ChangeKind, StoredRequest
 from stasis.store import (
@@ -509,6 +510,38 @@ async def test_a_failed_write_makes_the_store_unwritable_for_a_minute(tmp_path: 
         assert await store.delete(key(1)) is True
         assert store.writable
     finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_that_keep_failing_are_warned_of_once_a_minute(tmp_path: Path) -> None:
+    """
+    Not once per failure, and not only once: counted hits fail every few
+    seconds on a busy daemon whose database is full, and each failure keeps
+    the store unwritable, but the warning still comes every minute.
+    """
+    path = tmp_path / "cache.db"
+    clock = ShiftedReactor()
+    store = opened(path, clock)
+    warnings: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        if "cannot write the cache database" in (formatEvent(event) or ""):
+            warnings.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        await store.put(make_entry(1))
+        refuse(path, "UPDATE")
+        for _ in range(36):  # three minutes of failures, every five seconds
+            with pytest.raises(StoreError):
+                await store.add_hits({key(1): (1, 5.0)})
+            assert not store.writable
+            clock.offset += 5
+        assert len(warnings) == 3
+        assert "database or disk is full" in warnings[0]
+    finally:
+        globalLogPublisher.removeObserver(observe)
         await store.close()
 
 
