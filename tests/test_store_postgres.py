@@ -113,6 +113,15 @@ async def test_open_creates_the_current_schema_and_a_secret(postgres_url: str) -
         assert len(store.secret) == 32
         assert store.writable and store.shared
         assert store.location == postgres_url  # no password to leave out
+        await store.put(make_entry(1))
+        await store.get(key(1))
+        applications = sql(
+            postgres_url,
+            "SELECT application_name FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert len(applications) >= 3  # the listener, the writer, a reader
+        assert set(applications) == {("stasis",)}
     finally:
         await store.close()
     meta = dict(sql(postgres_url, "SELECT name, value FROM meta"))

@@ -155,6 +155,7 @@ class PostgresWatcher:
         except psycopg.Error as e:
             log.debug("cannot listen for other processes' changes: {error}", error=self.describe(e))
             return Noticed(False)
+        log.info("listening for other processes' changes again")
         # Whatever was committed while nobody listened is unknown: forget everything.
         return Noticed(True, (Change(ChangeKind.RESET, (), local=False),))
 

@@ -44,12 +44,14 @@ def open_store(db: str, reactor: IReactorTime, *, workers: int = 1) -> Store:
 def _postgres_store(url: DatabaseURL, reactor: IReactorTime) -> Store:
     # Imported here: psycopg is optional, and only a PostgreSQL store needs it.
     try:
-        from stasis.store._postgres import PostgreSQLDialect
+        import psycopg  # noqa: F401
     except ImportError as e:
-        if (e.name or "").partition(".")[0] != "psycopg":
-            raise
+        missing = (e.name or "").partition(".")[0] == "psycopg"
+        why = "is not installed" if missing else f"cannot be loaded ({str(e).splitlines()[0]})"
         raise StoreError(
             f"cannot use the cache database {url.location}: PostgreSQL needs psycopg, "
-            "which is not installed; pip install 'stasis[postgres]'"
+            f"which {why}; pip install 'stasis[postgres]'"
         ) from None
+    from stasis.store._postgres import PostgreSQLDialect
+
     return AdbapiStore(PostgreSQLDialect(url), reactor)
