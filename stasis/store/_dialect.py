@@ -41,10 +41,11 @@ class ChangeWatcher(Protocol):
     How one engine learns which keys other processes changed.
 
     Every method but :meth:`close` runs on the store's single writer thread,
-    one at a time, so a watcher keeps its state in plain attributes. The write hooks let it
-    tell this process's changes from others' where the engine cannot (SQLite's
-    change log holds everyone's); an engine that can (PostgreSQL's notifications
-    name the sending backend) leaves them empty.
+    one at a time, so a watcher keeps its state in plain attributes. The write
+    hooks let it tell this process's changes from others' where the engine
+    cannot (SQLite's change log holds everyone's); an engine that can
+    (PostgreSQL's notifications name the sending backend) notes in
+    :meth:`begin_write` which backend is this process's writer.
     """
 
     def begin_write(self, cursor: Any) -> object:
