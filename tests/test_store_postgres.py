@@ -38,7 +38,7 @@ from tests.store_support import ShiftedReactor, key, make_entry, merged
 psycopg = pytest.importorskip("psycopg")
 
 from stasis.store._postgres import PostgreSQLDialect  # noqa: E402
-from stasis.store._schema_postgres import FILES, migrate  # noqa: E402
+from stasis.store._schema_postgres import ADVISORY_LOCK, FILES, migrate  # noqa: E402
 from stasis.store._url import DatabaseURL  # noqa: E402
 
 #: Another process's change must reach the subscribers within this (the contract).
@@ -177,6 +177,23 @@ def test_two_daemons_starting_at_once_on_an_empty_database_make_one_schema(
     assert failures == []
     assert len(secrets) == starting and len(set(secrets)) == 1
     assert sql(postgres_url, "SELECT count(*) FROM meta WHERE name = 'secret'") == [(1,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_starting_beside_a_long_write_does_not_wait_for_it(
+    postgres_url: str,
+) -> None:
+    await opened(postgres_url).close()
+    with psycopg.connect(postgres_url) as writing:  # an import, say, holding the write lock
+        writing.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
+        started = time.monotonic()
+        store = opened(postgres_url)
+        try:
+            assert time.monotonic() - started < 2.0
+            assert await store.get(key(1)) is None
+        finally:
+            writing.commit()
+            await store.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -348,6 +365,18 @@ async def test_the_totals_follow_every_kind_of_write_once_committed(postgres_url
     totals_are_right(postgres_url)
     ((left,),) = sql(postgres_url, "SELECT entry_count FROM totals")
     assert 0 < left < 700  # namespace 0 went, the savepoint's delete of the rest did not
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_a_text_column_cannot_hold_is_stored_all_the_same(postgres_url: str) -> None:
+    store = opened(postgres_url)
+    try:
+        await store.put_all([make_entry(1, model="gpt\x00evil"), make_entry(2)])
+        stored = await store.get(key(1))
+        assert stored is not None and stored.model == "gpt\ufffdevil"
+        assert store.writable
+    finally:
+        await store.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -22,7 +22,9 @@ from typing import Any
 
 import psycopg
 from attrs import frozen
+from psycopg.abc import Buffer
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.string import StrDumperUnknown
 
 from stasis.store._dialect import Prepared
 from stasis.store._notifications import PostgresWatcher
@@ -71,8 +73,21 @@ _SIZE = (
 _SPACES = re.compile(r"\s+")
 
 
+class _Text(StrDumperUnknown):
+    """
+    Python text as PostgreSQL text, a NUL (which a text column cannot hold)
+    as U+FFFD: an answer whose model name carried one (a JSON ``\\u0000``
+    in the request) is then stored, where the driver would fail the whole
+    batch of puts, and the store would stop storing for a minute.
+    """
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", "\ufffd"))
+
+
 def _configure(connection: psycopg.Connection[Any]) -> None:
     """Every pooled connection's settings (adbapi's ``cp_openfun``)."""
+    connection.adapters.register_dumper(str, _Text)
     connection.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT_SECONDS * 1000)}")
 
 

@@ -42,9 +42,19 @@ def _whole(script: str) -> list[str]:
 FILES = packaged("postgresql", _whole)
 
 
+#: Whether ``meta`` is in the schema stasis creates its tables in. Read from
+#: the catalog under the statement's snapshot, not with ``to_regclass``: that
+#: one trusts the session's catalog cache, which may still say "no such table"
+#: after waiting for the lock behind the daemon that just created it.
+_HAS_META = (
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class "
+    "WHERE relname = 'meta' AND relnamespace = current_schema()::regnamespace)"
+)
+
+
 def schema_version(cursor: Any) -> int:
     """The version recorded in the database; 0 for an empty one (no ``meta`` table)."""
-    cursor.execute("SELECT to_regclass('meta') IS NOT NULL")
+    cursor.execute(_HAS_META)
     if not cursor.fetchone()[0]:
         return 0
     cursor.execute("SELECT value FROM meta WHERE name = 'schema_version'")
@@ -75,16 +85,21 @@ def migrate(connection: Any, files: SchemaFiles = FILES) -> tuple[bytes, bool]:
     and whether it is read-only (a read-only database of the current version
     serves hits; an older one cannot be migrated, and is refused).
 
+    A database already at ``files.newest`` is only read, without the lock: a
+    daemon starting beside others never waits for their writes.
+
     ``connection`` is a psycopg connection in autocommit mode.
     """
     files.migrations()  # a broken installation fails before the database is touched
     cursor = connection.cursor()
     try:
+        if schema_version(cursor) == files.newest:
+            return _read_secret(cursor), _read_only(cursor)
         cursor.execute("BEGIN")
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
+        # Again, under the lock: another daemon may have migrated meanwhile.
         version = schema_version(cursor)
-        cursor.execute("SELECT current_setting('transaction_read_only') = 'on'")
-        read_only = bool(cursor.fetchone()[0])
+        read_only = _read_only(cursor)
         if read_only:
             _check_read_only(version, files.newest)
         else:
@@ -112,3 +127,9 @@ def migrate(connection: Any, files: SchemaFiles = FILES) -> tuple[bytes, bool]:
         raise
     finally:
         cursor.close()
+
+
+def _read_only(cursor: Any) -> bool:
+    """Whether this session may not write (``default_transaction_read_only``, a standby)."""
+    cursor.execute("SELECT current_setting('transaction_read_only') = 'on'")
+    return bool(cursor.fetchone()[0])
