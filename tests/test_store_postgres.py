@@ -597,6 +597,22 @@ def test_a_url_libpq_refuses_is_an_error_without_its_password(url: str) -> None:
     assert message.startswith("cannot use the cache database ")
 
 
+def test_connections_time_out_and_say_they_are_stasis_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("PGAPPNAME", raising=False)
+    given = PostgreSQLDialect(DatabaseURL("postgresql://u@h/db?sslmode=require"))
+    _, (conninfo,), keywords = given.pool_arguments()
+    assert conninfo == "postgresql://u@h/db?sslmode=require"  # passed through as it is
+    assert (keywords["connect_timeout"], keywords["application_name"]) == ("5", "stasis")
+    assert keywords["autocommit"] is True and keywords["cp_reconnect"] is True
+    told = PostgreSQLDialect(DatabaseURL("postgresql://u@h/db?connect_timeout=30"))
+    assert "connect_timeout" not in told.pool_arguments()[2]
+    monkeypatch.setenv("PGAPPNAME", "mine")
+    assert "application_name" not in given.pool_arguments()[2]
+
+
 def test_an_unreachable_server_is_one_line_without_the_password(closed_port: int) -> None:
     url = f"postgresql://stasis:hunter2@127.0.0.1:{closed_port}/stasis"
     store = open_store(url, reactor)
