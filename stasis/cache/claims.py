@@ -79,6 +79,7 @@ class Claims:
         A store that fails meanwhile ends the wait with None: the fetch goes
         ahead, unclaimed, as it would without a shared store.
         """
+        waited = False
         while True:
             try:
                 claimed = await self.store.claim(key, self.holder, CLAIM_SECONDS)
@@ -97,6 +98,9 @@ class Claims:
             if claimed:
                 self._renew(key)
                 return None
+            if not waited:
+                waited = True
+                log.debug("{key} waits for the identical request another process fetches", key=key)
             await self._stored_or_later(key)
 
     def release(self, key: str) -> None:

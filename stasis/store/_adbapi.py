@@ -50,9 +50,12 @@ _T = TypeVar("_T")
 
 log = logger("stasis.store")
 
-#: How long the store reports itself unwritable after a failed write; also
-#: how often, at most, it warns that writes fail.
+#: How long the store reports itself unwritable after a failed write, unless a
+#: probe finds writes work again sooner; also how often, at most, it warns that
+#: writes fail.
 WRITE_RETRY_SECONDS = 60.0
+#: How often, while writes fail, a harmless write tries whether they work again.
+WRITE_PROBE_SECONDS = 2.0
 #: How often to checkpoint, and to look for other processes' changes at the
 #: least (a dialect may ask for more often: ``Dialect.watch_seconds``).
 WATCH_SECONDS = 1.0
@@ -91,6 +94,9 @@ class AdbapiStore:
     _read_only: bool = field(default=False, init=False)
     _closing: bool = field(default=False, init=False)
     _write_failed_at: float | None = field(default=None, init=False)
+    #: A write probe is under way (see _probe_writes), and when the last began.
+    _probing: bool = field(default=False, init=False)
+    _probed_at: float = field(default=0.0, init=False)
     _write_warning: RateLimitedWarning = field(init=False)
     _writes: WriteQueue = field(init=False)
     #: Statements made once, with the dialect's spelling.
@@ -357,10 +363,10 @@ class AdbapiStore:
         self._write_failed_at = self.reactor.seconds()
         self._write_warning.warn(
             "cannot write the cache database {location} ({error}); answers are passed "
-            "through uncached for the next {seconds:.0f}s",
+            "through uncached until it takes writes again (tried every {probe:.0f}s)",
             location=self.location,
             error=self._describe(outcome),
-            seconds=WRITE_RETRY_SECONDS,
+            probe=WRITE_PROBE_SECONDS,
         )
         return self._failed(outcome, "write")
 
@@ -582,6 +588,34 @@ class AdbapiStore:
             self._rounds = 0
             await self._checkpoint()
             self._keep_the_log_small()
+            self._probe_writes()
+
+    def _probe_writes(self) -> None:
+        """
+        While writes fail, try a harmless one every :data:`WRITE_PROBE_SECONDS`,
+        so that misses are stored again as soon as the database takes writes
+        (a server back up, a lock let go, space freed), not a minute later.
+
+        It rewrites one ``meta`` value with itself: a real write, through the
+        same queue and lock as any other, so it fails where they would.
+        """
+        failed_at = self._write_failed_at
+        if failed_at is None or self._probing or self._refused() is not None:
+            return
+        now = self.reactor.seconds()
+        if now - max(failed_at, self._probed_at) < WRITE_PROBE_SECONDS:
+            return
+        self._probing, self._probed_at = True, now
+        statement = f"UPDATE meta SET value = value WHERE name = {self.dialect.param}"
+
+        def done(_: object) -> None:
+            self._probing = False
+            if self._write_failed_at is None:
+                log.info("the cache database {location} takes writes again", location=self.location)
+
+        self._write(
+            lambda cursor: cursor.execute(statement, ("schema_version",)), lambda _: None
+        ).addBoth(done)
 
     async def _look_for_changes(self) -> None:
         watcher = self._watcher

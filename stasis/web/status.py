@@ -18,7 +18,7 @@ from stasis.errors import StoreUnreadable
 from stasis.log import logger
 from stasis.model import StoreStats
 from stasis.reports import health_json, stats_json
-from stasis.store import Store
+from stasis.store import Store, StoreError
 from stasis.web.exchange import Exchange
 
 __all__ = ["HealthResource", "StatsResource"]
@@ -60,7 +60,11 @@ class _StoreReport(Resource):
         exchange.finish()
 
     def _failed(self, failure: Failure, exchange: Exchange) -> None:
-        log.failure("reading the cache statistics failed", failure)
+        if failure.check(StoreError):
+            # The database's trouble, said by the store: no traceback to add.
+            log.warn("cannot read the cache statistics: {error}", error=failure.value)
+        else:
+            log.failure("reading the cache statistics failed", failure)
         exchange.fail(
             StoreUnreadable(f"cannot read the cache database: {failure.getErrorMessage()}")
         )
