@@ -61,7 +61,13 @@ def test_identical_misses_spread_over_two_daemons_make_one_upstream_call(
         for thread in threads:
             thread.start()
         # One request fetches; every other one is known to be waiting before it answers.
-        poll_until(lambda: waiting(first, second) == CONCURRENT - 1, 20.0)
+        try:
+            poll_until(lambda: waiting(first, second) >= CONCURRENT - 1, 20.0)
+        except AssertionError:
+            raise AssertionError(
+                f"{waiting(first, second)} requests waiting, {len(upstream.calls())} upstream "
+                f"calls:\n{first.log}\n{second.log}"
+            ) from None
     finally:
         gate.set()
     for thread in threads:
