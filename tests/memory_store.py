@@ -128,6 +128,7 @@ class MemoryStore:
             self._held.append((entry, committed))
             return committed
         self.entries[entry.key] = entry
+        self.claims.pop(entry.key, None)  # the fetch it was claimed for is over
         self._commit(Change(ChangeKind.PUT, (entry.key,)))
         return succeed(None)
 
@@ -142,6 +143,7 @@ class MemoryStore:
             if position < len(held):
                 entry, committed = held[position]
                 self.entries[entry.key] = entry
+                self.claims.pop(entry.key, None)
                 self._commit(Change(ChangeKind.PUT, (entry.key,)))
                 committed.callback(None)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Daemon, command, poll_until
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Received, Reply, chat_completion
 from tests.postgres_support import Cluster, fresh_database
 
 pytest.importorskip("psycopg")
@@ -48,7 +48,15 @@ def test_identical_misses_spread_over_two_daemons_make_one_upstream_call(
 ) -> None:
     first = start("-l", "debug", db=postgres_url)
     second = start("-l", "debug", db=postgres_url)
-    gate = upstream.gate = threading.Event()
+    gate = threading.Event()
+
+    def held(received: Received) -> Reply:
+        if not gate.wait(30):
+            raise AssertionError("the test never let the upstream answer")
+        document = json.dumps(chat_completion(received.json())).encode()
+        return Reply(200, [("Content-Type", "application/json")], document)
+
+    upstream.handler = held
     answers: list[tuple[int, dict[str, str]]] = []
 
     def send(daemon: Daemon) -> None:

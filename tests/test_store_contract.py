@@ -864,3 +864,14 @@ async def test_concurrent_claims_on_one_key_give_it_to_exactly_one(subject: Subj
     subject.release()
     taken = await gatherResults(asked)
     assert sorted(taken) == [False] * 7 + [True]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_put_of_a_claimed_key_gives_the_claim_up(subject: Subject) -> None:
+    store = subject.store
+    entry = make_entry(1)
+    assert await store.claim(entry.key, "a", 30.0) is True
+    await store.put(entry)
+    assert await store.claim(entry.key, "b", 30.0) is True  # no release needed
+    await store.release(entry.key, "a")  # nothing left of a's: b keeps it
+    assert await store.claim(entry.key, "c", 30.0) is False

@@ -94,6 +94,8 @@ class AdbapiStore:
     _read_only: bool = field(default=False, init=False)
     _closing: bool = field(default=False, init=False)
     _write_failed_at: float | None = field(default=None, init=False)
+    #: The claims this process holds (key: holder), as far as it knows.
+    _claims: dict[str, str] = field(factory=dict, init=False)
     #: A write probe is under way (see _probe_writes), and when the last began.
     _probing: bool = field(default=False, init=False)
     _probed_at: float = field(default=0.0, init=False)
@@ -441,14 +443,27 @@ class AdbapiStore:
 
     def _put_batch(self, puts: list[tuple[Entry, Deferred[None]]]) -> Write:
         upsert = self._upsert
+        p = self.dialect.param
+        release = f"DELETE FROM claims WHERE key = {p} AND holder = {p}"
+        # This process's claims on the keys stored: given up in the same
+        # transaction (the fetch they were taken for is over), so that the
+        # release the engine asks for next has nothing left to write.
+        claimed = [
+            (entry.key, self._claims[entry.key]) for entry, _ in puts if entry.key in self._claims
+        ]
 
         def prepare() -> list[tuple[Any, ...]]:
             return [entry_row(entry) for entry, _ in puts]
 
         def statements(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
             cursor.executemany(upsert, rows)
+            if claimed:
+                cursor.executemany(release, [(bytes.fromhex(k), h) for k, h in claimed])
 
         def settle(_: object) -> None:
+            for key, holder in claimed:
+                if self._claims.get(key) == holder:
+                    del self._claims[key]
             keys = tuple(dict.fromkeys(entry.key for entry, _ in puts))
             self._changes.publish(Change(ChangeKind.PUT, keys))
             for _, stored in puts:
@@ -542,9 +557,21 @@ class AdbapiStore:
     def claim(self, key: str, holder: str, seconds: float) -> Deferred[bool]:
         digest = bytes.fromhex(key)
         claim = self.dialect.claim
-        return self._write(lambda cursor: claim(cursor, digest, holder, seconds), lambda _: None)
+
+        def taken(held: bool) -> bool:
+            if held:
+                self._claims[key] = holder
+            return held
+
+        return self._write(
+            lambda cursor: claim(cursor, digest, holder, seconds), lambda _: None
+        ).addCallback(taken)
 
     def release(self, key: str, holder: str) -> Deferred[None]:
+        if self._claims.get(key) != holder:
+            # Released with the put of its entry, or never this process's.
+            return succeed(None)
+        del self._claims[key]
         digest = bytes.fromhex(key)
         p = self.dialect.param
         statement = f"DELETE FROM claims WHERE key = {p} AND holder = {p}"

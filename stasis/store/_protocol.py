@@ -161,7 +161,8 @@ class Store(Protocol):
         others wait for its entry. A claim whose holder died (and so stopped
         renewing it) lapses after ``seconds``. A write, in order with the
         others: a claim taken after a put of ``key`` is asked for is taken
-        after it is committed.
+        after it is committed. The put of ``key``'s entry by the process
+        holding the claim gives the claim up with it, in the same transaction.
         """
 
     def release(self, key: str, holder: str) -> Deferred[None]:
