@@ -78,6 +78,11 @@ _GEMINI = re.compile(
 SIGV4_MAX_SKEW = 15 * 60
 
 
+class _Server(ThreadingHTTPServer):
+    #: A real API's backlog, not http.server's 5: tests send dozens of requests at once.
+    request_queue_size = 128
+
+
 @define
 class Received:
     """One request as the upstream saw it."""
@@ -304,7 +309,7 @@ class FakeUpstream:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         # A short poll interval: stop() waits for serve_forever to notice, once per fake.
         self._thread = threading.Thread(
@@ -382,7 +387,7 @@ class FakeUpstream:
 
 
 def chat_completion(request: Any) -> dict[str, Any]:
-    last = request.get("messages", [{}])[-1].get("content", "")
+    last = (request.get("messages") or [{}])[-1].get("content", "")
     return {
         "id": "chatcmpl-__SERIAL__",
         "object": "chat.completion",
@@ -468,7 +473,7 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 def _last_user_text(request: Any) -> str:
-    last = request.get("messages", [{}])[-1].get("content", "")
+    last = (request.get("messages") or [{}])[-1].get("content", "")
     return last if isinstance(last, str) else json.dumps(last)
 
 

@@ -875,3 +875,46 @@ async def test_the_put_of_a_claimed_key_gives_the_claim_up(subject: Subject) -> 
     assert await store.claim(entry.key, "b", 30.0) is True  # no release needed
     await store.release(entry.key, "a")  # nothing left of a's: b keeps it
     assert await store.claim(entry.key, "c", 30.0) is False
+
+
+# One bad entry fails alone
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_entry_the_database_cannot_encode_fails_alone(subject: Subject) -> None:
+    """
+    Puts committed together must not fail together: one entry the database
+    refuses (a count past its INTEGER) fails alone, the others in its batch
+    are stored, and the store goes on taking writes.
+    """
+    store = subject.store
+    if isinstance(store, MemoryStore):
+        pytest.skip("the in-memory double holds any value")
+    good = [make_entry(n) for n in range(4)]
+    bad = make_entry("bad", usage=TokenUsage.of(2**70, 1))
+    subject.hold()
+    puts = [store.put(entry) for entry in good[:2]] + [store.put(bad)]
+    puts += [store.put(entry) for entry in good[2:]]
+    subject.release()
+    outcomes = await gatherResults(
+        [d.addCallbacks(lambda _: "stored", lambda failure: failure.type) for d in puts]
+    )
+    assert outcomes == ["stored", "stored", StoreError, "stored", "stored"]
+    assert {entry.key for entry in good} == {
+        e.key for e in [await store.get(entry.key) for entry in good] if e is not None
+    }
+    assert await store.get(bad.key) is None
+    assert store.writable
+    published = {key for change in subject.local() for key in change.keys}
+    assert published == {entry.key for entry in good}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_model_name_with_a_lone_surrogate_is_stored(subject: Subject) -> None:
+    store = subject.store
+    entry = make_entry(1, model="gpt-\ud800", namespace="n")
+    await put_all(store, [entry, make_entry(2)])
+    stored = await store.get(entry.key)
+    assert stored is not None and stored.body == entry.body
+    assert stored.model is not None and stored.model.startswith("gpt-")
+    assert await store.get(make_entry(2).key) is not None

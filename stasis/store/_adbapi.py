@@ -66,6 +66,17 @@ SCAN_YIELD_EVERY = 256
 GET_MANY_BATCH = 500
 
 
+def _values_refused(error: BaseException) -> bool:
+    """
+    Whether ``error`` is a database refusing the values it was given (a number
+    past its INTEGER, text it cannot encode: a DB-API ``DataError``), which
+    says nothing about whether it can store anything else.
+    """
+    return isinstance(error, OverflowError | UnicodeError) or any(
+        kind.__name__ == "DataError" for kind in type(error).__mro__
+    )
+
+
 def _keys(keys: list[bytes]) -> tuple[str, ...]:
     return tuple(key.hex() for key in keys)
 
@@ -362,6 +373,11 @@ class AdbapiStore:
             self._write_failed_at = None
             self._wrote = True
             return outcome
+        if outcome.value is not None and _values_refused(outcome.value):
+            # One entry's values, not the database: it fails alone (a batch
+            # it was in is split, see WriteQueue), and misses go on being stored.
+            log.warn("an entry could not be stored: {error}", error=outcome.value)
+            return self._failed(outcome, "write")
         self._write_failed_at = self.reactor.seconds()
         self._write_warning.warn(
             "cannot write the cache database {location} ({error}); answers are passed "
@@ -473,7 +489,14 @@ class AdbapiStore:
             for _, stored in puts:
                 stored.errback(failure)
 
-        return Write(prepare, statements, settle, failed, puts=puts)
+        return Write(
+            prepare,
+            statements,
+            settle,
+            failed,
+            puts=puts,
+            split=lambda: [self._put_batch([put]) for put in puts],
+        )
 
     def delete(self, key: str) -> Deferred[bool]:
         digest = bytes.fromhex(key)

@@ -115,6 +115,20 @@ def stored_size(entry: Entry) -> int:
     return int(entry_row(entry)[-1])
 
 
+def storable_text(text: str) -> str:
+    """
+    ``text`` as a database can hold it: a lone surrogate (JSON allows
+    ``"\\ud800"`` in a model name) cannot be encoded as UTF-8, and is written as
+    U+FFFD instead. Only for the columns that describe an entry (its model,
+    namespace, path): the answer and the request are stored as bytes, exact.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
 def entry_row(entry: Entry) -> tuple[Any, ...]:
     """The :data:`WRITTEN_COLUMNS` of ``entry``; this compresses, so keep it off the reactor."""
     headers = b""  # the headers travel in the packed value
@@ -123,11 +137,11 @@ def entry_row(entry: Entry) -> tuple[Any, ...]:
     request = None if entry.request is None else encode_request(entry.request)
     return (
         bytes.fromhex(entry.key),
-        entry.namespace,
-        entry.provider,
-        entry.model,
-        entry.method,
-        entry.path,
+        storable_text(entry.namespace),
+        storable_text(entry.provider),
+        None if entry.model is None else storable_text(entry.model),
+        storable_text(entry.method),
+        storable_text(entry.path),
         entry.status,
         headers,
         body,

@@ -45,6 +45,9 @@ class Write:
     transaction: bool = True
     #: Told once this write is settled, after its callers.
     settled: list[Deferred[None]] = field(factory=list)
+    #: For a batch of puts: the same puts as one write each, tried in its
+    #: place when it fails (see WriteQueue._finished).
+    split: Callable[[], list[Write]] | None = None
 
 
 @define
@@ -87,6 +90,16 @@ class WriteQueue:
 
     def _finished(self, outcome: object, write: Write) -> None:
         self._running = None
+        if isinstance(outcome, Failure) and write.split is not None and len(write.puts or ()) > 1:
+            # One entry the database refuses (a value it cannot encode) must
+            # not take the others committed with it down too: each is tried
+            # alone, in the batch's place in the order, and only what fails
+            # then is failed (and counts against the store).
+            singles = write.split()
+            singles[-1].settled.extend(write.settled)
+            self._waiting.extendleft(reversed(singles))
+            self._begin_next()
+            return
         try:
             outcome = self.noted(outcome)
             if isinstance(outcome, Failure):
