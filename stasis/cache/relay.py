@@ -10,7 +10,9 @@ socket buffer fills, the upstream is paused, so a slow reader holds a few
 buffers in the proxy, not the whole answer. When the client leaves, the
 upstream connection is stopped, so the provider stops generating (and
 billing) tokens for nobody. An upstream that goes silent mid-body for longer
-than the idle timeout is cut off the same way.
+than the idle timeout is cut off the same way; but only silence the
+upstream chose counts: while the client's flow control holds the upstream
+paused, no body can arrive, and the idle timer waits with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from zope.interface import implementer
 
 from stasis.cache.ports import BodyEnd, Client
 from stasis.streams.recorder import Recorder
@@ -46,6 +49,30 @@ _OUTCOMES = {
 }
 
 
+@implementer(IPushProducer)
+class _Paced:
+    """
+    The upstream's producer as the client sees it: the client's pauses and
+    resumes reach the upstream, and the relay, which stops its idle timer
+    while the client holds the body back.
+    """
+
+    def __init__(self, producer: IPushProducer, relay: BodyRelay) -> None:
+        self._producer = producer
+        self._relay = relay
+
+    def pauseProducing(self) -> None:
+        self._relay.client_paused()
+        self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._relay.client_resumed()
+        self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._producer.stopProducing()
+
+
 class BodyRelay:
     """
     Receives an upstream body (:class:`~stasis.cache.ports.BodyReceiver`).
@@ -69,6 +96,7 @@ class BodyRelay:
         self._idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None
         self._forget_gone: Callable[[], None] = lambda: None
+        self._producer: IPushProducer | None = None
         self._attached = False
         #: Up to ``hold`` bytes are held back and written whole by release().
         self._held: list[bytes] | None = [] if hold > 0 else None
@@ -79,10 +107,22 @@ class BodyRelay:
         if not self.client.open:
             producer.stopProducing()
             return
-        self.client.attach(producer)
+        self._producer = producer
+        self.client.attach(_Paced(producer, self))
         self._attached = True
         self._forget_gone = self.client.on_gone(producer.stopProducing)
         self._idle = self._clock.callLater(self._idle_timeout, producer.stopProducing)
+
+    def client_paused(self) -> None:
+        """The client cannot take more for now: the upstream's silence is not its own."""
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def client_resumed(self) -> None:
+        """The client takes more again: the upstream has the whole timeout again."""
+        if self._producer is not None and not self.done.called and self._idle is None:
+            self._idle = self._clock.callLater(self._idle_timeout, self._producer.stopProducing)
 
     def body_data(self, data: bytes) -> None:
         if self._idle is not None and self._idle.active():
