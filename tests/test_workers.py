@@ -222,6 +222,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_everything_exits(
         gate.set()
     [(status, headers, body)] = results
     assert (status, headers["x-stasis-status"]) == (200, "MISS")
+    assert headers["connection"] == "close"  # the daemon is going away
     assert json.loads(body)["object"] == "chat.completion"
     assert daemon.process.wait(30) == STOPPED
     poll_until(lambda: all(gone(pid) for pid in pids.values()))
@@ -306,18 +307,12 @@ class _UnixConnection(http.client.HTTPConnection):
 def test_workers_share_a_unix_socket(tmp_path: Path, upstream: FakeUpstream) -> None:
     path = tmp_path / "s.sock"
     ready = tmp_path / "ready"
+    argv = [
+        *command("twistd"), "--listen", f"unix:{path}", "-u", upstream.url, "--workers", "2",
+        "--ready-file", str(ready),
+    ]  # fmt: skip
     process = subprocess.Popen(
-        [
-            *command("twistd"),
-            "--listen",
-            f"unix:{path}",
-            "-u",
-            upstream.url,
-            "--workers",
-            "2",
-            "--ready-file",
-            str(ready),
-        ],
+        argv,
         cwd=tmp_path,
         env=_environment(),
         stdout=subprocess.DEVNULL,
@@ -341,3 +336,35 @@ def test_workers_share_a_unix_socket(tmp_path: Path, upstream: FakeUpstream) -> 
     finally:
         process.terminate()
         assert process.wait(30) == STOPPED
+
+
+def test_a_daemonized_supervisor_relays_its_workers_log_lines(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Daemonized, stdout is the null device: the workers' lines reach twistd's log file."""
+    ready, pidfile, logfile = tmp_path / "ready", tmp_path / "twistd.pid", tmp_path / "twistd.log"
+    argv = [
+        *command("twistd")[:1], "--pidfile", str(pidfile), "--logfile", str(logfile), "stasis",
+        "--listen", "tcp:0:interface=127.0.0.1", "-u", upstream.url, "--workers", "2",
+        "--ready-file", str(ready),
+    ]  # fmt: skip
+    launched = subprocess.run(
+        argv, cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=30
+    )
+    assert launched.returncode == 0, launched.stderr
+    poll_until(ready.exists, deadline=20)
+    supervisor = int(pidfile.read_text())
+    try:
+        host, port = ready.read_text().strip().removeprefix("http://").split(":")
+        with closing(http.client.HTTPConnection(host, int(port), timeout=30)) as connection:
+            status, headers, _ = post(connection, "hi")
+        assert (status, headers["x-stasis-status"]) == (200, "MISS")
+        poll_until(lambda: "POST /v1/chat/completions 200 MISS" in logfile.read_text())
+        log = logfile.read_text()
+        # Relayed under the worker's own system, without a second timestamp.
+        assert re.search(r"\[stasis\.service#info\] worker 0 serving \(pid \d+\)", log), log
+        assert re.search(r"\[stasis\.http#info\] POST /v1/chat/completions 200 MISS", log), log
+    finally:
+        os.kill(supervisor, signal.SIGTERM)
+    poll_until(lambda: gone(supervisor), deadline=40)
+    assert "Traceback" not in logfile.read_text()

@@ -338,6 +338,8 @@ class StasisSite(server.Site):
         for request in self.in_flight:
             # Each connection with a request in flight closes once it is answered.
             request.channel.persistent = False
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         if not self.in_flight:
             return succeed(None)
         d: Deferred[None] = Deferred(lambda d: self._idle.remove(d))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -149,10 +150,23 @@ class _WorkerProtocol(ProcessProtocol):
             if childFD == REPORT_FD:
                 self.supervisor._reported(self.slot, text)
             else:  # its stdout or stderr, relayed (see the module)
-                log.info("{line}", line=text)
+                _relay(text)
 
     def processEnded(self, reason: Failure) -> None:
         self.supervisor._ended(self.slot, reason)
+
+
+#: A worker's log line: its time, its system (``stasis.http#info``), its text.
+_LOG_LINE = re.compile(r"\S+ \[([^\]]*)\] (.*)")
+
+
+def _relay(line: str) -> None:
+    """Log a line a worker wrote, under its own system rather than with two timestamps."""
+    match = _LOG_LINE.fullmatch(line)
+    if match is None:
+        log.info("{line}", line=line)
+    else:
+        log.info("{line}", line=match.group(2), log_system=match.group(1))
 
 
 class Supervisor(Service):
@@ -175,7 +189,6 @@ class Supervisor(Service):
         self._family = 0
         self._tally_fd: int | None = None
         self._slots = [_Slot(index) for index in range(config.workers)]
-        self._inherit_output = not (_discarded(1) or _discarded(2))
         self._stopping = False
         #: None until the start-up is over; then True, or the failure.
         self._outcome: bool | Failure | None = None
@@ -251,7 +264,9 @@ class Supervisor(Service):
             family=self._family,
             drain_seconds=DRAIN_SECONDS,
         )
-        output: dict[int, int | str] = {1: 1, 2: 2} if self._inherit_output else {1: "r", 2: "r"}
+        # Looked at now, not when made: twistd daemonizes in between.
+        inherit = not (_discarded(1) or _discarded(2))
+        output: dict[int, int | str] = {1: 1, 2: 2} if inherit else {1: "r", 2: "r"}
         slot.ready, slot.failure = False, None
         slot.started_at = self.reactor.seconds()
         slot.process = self.reactor.spawnProcess(
