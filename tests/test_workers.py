@@ -199,6 +199,20 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(
     assert daemon.stop() == STOPPED
 
 
+def test_the_first_worker_keeps_the_bound_for_what_the_other_stores(
+    start: Callable[..., Daemon], upstream: FakeUpstream
+) -> None:
+    """Housekeeping runs in worker 0 only; it learns of worker 1's puts from the database."""
+    daemon = start("--workers", "2", "--max-entries", "3")
+    with closing(connect_to(daemon, 1)) as other:
+        for number in range(8):
+            assert post(other, f"call {number}")[1]["x-stasis-status"] == "MISS"
+    poll_until(lambda: _count_entries(daemon.db) <= 3, deadline=15)
+    stats = daemon.get_json("/stats")
+    assert stats["evictions"] >= 5
+    assert stats["maxEntries"] == 3
+
+
 def test_sigterm_lets_a_request_in_flight_finish_then_everything_exits(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:

@@ -12,12 +12,15 @@ import pickle
 import attrs
 import pytest
 from treq.testing import StubTreq
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 
 from stasis import Config
 from stasis.cache import Counters
+from stasis.service import Worker, build_front
 from stasis.web.root import Root
 from stasis.workers.restarts import FIRST_DELAY, LONGEST_DELAY, STABLE_SECONDS, Backoff
 from stasis.workers.seat import Seat, SeatError
@@ -150,3 +153,20 @@ def test_health_names_the_worker_and_stats_report_the_counters_given(tally_fd: i
     # Without workers, /health is the original tool's shape, untouched.
     alone = StubTreq(Root(Resource(), store, Counters()))
     assert set(_get(alone, "/health")) == {"status", "cache"}
+
+
+@pytest.mark.parametrize(("index", "keeps_house"), [(0, True), (1, False)])
+def test_only_the_first_worker_prunes_and_evicts(
+    tally_fd: int, index: int, keeps_house: bool
+) -> None:
+    tally = Tally.map(tally_fd, 3)
+    reactor = MemoryReactorClock()
+    worker = Worker(
+        index=index,
+        endpoint=TCP4ServerEndpoint(reactor, 0),
+        counters=tally.slot(index),
+        totals=tally.total(),
+    )
+    front = build_front(Config(max_entries=10), reactor, MemoryStore(reactor), worker)
+    assert (front.engine.housekeeping is not None) == keeps_house
+    assert front.counters is worker.counters
