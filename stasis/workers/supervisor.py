@@ -208,18 +208,21 @@ class Supervisor(Service):
             raise StartupError(
                 f"--workers needs an endpoint that listens at once; {self.config.listen} does not"
             )
-        [result] = results
-        if isinstance(result, Failure):
-            raise cannot_listen(self.config.listen, result)
+        [port] = results
+        if isinstance(port, Failure):
+            raise cannot_listen(self.config.listen, port)
         # The workers accept; this process never does.
-        result.stopReading()  # type: ignore[attr-defined]
-        self.port = result
-        if result.factory is not factory:  # type: ignore[attr-defined]
-            # TLS (ssl:) wraps the factory: a worker adopting the bare socket
-            # would speak plain HTTP on it.
-            result.stopListening()
-            raise StartupError(f"--workers cannot share {self.config.listen}: TLS is not supported")
-        self._family = _family(result)
+        port.stopReading()  # type: ignore[attr-defined]
+        try:
+            if port.factory is not factory:  # type: ignore[attr-defined]
+                # TLS (ssl:) wraps the factory: a worker adopting the bare
+                # socket would speak plain HTTP on it.
+                raise StartupError(f"--workers cannot share {self.config.listen}: TLS")
+            self._family = _family(port)
+        except StartupError:
+            port.stopListening()
+            raise
+        self.port = port
 
     def startService(self) -> None:
         if self.port is None:
@@ -388,13 +391,6 @@ class Supervisor(Service):
         if self._tally_fd is not None:
             os.close(self._tally_fd)
             self._tally_fd = None
-
-    # For tests and operators
-
-    @property
-    def pids(self) -> list[int | None]:
-        """Each slot's worker process id (None while a slot waits for its next worker)."""
-        return [None if s.process is None else s.pid for s in self._slots]
 
 
 def _environment(environ: dict[str, str] | None = None) -> dict[str, str]:

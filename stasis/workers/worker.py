@@ -21,13 +21,25 @@ import os
 import sys
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.stdio import StandardIO
+from twisted.logger import globalLogBeginner
 from twisted.python.failure import Failure
 
+from stasis import log as logs
+from stasis.service import StartupError, Worker
+from stasis.tap import worker_service
+from stasis.workers.seat import LISTENING_FD, REPORT_FD, TALLY_FD, Seat, SeatError
+from stasis.workers.supervisor import FAILED, READY
+from stasis.workers.tally import Tally
+
 __all__ = ["main"]
+
+log = logs.logger("stasis.workers")
 
 
 class _Supervisor(Protocol):
@@ -44,8 +56,6 @@ class _Supervisor(Protocol):
         self.transport.write(_report(kind, detail))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        from stasis.workers.supervisor import log
-
         if self.reactor.running:
             log.info("the supervisor is gone: stopping (pid {pid})", pid=os.getpid())
         with contextlib.suppress(ReactorNotRunning):  # stopping already
@@ -58,25 +68,13 @@ def _report(kind: str, detail: str) -> bytes:
 
 def main() -> None:
     """Run one worker until it is told to stop (see the module)."""
-    from stasis.workers.seat import LISTENING_FD, REPORT_FD, TALLY_FD, Seat, SeatError
-
     try:
         seat = Seat.read(0)
     except SeatError as e:
         sys.stderr.write(f"stasis worker: {e}\n")
         raise SystemExit(2) from None
 
-    from twisted.internet import reactor
-    from twisted.internet.stdio import StandardIO
-    from twisted.logger import globalLogBeginner
-
-    from stasis import log
-    from stasis.service import StartupError, Worker
-    from stasis.tap import worker_service
-    from stasis.workers.supervisor import FAILED, READY
-    from stasis.workers.tally import Tally
-
-    globalLogBeginner.beginLoggingTo([log.observer()])
+    globalLogBeginner.beginLoggingTo([logs.observer()])
     tally = Tally.map(TALLY_FD, seat.workers)
     os.close(TALLY_FD)
     worker = Worker(
