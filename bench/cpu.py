@@ -19,7 +19,14 @@ from typing import TypeVar
 
 from attrs import define, field
 
-__all__ = ["CpuUse", "children", "cpu_seconds", "machine_busy_seconds", "measure"]
+__all__ = [
+    "CpuUse",
+    "children",
+    "cpu_seconds",
+    "machine_busy_seconds",
+    "measure",
+    "waited_seconds",
+]
 
 _T = TypeVar("_T")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -34,6 +41,17 @@ def cpu_seconds(pid: int) -> float:
     fields = stat.rpartition(")")[2].split()
     # Fields 14 and 15 of stat (utime, stime), counted after "pid (comm)".
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def waited_seconds(pid: int) -> float:
+    """
+    Seconds ``pid``'s main thread (a daemon's reactor) has spent runnable but
+    waiting for a core (``/proc/PID/schedstat``): time lost to other work.
+    """
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def children(pid: int) -> list[int]:
@@ -73,6 +91,8 @@ class CpuUse:
     processes: dict[int, float] = field(factory=dict)
     #: Every core's busy time, whoever used it (the kernel, other work on the machine).
     machine: float = 0.0
+    #: Seconds each watched process's main thread waited, runnable, for a core.
+    waited: dict[int, float] = field(factory=dict)
 
     @property
     def others(self) -> float:
@@ -89,6 +109,7 @@ def measure(pids: list[int], clock: Callable[[], float]) -> Iterator[CpuUse]:
     """CPU used by ``pids`` and by the children the block waits for (wrk), while it runs."""
     use = CpuUse()
     before = {pid: cpu_seconds(pid) for pid in pids}
+    waited_before = {pid: waited_seconds(pid) for pid in pids}
     children_before = _children_seconds()
     machine_before = machine_busy_seconds()
     started = clock()
@@ -99,3 +120,4 @@ def measure(pids: list[int], clock: Callable[[], float]) -> Iterator[CpuUse]:
         use.wrk = _children_seconds() - children_before
         use.machine = machine_busy_seconds() - machine_before
         use.processes = {pid: cpu_seconds(pid) - before[pid] for pid in pids}
+        use.waited = {pid: waited_seconds(pid) - waited_before[pid] for pid in pids}

@@ -67,6 +67,10 @@ def _cores(uses: list[CpuUse], pid: int) -> float:
     return statistics.median(use.cores(use.processes[pid]) for use in uses)
 
 
+def _waited(uses: list[CpuUse], pid: int) -> float:
+    return statistics.median(use.cores(use.waited[pid]) for use in uses)
+
+
 def _wrk_cores(uses: list[CpuUse]) -> float:
     return statistics.median(use.cores(use.wrk) for use in uses)
 
@@ -134,6 +138,7 @@ def _section(
             ms(single.p50_us),
             ms(single.p99_us),
             f"{_cores(one_uses, one_pid):.2f}",
+            f"{_waited(one_uses, one_pid):.2f}",
             f"{_wrk_cores(one_uses):.2f}",
             f"{_other_cores(one_uses):.2f}",
             "1.00",
@@ -144,6 +149,7 @@ def _section(
             ms(multi.p50_us),
             ms(multi.p99_us),
             " + ".join(f"{c:.2f}" for c in worker_cores),
+            " + ".join(f"{_waited(many_uses, pid):.2f}" for pid in workers),
             f"{_wrk_cores(many_uses):.2f}",
             f"{_other_cores(many_uses):.2f}",
             f"{speedup:.2f}",
@@ -159,6 +165,7 @@ def _section(
             "p50 ms",
             "p99 ms",
             "stasis cores",
+            "waiting",
             "wrk cores",
             "other cores",
             "ratio",
@@ -170,7 +177,8 @@ def _section(
             f"worker for --workers {WORKERS} (the supervisor used "
             f"{_cores(many_uses, supervisor):.2f}); 'other': the rest of the machine's busy "
             "time (kernel threads, and any other work: more than a few hundredths skews the "
-            "ratio)",
+            "ratio); 'waiting': the share of the time each daemon's reactor was runnable but "
+            "waited for a core that other work held",
             f"/stats counted {counted[0]:,} and {counted[1]:,} hits for {single.requests:,} "
             f"and {multi.requests:,} completed wrk requests; {errors} wrk errors",
         ],
@@ -188,6 +196,10 @@ def _section(
                 "wrk_multi": [use.cores(use.wrk) for use in many_uses],
                 "others_single": [use.cores(use.others) for use in one_uses],
                 "others_multi": [use.cores(use.others) for use in many_uses],
+                "waiting_single": [use.cores(use.waited[one_pid]) for use in one_uses],
+                "waiting_workers": [
+                    [use.cores(use.waited[p]) for p in workers] for use in many_uses
+                ],
             },
             "hits_counted": counted,
         },

@@ -53,7 +53,7 @@ def make_tally_file(workers: int) -> int:
     by children spawned with it in their ``childFDs``) that the caller closes.
     """
     try:
-        fd = os.memfd_create("stasis-tally", 0)
+        fd = os.memfd_create("stasis-tally")  # close-on-exec: childFDs hands it on
     except (AttributeError, OSError):  # not Linux
         with tempfile.TemporaryFile() as unnamed:
             fd = os.dup(unnamed.fileno())
