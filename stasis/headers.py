@@ -46,11 +46,14 @@ _HOP_BY_HOP = frozenset(
 #: Accept-Encoding itself (gzip, which it decodes).
 _NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"content-length", b"accept-encoding", b"expect"}
 
-#: Not relayed to the client: the body it gets is re-framed (and maybe decoded).
-_NOT_RELAYED = _HOP_BY_HOP | {b"content-length"}
+#: Not relayed to the client: the body it gets is re-framed (and maybe decoded);
+#: and a cookie: an upstream's (Cloudflare's ``__cf_bm`` on every OpenAI answer)
+#: would come back on the client's next request, and a Cookie is a credential,
+#: fingerprinted into the key: the repeat would miss. A hit never sets one either.
+_NOT_RELAYED = _HOP_BY_HOP | {b"content-length", b"set-cookie", b"set-cookie2"}
 
 #: Not kept with an entry: they describe one moment or one client, not the answer.
-_NOT_STORED = _NOT_RELAYED | {b"date", b"set-cookie", b"age"}
+_NOT_STORED = _NOT_RELAYED | {b"date", b"age"}
 
 
 #: Headers that carry a credential, in either direction.

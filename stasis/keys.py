@@ -31,6 +31,8 @@ from stasis.model import StoredRequest
 from stasis.sigv4 import parse_authorization
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
+    "CREDENTIAL_QUERY_PARAMS",
     "KEY_VERSION",
     "CredentialScope",
     "KeyPolicy",
@@ -75,6 +77,22 @@ class CredentialScope(enum.Enum):
         return [scope.value for scope in cls]
 
 
+#: Headers that carry a credential, whatever the provider: each one present
+#: is fingerprinted, never keyed as it is nor stored. Not only the provider's
+#: own: behind one custom ``--upstream`` any of them may be what authenticates,
+#: and a Bedrock path with an ``x-api-key`` must not share another key's answers.
+CREDENTIAL_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+)
+#: Query parameters that carry a credential (Gemini's ``key=``), whatever the provider.
+CREDENTIAL_QUERY_PARAMS = frozenset({"key"})
+
+
 @frozen
 class KeyPolicy:
     """
@@ -85,7 +103,9 @@ class KeyPolicy:
     """
 
     varying_headers: frozenset[str] = frozenset({"anthropic-version", "anthropic-beta"})
-    credential_headers: tuple[str, ...] = ("authorization", "x-api-key", "api-key")
+    #: Every credential header (:data:`CREDENTIAL_HEADERS`), and those
+    #: ``--credential-header`` adds.
+    credential_headers: tuple[str, ...] = CREDENTIAL_HEADERS
     #: Headers that say which account a call is billed to (an OpenAI organization
     #: or project). They change the answer (an organization's fine-tuned models),
     #: so they are part of the caller's identity, fingerprinted with its
@@ -95,7 +115,7 @@ class KeyPolicy:
     #: Header name prefixes that change the answer (Bedrock's ``x-amzn-bedrock-``).
     varying_prefixes: tuple[str, ...] = ()
     #: Query parameters that carry a credential: fingerprinted, never part of the key.
-    credential_query_params: frozenset[str] = frozenset()
+    credential_query_params: frozenset[str] = CREDENTIAL_QUERY_PARAMS
 
 
 DEFAULT_POLICY = KeyPolicy()

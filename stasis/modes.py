@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from attrs import frozen
 
 from stasis.ignore import IgnorePath, parse_ignore_list
+from stasis.numbers import whole_number
 
 __all__ = [
     "BadDirective",
@@ -46,7 +47,7 @@ class Mode(enum.Enum):
             return cls(value.strip().lower())
         except ValueError:
             raise ValueError(
-                f"unknown mode {value!r}; allowed values: {', '.join(cls.names())}"
+                f"unknown mode {_shown(value)}; allowed values: {', '.join(cls.names())}"
             ) from None
 
     @classmethod
@@ -71,6 +72,12 @@ SAMPLES_HEADER = "x-stasis-samples"
 
 #: The most answers one key may keep (``X-Stasis-Samples``, ``--samples``).
 MAX_SAMPLES = 100
+#: The longest X-Stasis-TTL: 2**31 seconds, some 68 years (RFC 9111's largest delta-seconds).
+MAX_TTL_SECONDS = 2**31
+#: What a delta-seconds argument too large to represent counts as (RFC 9111 §1.2.2).
+LARGEST_DELTA_SECONDS = 2**31
+#: How much of a bad header value an error message repeats.
+SHOWN_CHARACTERS = 40
 
 #: A request target that begins with this carries directives in its path:
 #: ``/_stasis/with/mode=replay;namespace=suite-a/v1/chat/completions``. SDKs
@@ -184,11 +191,19 @@ def _mode_from_cache_control(directives: Mapping[str, str | None]) -> Mode | Non
     return None
 
 
+def _shown(value: str) -> str:
+    """A header value as an error message repeats it: quoted, and cut short if long."""
+    if len(value) > SHOWN_CHARACTERS:
+        return repr(value[:SHOWN_CHARACTERS]) + f"… ({len(value)} characters)"
+    return repr(value)
+
+
 def _seconds(argument: str | None) -> int | None:
-    """A delta-seconds argument (RFC 9111 §1.2.2); None when it is not one."""
-    if argument is None or not argument.isascii() or not argument.isdigit():
-        return None
-    return int(argument)
+    """
+    A delta-seconds argument (RFC 9111 §1.2.2); None when it is not one. One
+    too large to represent counts as 2**31, as §1.2.2 says it must.
+    """
+    return None if argument is None else whole_number(argument, LARGEST_DELTA_SECONDS)
 
 
 def _freshness(directives: Mapping[str, str | None]) -> dict[str, Any]:
@@ -255,13 +270,13 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
     ttl: int | None = None
     raw_ttl = headers.get(TTL_HEADER)
     if raw_ttl is not None:
-        text = raw_ttl.strip()
-        if not text.isdigit() or not text.isascii() or int(text) <= 0:
+        ttl = whole_number(raw_ttl.strip(), MAX_TTL_SECONDS + 1)
+        if ttl is None or not 0 < ttl <= MAX_TTL_SECONDS:
             raise BadDirective(
                 "X-Stasis-TTL",
-                f"X-Stasis-TTL: {raw_ttl!r} is not a whole number of seconds greater than 0",
+                f"X-Stasis-TTL: {_shown(raw_ttl)} is not a whole number of seconds "
+                f"from 1 to {MAX_TTL_SECONDS}",
             )
-        ttl = int(text)
 
     namespace = _namespace(headers.get(NAMESPACE_HEADER, ""))
     if len(namespace) > MAX_NAMESPACE_LENGTH or not namespace.isprintable():
@@ -274,7 +289,7 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
     if pace not in REPLAY_PACES:
         raise BadDirective(
             "X-Stasis-Replay",
-            f"X-Stasis-Replay: unknown value {headers[REPLAY_HEADER]!r}; "
+            f"X-Stasis-Replay: unknown value {_shown(headers[REPLAY_HEADER])}; "
             f"allowed values: {', '.join(REPLAY_PACES)}",
         )
     ignore: tuple[IgnorePath, ...] = ()
@@ -292,7 +307,8 @@ def parse_directives(headers: Mapping[str, str], default: Mode) -> Directives:
         if samples is None or not 1 <= samples <= MAX_SAMPLES:
             raise BadDirective(
                 "X-Stasis-Samples",
-                f"X-Stasis-Samples: {raw_samples!r} is not a whole number from 1 to {MAX_SAMPLES}",
+                f"X-Stasis-Samples: {_shown(raw_samples)} is not a whole number "
+                f"from 1 to {MAX_SAMPLES}",
             )
     return Directives(
         mode=mode,

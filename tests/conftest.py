@@ -11,6 +11,9 @@ import pytest
 from tests.daemon import Daemon, start_daemon
 from tests.fake_upstream import FakeUpstream
 
+# PostgreSQL servers and databases for the tests that need one (skipped without).
+from tests.postgres_support import own_cluster, postgres_server, postgres_url  # noqa: F401
+
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:

@@ -100,8 +100,18 @@ def test_a_body_cut_by_the_upstream_is_not_stored(daemon: Daemon, upstream: Fake
         b'{"id": "x", "padding": "' + b"a" * 5000 + b'"}',
         truncate_after=100,
     )
-    with pytest.raises(Exception):  # noqa: B017 - urllib reports the short read its own way
-        post_chat(daemon)
+    # Held back until it was whole, the body broke off before a byte of it
+    # was written: the client gets a 502 that says so, not a short answer.
+    status, headers, body = post_chat(daemon)
+    assert (status, headers["x-stasis-status"]) == (502, "MISS")
+    assert json.loads(body)["error"]["type"] == "stasis_upstream_unreachable"
+    assert "broke off" in json.loads(body)["error"]["message"]
+    assert (
+        headers["cache-status"]
+        == "stasis; fwd=uri-miss; fwd-status=200; detail=upstream-body-broken"
+    )
+    assert "content-type" in headers and headers["content-type"] == "application/json"
+    daemon.wait_for_log(r"POST /v1/chat/completions 502 MISS")
     upstream.handler = None
     status, headers, _ = post_chat(daemon)
     assert (status, headers["x-stasis-status"]) == (200, "MISS")

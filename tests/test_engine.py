@@ -154,6 +154,12 @@ class FakeClient:
     def abort(self) -> None:
         self.ended = "aborted"
 
+    def revise(self, outcome: Any) -> None:
+        self.revised = outcome
+
+    def fail(self, error: Any) -> None:
+        self.ended = "failed" if not self.data else "aborted"
+
 
 def answer_of(harness: Harness, d: Deferred[Answer]) -> tuple[Answer, bytes]:
     answers: list[Any] = []

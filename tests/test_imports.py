@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-HEAVY = ("twisted.web", "treq", "twisted.enterprise", "sqlite3", "botocore")
+HEAVY = ("twisted.web", "treq", "twisted.enterprise", "sqlite3", "botocore", "psycopg")
 
 
 def _loaded_by(statement: str) -> list[str]:

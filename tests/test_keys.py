@@ -36,7 +36,9 @@ from stasis.keys import (
     normalized_query,
     parse_json,
     scoped_keys,
+    stored_request,
 )
+from stasis.providers import PROVIDERS
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 OTHER_SECRET = b"fedcba9876543210fedcba9876543210"
@@ -458,7 +460,6 @@ NOISE = {
     "idempotency-key": "stainless-python-retry-5b3c1f1e",
     "x-request-id": "req_123",
     "x-forwarded-for": "10.0.0.1",
-    "cookie": "a=b",
     "content-type": "application/json; charset=utf-8",
 }
 
@@ -679,6 +680,20 @@ def test_different_credentials_different_fingerprints(header: str, a: str, b: st
     assert key(sent(a)) != key(sent(b))
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"],
+)
+def test_every_credential_header_is_fingerprinted_whatever_the_provider(header: str) -> None:
+    for policy in {provider.key_policy for provider in PROVIDERS}:
+        a = request(headers={header: "secret-a"})
+        b = request(headers={header: "secret-b"})
+        fp_a = credential_fingerprint(a, SECRET, policy)
+        assert fp_a and fp_a != credential_fingerprint(b, SECRET, policy)
+        assert key(a, policy=policy) != key(b, policy=policy)
+        assert "secret-a" not in repr(stored_request(a, policy))
+
+
 def test_no_credential_no_fingerprint() -> None:
     bare = request(headers={"content-type": "application/json", **NOISE})
     assert credential_values(bare) == ()
@@ -846,9 +861,12 @@ def test_query_credential_is_not_part_of_the_query(token: str) -> None:
     req = gemini(query)
     assert token not in key(req, policy=GEMINI)
     assert token not in credential_fingerprint(req, SECRET, GEMINI)
-    # Without the policy the key is an ordinary parameter, and there is no fingerprint.
+    # Every provider's policy takes key= for a credential; one that says
+    # otherwise keeps it as an ordinary parameter, with no fingerprint.
+    assert credential_fingerprint(req, SECRET) == credential_fingerprint(req, SECRET, GEMINI)
+    plain = KeyPolicy(credential_query_params=frozenset())
     assert token in normalized_query(query)
-    assert credential_fingerprint(req, SECRET) == ""
+    assert credential_fingerprint(req, SECRET, plain) == ""
 
 
 @given(tokens)

@@ -522,12 +522,19 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
     result = stasis("ls", db=db, cwd=tmp_path)
     assert result.returncode == 1
     assert one_line(result).startswith(f"stasis: cannot use the cache database '{db}': ")
-    url = stasis("stats", db="postgresql://me:secret@db.example/cache", cwd=tmp_path)
+
+
+def test_a_database_server_that_does_not_answer_is_one_line(
+    tmp_path: Path, closed_port: int
+) -> None:
+    pytest.importorskip("psycopg")
+    db = f"postgresql://me:secret@127.0.0.1:{closed_port}/cache"
+    url = stasis("stats", db=db, cwd=tmp_path)
     assert url.returncode == 1
-    assert one_line(url) == (
-        "stasis: PostgreSQL (postgresql://me@db.example/cache) is not supported by this "
-        "version of stasis; give --db a file path for an SQLite database"
-    )
+    line = one_line(url)
+    where = f"postgresql://me@127.0.0.1:{closed_port}/cache"
+    assert line.startswith(f"stasis: cannot connect to the cache database {where}: ")
+    assert "secret" not in line
 
 
 @pytest.mark.parametrize(

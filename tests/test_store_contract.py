@@ -2,15 +2,18 @@
 The store contract: the same tests against every implementation of :class:`stasis.store.Store`.
 
 Each test takes ``subject``, one store per implementation (the in-memory
-double the engine's tests run on, and SQLite through ``open_store``; a
-PostgreSQL store will be one more parameter), plus a way to hold its commits
-back, so that ordering can be shown on all of them alike: the double holds
-its writes in memory, SQLite is held by another connection taking the write
-lock (the store waits for it, as for any other process).
+double the engine's tests run on, and SQLite and PostgreSQL through
+``open_store``), plus a way to hold its commits back, so that ordering can
+be shown on all of them alike: the double holds its writes in memory, SQLite
+is held by another connection taking the write lock, PostgreSQL by another
+connection taking the stasis advisory lock (the store waits for either, as
+for any other process). The PostgreSQL store gets a database of its own on a
+real server (:mod:`tests.postgres_support`), or is skipped without one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,9 +40,10 @@ from stasis.model import (
 from stasis.store import EVERY_ENTRY, Store, StoreError, open_store
 from stasis.store._rows import stored_size
 from tests.memory_store import MemoryStore
+from tests.postgres_support import fresh_database
 from tests.store_support import key, make_entry, merged
 
-IMPLEMENTATIONS = ["memory", "sqlite"]
+IMPLEMENTATIONS = ["memory", "sqlite", "postgresql"]
 
 
 @define
@@ -82,15 +86,44 @@ def _sqlite(path: Path) -> Subject:
     return Subject(store, hold, release)
 
 
+def _postgresql(url: str) -> Subject:
+    import psycopg
+
+    from stasis.store._schema_postgres import ADVISORY_LOCK
+
+    store = open_store(url, reactor)
+    holder: list[psycopg.Connection[object]] = []
+
+    def hold() -> None:
+        connection: psycopg.Connection[object] = psycopg.connect(url)
+        # The lock every stasis write transaction takes first: the store's writes wait.
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
+        holder.append(connection)
+
+    def release() -> None:
+        connection = holder.pop()
+        connection.commit()
+        connection.close()
+
+    return Subject(store, hold, release)
+
+
 @pytest_twisted.async_yield_fixture(params=IMPLEMENTATIONS)
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
-    made = _memory() if request.param == "memory" else _sqlite(tmp_path / "cache.db")
-    made.store.open()
-    made.store.changes.subscribe(made.changes.append)
-    try:
-        yield made
-    finally:
-        await made.store.close()
+    with contextlib.ExitStack() as stack:
+        if request.param == "memory":
+            made = _memory()
+        elif request.param == "sqlite":
+            made = _sqlite(tmp_path / "cache.db")
+        else:
+            server = request.getfixturevalue("postgres_server")
+            made = _postgresql(stack.enter_context(fresh_database(server)))
+        made.store.open()
+        made.store.changes.subscribe(made.changes.append)
+        try:
+            yield made
+        finally:
+            await made.store.close()
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from stasis.store import Store, StoreError, _adbapi, _sqlite, open_store
 from stasis.store._bounds import BATCH, expired_sql, least_recently_used_sql
 from stasis.store._codec import encode
 from stasis.store._rows import ROW_OVERHEAD_BYTES, SIZE_SQL, stored_size
-from stasis.store._schema import migrate
+from stasis.store._schema_sqlite import migrate
 from tests.store_support import key, make_entry, raw
 from tests.test_store_sqlite import connect_read_only, historic_database, raw_insert
 

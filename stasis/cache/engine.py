@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from stasis.cache.answers import Answer, Failed, Live, Stored
+from stasis.cache.claims import Claims
 from stasis.cache.counters import Counters, HitLog
 from stasis.cache.flights import NOTHING, Flight, Flights, Landed
 from stasis.cache.housekeeping import Housekeeping
@@ -53,6 +54,7 @@ from stasis.headers import (
 from stasis.ignore import IgnorePath, combined
 from stasis.keys import (
     CredentialScope,
+    KeyPolicy,
     KeyRequest,
     ParsedBody,
     ScopedKeys,
@@ -64,7 +66,7 @@ from stasis.log import RateLimitedWarning, logger
 from stasis.model import Change, Entry
 from stasis.modes import BadDirective, Directives, Mode, parse_directives, split_directive_prefix
 from stasis.providers import Provider, RequestView, identify
-from stasis.routing import Routes
+from stasis.routing import Routes, check_target
 from stasis.sigv4 import SigV4Authorization, sigv4_of
 from stasis.store import Store
 from stasis.streams.recorder import Recorder
@@ -254,6 +256,9 @@ class CacheEngine:
     stale_if_error: float | None = None
     #: Answers a key keeps unless the request says (``--samples``).
     samples: int = 1
+    #: Headers that carry a credential beyond :data:`~stasis.keys.CREDENTIAL_HEADERS`
+    #: (``--credential-header``), lower-case.
+    credential_headers: tuple[str, ...] = ()
     #: Bytes of hot entries kept in memory; 0 keeps none.
     memory_budget: int = 64 * 1024 * 1024
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
@@ -267,16 +272,21 @@ class CacheEngine:
     #: Made at start: it is keyed with the store's secret.
     request_keys: RequestKeys | None = field(default=None, init=False)
     flights: Flights = field(factory=Flights, init=False)
+    #: Single flight across the processes sharing the store.
+    claims: Claims = field(init=False)
     rotation: Rotation = field(factory=Rotation, init=False)
     hits: HitLog = field(init=False)
     _read_warning: RateLimitedWarning = field(init=False)
     _commit_warning: RateLimitedWarning = field(init=False)
     _unsubscribe: Callable[[], None] | None = field(default=None, init=False)
+    #: Each provider's key policy with ``credential_headers`` added, by provider name.
+    _policies: dict[str, KeyPolicy] = field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.hot = HotEntries(self.memory_budget)
         self.key_filter = KeyFilter(self.store)
         self.hits = HitLog(self.store, self.clock)
+        self.claims = Claims(self.store, self.clock)
         self._read_warning = RateLimitedWarning(log, self.clock)
         self._commit_warning = RateLimitedWarning(log, self.clock)
         if self.in_thread is None:
@@ -293,6 +303,7 @@ class CacheEngine:
         """Write the hits counted so far; stop following the store."""
         if self.housekeeping is not None:
             await self.housekeeping.stop()
+        self.claims.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -301,6 +312,7 @@ class CacheEngine:
     def _changed(self, change: Change) -> None:
         self.hot.on_change(change)
         self.key_filter.on_change(change)
+        self.claims.on_change(change)
         if self.request_keys is not None:
             self.request_keys.on_change(change)
 
@@ -356,6 +368,8 @@ class CacheEngine:
             target = request.target.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("the request target must be ASCII (percent-encode it)") from None
+        method = request.method.decode("ascii", "replace").upper()
+        check_target(method, target)
         sent_target = target
         try:
             target, prefixed = split_directive_prefix(target)
@@ -365,8 +379,9 @@ class CacheEngine:
         except BadDirective as e:
             details = {"header": e.header} if e.header else {}
             raise BadRequest(e.message, **details) from None
+        if target != sent_target:
+            check_target(method, target)  # what is left once the directives are taken off
         path, _, query = target.partition("?")
-        method = request.method.decode("ascii", "replace").upper()
         view = RequestView(method=method, path=path, query=query, headers=headers)
         return _Call(
             method=method,
@@ -442,6 +457,8 @@ class CacheEngine:
             if waiting is not None:
                 log.debug("{key} waits for the identical request in flight", key=key)
                 return await self._follow(call, await waiting)
+            if self.claims.active:
+                return await self._claim_and_fetch(call)
         self.counters.misses += 1
         if mode is Mode.REPLAY:
             self.counters.replay_misses += 1
@@ -461,7 +478,7 @@ class CacheEngine:
             keys = scoped_keys(
                 evolve(request, parsed=parsed),
                 self.store.secret,
-                call.provider.key_policy,
+                self._policy(call.provider),
                 scope,
             )
             return parsed, keys
@@ -566,16 +583,27 @@ class CacheEngine:
             provider=call.provider.name,
             model=call.provider.model(call.path, document),
             namespace=call.directives.namespace,
-            request=stored_request(self._key_request(call), call.provider.key_policy),
+            request=stored_request(self._key_request(call), self._policy(call.provider)),
             document=document,
             keys=call.keys,
-            policy=call.provider.key_policy,
+            policy=self._policy(call.provider),
         )
         try:
             return await nearest_recorded(self.store, asked, self.in_thread)
         except Exception as e:
             log.debug("cannot look for the nearest recorded request: {error}", error=e)
             return None
+
+    def _policy(self, provider: Provider) -> KeyPolicy:
+        """``provider``'s key policy, with the credential headers the daemon was told of."""
+        policy = self._policies.get(provider.name)
+        if policy is None:
+            policy = provider.key_policy
+            extra = [h for h in self.credential_headers if h not in policy.credential_headers]
+            if extra:
+                policy = evolve(policy, credential_headers=(*policy.credential_headers, *extra))
+            self._policies[provider.name] = policy
+        return policy
 
     def _key_request(self, call: _Call) -> KeyRequest:
         return KeyRequest(
@@ -592,19 +620,58 @@ class CacheEngine:
     def _hit(self, entry: Entry, realtime: bool) -> Stored:
         return Stored(entry, HIT, self.count_hit(entry), realtime=realtime)
 
+    async def _claim_and_fetch(self, call: _Call) -> Answer:
+        """
+        Lead ``call``'s flight here, and fetch once this process holds the
+        key's claim among the processes sharing the store; if another process
+        fetched it meanwhile, answer (this flight's followers too) with its entry.
+        """
+        key = call.key
+        assert key is not None
+        flight = self.flights.lead(key)
+        assert flight is not None  # no flight was under way, and nothing ran since
+        try:
+            found = await self.claims.take_or_wait(
+                key, lambda entry: _usable(entry, call.directives, self.clock.seconds())
+            )
+        except BaseException:
+            self._land(flight, NOTHING)  # the client left: a follower leads
+            raise
+        if found is None:
+            self.counters.misses += 1
+            return await self._fetch(call, flight)
+        log.debug("{key} was fetched by another process meanwhile", key=key)
+        self.hot.remember(found)
+        self._land(flight, Landed(entry=found, stored=True))
+        return self._collapsed_hit(call, found)
+
+    def _land(self, flight: Flight, landed: Landed) -> None:
+        """
+        End ``flight``; give up its key's claim unless a follower goes on
+        fetching it here. The entry, if any, is committed by now, so a
+        process that takes the claim after it finds the entry.
+        """
+        self.flights.end(flight, landed)
+        if flight.key in self.claims.held and flight.key not in self.flights:
+            self.claims.release(flight.key)
+
+    def _collapsed_hit(self, call: _Call, entry: Entry) -> Stored:
+        """
+        Answered by another request's fetch, once it was stored: no upstream
+        call of its own, so a hit, but never a "hit" from the cache.
+        """
+        outcome = CacheOutcome(
+            Status.HIT, forward=b"uri-miss", forward_status=entry.status, collapsed=True
+        )
+        return Stored(entry, outcome, self.count_hit(entry), realtime=call.directives.realtime)
+
     async def _follow(self, call: _Call, landed: Landed) -> Answer:
         """Answer as the flight this request waited for landed."""
         if landed.lead is not None:
             self.counters.misses += 1
             return await self._fetch(call, landed.lead)
         if landed.entry is not None and landed.stored:
-            # Answered by another request's fetch, once it was stored: no
-            # upstream call of its own, so a hit, but never a "hit" from the cache.
-            entry = landed.entry
-            outcome = CacheOutcome(
-                Status.HIT, forward=b"uri-miss", forward_status=entry.status, collapsed=True
-            )
-            return Stored(entry, outcome, self.count_hit(entry), realtime=call.directives.realtime)
+            return self._collapsed_hit(call, landed.entry)
         if landed.error is not None and call.stale is not None:
             return self._serve_stale(call, landed.error.message, None)
         self.counters.misses += 1
@@ -629,18 +696,18 @@ class CacheEngine:
             return await self._forward(call, record=self.store.writable, flight=flight)
         except _UpstreamFailed as e:
             if flight is not None:
-                self.flights.end(flight, Landed(error=e.error))
+                self._land(flight, Landed(error=e.error))
             return self._serve_stale(call, e.error.message, e.status)
         except StasisError as e:
             if flight is not None:
-                self.flights.end(flight, Landed(error=e))
+                self._land(flight, Landed(error=e))
             if call.stale is not None and isinstance(e, UpstreamUnreachable | UpstreamTimeout):
                 return self._serve_stale(call, e.message, None)
             raise
         except BaseException:
             # Cancelled (the client left), or a bug: a follower fetches instead.
             if flight is not None:
-                self.flights.end(flight, NOTHING)
+                self._land(flight, NOTHING)
             raise
 
     async def _forward(self, call: _Call, record: bool, flight: Flight | None) -> Live:
@@ -648,7 +715,7 @@ class CacheEngine:
         if call.unverified is not None:
             raise call.unverified
         cacheable = call.key is not None
-        url = self.routes.upstream_for(call.provider, call.view) + call.target
+        url = self.routes.url_for(call.provider, call.view)
         headers: Pairs = for_upstream(call.raw_headers)
         if call.signed is not None:
             headers = await self.signer.sign(call.signed, call.method, url, headers, call.body)
@@ -667,11 +734,11 @@ class CacheEngine:
             and not content_coding(response.headers)
         )
         if cacheable:
+            # ``stored`` is said only once it is so (see _relay), never ahead of the commit.
             outcome = CacheOutcome(
                 Status.MISS if record else Status.BYPASS,
                 forward=b"request" if call.directives.mode is Mode.FRESH else b"uri-miss",
                 forward_status=response.code,
-                stored=storable,
                 detail=None if record else b"store-unavailable",
             )
         else:
@@ -689,7 +756,9 @@ class CacheEngine:
         )
 
         def relay(client: Client) -> Deferred[None]:
-            return ensureDeferred(self._relay(call, response, recorder, storable, flight, client))
+            return ensureDeferred(
+                self._relay(call, response, recorder, storable, flight, client, outcome)
+            )
 
         return Live(
             status=response.code,
@@ -708,7 +777,16 @@ class CacheEngine:
         storable: bool,
         flight: Flight | None,
         client: Client,
+        outcome: CacheOutcome,
     ) -> None:
+        """
+        Relay the body, and store the answer when it is whole.
+
+        A storable answer that is not a stream is held back until its commit
+        (up to :data:`HELD_BODY_BYTES`), so its head, written with its first
+        byte, can say ``stored``, or that it was not: never ahead of the
+        commit. A body that breaks off before anything was written is a 502.
+        """
         landed = NOTHING
         try:
             hold = HELD_BODY_BYTES if storable and recorder and not recorder.is_stream else 0
@@ -717,29 +795,45 @@ class CacheEngine:
             ended = await relay.done
             entry: Entry | None = None
             committed: Deferred[bool] | None = None
+            stored: bool | None = None  # None: not known yet
             if ended is Outcome.COMPLETE and recorder is not None and recorder.complete:
                 try:
                     entry = self._entry(call, response, recorder)
                     if storable:
                         committed = self._put(entry)
-                        await self._patiently(committed)
+                        if await self._patiently(committed):
+                            stored = await committed
+                            detail = None if stored else b"not-stored"
+                            client.revise(evolve(outcome, stored=stored, detail=detail))
                 except Exception:
                     # A bug in stasis, not in the answer: the client still gets it.
                     log.failure("storing {path} failed", path=call.path)
+            elif storable and ended is not Outcome.ABANDONED:
+                client.revise(evolve(outcome, detail=b"incomplete"))
             if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
                 relay.release()
                 client.finish()
-            elif client.open:
+            elif ended is Outcome.BROKEN:
                 # A clean end would tell the client a truncated body is whole.
+                client.revise(evolve(outcome, detail=b"upstream-body-broken"))
+                client.fail(
+                    UpstreamUnreachable(
+                        f"the upstream's answer ({response.code}) broke off before its end: "
+                        "its connection failed, or it sent nothing for "
+                        f"{self.upstream.timeout:g}s"
+                    )
+                )
+            elif client.open:
                 client.abort()
             if entry is not None:
                 # Those waiting for this flight are answered once the entry is
                 # committed (or refused): the next request after them finds it.
-                stored = await committed if committed is not None else False
+                if stored is None:
+                    stored = await committed if committed is not None else False
                 landed = Landed(entry=entry, stored=stored)
         finally:
             if flight is not None:
-                self.flights.end(flight, landed)
+                self._land(flight, landed)
 
     def _entry(self, call: _Call, response: UpstreamResponse, recorder: Recorder) -> Entry:
         assert call.key is not None
@@ -769,7 +863,7 @@ class CacheEngine:
             timeline=recorder.timeline,
             shared_key=call.keys.shared,
             sample=call.sample,
-            request=stored_request(self._key_request(call), call.provider.key_policy),
+            request=stored_request(self._key_request(call), self._policy(call.provider)),
         )
 
     def _serve_stale(self, call: _Call, why: str, status: int | None) -> Stored:
@@ -805,7 +899,7 @@ class CacheEngine:
         )
         return put.addCallback(settled)
 
-    async def _patiently(self, committed: Deferred[bool]) -> None:
+    async def _patiently(self, committed: Deferred[bool]) -> bool:
         """
         Wait for a commit, but not for ever.
 
@@ -813,14 +907,16 @@ class CacheEngine:
         client has whole survives a crash; but a database another process
         holds locked must not hold the answer back with it: after
         :data:`COMMIT_PATIENCE` the answer goes on, and the commit follows
-        when the lock is released.
+        when the lock is released. True if it settled in time.
         """
-        if not await self._settles_within(committed, COMMIT_PATIENCE):
-            self._commit_warning.warn(
-                "the cache database took over {seconds:g}s to commit an answer; "
-                "answering without waiting for it",
-                seconds=COMMIT_PATIENCE,
-            )
+        if await self._settles_within(committed, COMMIT_PATIENCE):
+            return True
+        self._commit_warning.warn(
+            "the cache database took over {seconds:g}s to commit an answer; "
+            "answering without waiting for it",
+            seconds=COMMIT_PATIENCE,
+        )
+        return False
 
     def _not_stored(self, entry: Entry, failure: Any) -> bool:
         # The store warns about a database it cannot write (once a minute).

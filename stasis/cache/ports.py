@@ -17,6 +17,8 @@ from typing import Protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 
+from stasis.cache_status import CacheOutcome
+from stasis.errors import StasisError
 from stasis.headers import Pairs
 from stasis.sigv4 import SigV4Authorization
 
@@ -136,3 +138,15 @@ class Client(Protocol):
 
     def abort(self) -> None:
         """End the answer so that the client knows it is incomplete."""
+
+    def revise(self, outcome: CacheOutcome) -> None:
+        """
+        Say ``outcome`` (``Cache-Status``) instead of what the head was set up
+        to say, if none of it is written yet; otherwise nothing.
+        """
+
+    def fail(self, error: StasisError) -> None:
+        """
+        Answer with ``error`` instead, if nothing of the answer is written yet;
+        otherwise end it as :meth:`abort` does.
+        """

@@ -9,6 +9,7 @@ an answer, streamed or not, and the text a stream spells out.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from attrs import field, frozen
 
 from stasis.keys import DEFAULT_POLICY, KeyPolicy
 from stasis.model import TokenUsage
+from stasis.numbers import LARGEST_COUNT
 from stasis.streams.events import StreamEvent
 
 __all__ = ["Provider", "RequestView", "body_model", "fixed_upstream", "int_field", "last_usage"]
@@ -40,7 +42,9 @@ def int_field(mapping: Any, name: str) -> int:
     value = mapping.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
-    return max(int(value), 0)
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0  # 1e999 in JSON
+    return min(max(int(value), 0), LARGEST_COUNT)
 
 
 def last_usage(

@@ -10,7 +10,6 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from stasis.keys import KeyPolicy
 from stasis.providers._base import Provider, RequestView, body_model
 from stasis.providers.openai import (
     OPENAI_CACHEABLE,
@@ -44,7 +43,6 @@ AZURE = Provider(
     stream_done=openai_stream_done,
     stream_usage=openai_stream_usage,
     stream_text=openai_stream_text,
-    key_policy=KeyPolicy(credential_headers=("api-key", "authorization")),
     routing_hint="Azure OpenAI has no public endpoint: start stasis with "
     "--upstream azure=https://YOUR-RESOURCE.openai.azure.com",
 )

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from stasis.keys import KeyPolicy
 from stasis.model import TokenUsage
+from stasis.numbers import LARGEST_COUNT, whole_number
 from stasis.providers._base import Provider, RequestView, int_field
 from stasis.providers.anthropic import anthropic_stream_text
 from stasis.sigv4 import sigv4_of
@@ -59,8 +60,7 @@ def bedrock_usage(document: Any, headers: Mapping[str, str] | None = None) -> To
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int:
-    value = headers.get(name, "").strip()
-    return int(value) if value.isdigit() else 0
+    return whole_number(headers.get(name, "").strip(), LARGEST_COUNT) or 0
 
 
 def _stream_usage(event: StreamEvent, usage: TokenUsage) -> TokenUsage:
@@ -148,7 +148,6 @@ BEDROCK = Provider(
     stream_text=_stream_text,
     key_policy=KeyPolicy(
         varying_headers=frozenset({"accept", "content-type"}),
-        credential_headers=("authorization",),
         varying_prefixes=("x-amzn-bedrock-",),
     ),
     routing_hint="a Bedrock request without a SigV4 signature does not name its region: set "

@@ -88,7 +88,5 @@ GEMINI = Provider(
     stream_text=_stream_text,
     key_policy=KeyPolicy(
         varying_headers=frozenset(),
-        credential_headers=("x-goog-api-key", "authorization"),
-        credential_query_params=frozenset({"key"}),
     ),
 )

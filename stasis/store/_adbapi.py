@@ -9,8 +9,8 @@ connections of their own, so a lookup never queues behind a commit.
 Writes are applied one transaction at a time, in the order they were asked
 for, puts grouped (:mod:`stasis.store._writes`). Each committed write is
 published on :attr:`AdbapiStore.changes` before its caller hears of it; other
-processes' changes are looked for once a second, beside a checkpoint of what
-was written.
+processes' changes are looked for as often as the dialect asks (at least once
+a second), and once a second what was written is checkpointed.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from stasis.log import logger
+from stasis.log import RateLimitedWarning, logger
 from stasis.model import Change, ChangeKind, Entry, EntryFilter, Page, StoreStats
 from stasis.store._bounds import Batch, evict_batch, prune_batch
 from stasis.store._dialect import ChangeWatcher, Dialect
 from stasis.store._feed import ChangeFeed
 from stasis.store._listing import page, page_query, where_sql
+from stasis.store._pool import connection_pool
 from stasis.store._protocol import EVERY_ENTRY, StoreError
 from stasis.store._rows import (
     ENTRY_COLUMNS,
@@ -49,9 +50,11 @@ _T = TypeVar("_T")
 
 log = logger("stasis.store")
 
-#: How long the store reports itself unwritable after a failed write.
+#: How long the store reports itself unwritable after a failed write; also
+#: how often, at most, it warns that writes fail.
 WRITE_RETRY_SECONDS = 60.0
-#: How often to look for other processes' changes, and to checkpoint.
+#: How often to checkpoint, and to look for other processes' changes at the
+#: least (a dialect may ask for more often: ``Dialect.watch_seconds``).
 WATCH_SECONDS = 1.0
 #: Keys handed to ``scan_keys``'s visitor between two chances for the reactor
 #: thread to take the GIL.
@@ -88,6 +91,7 @@ class AdbapiStore:
     _read_only: bool = field(default=False, init=False)
     _closing: bool = field(default=False, init=False)
     _write_failed_at: float | None = field(default=None, init=False)
+    _write_warning: RateLimitedWarning = field(init=False)
     _writes: WriteQueue = field(init=False)
     #: Statements made once, with the dialect's spelling.
     _select_entry: str = field(init=False)
@@ -97,11 +101,15 @@ class AdbapiStore:
     #: Whether a checkpoint on the writer's connection is waiting its turn.
     _log_checkpoint_queued: bool = field(default=False, init=False)
     _loop: LoopingCall | None = field(default=None, init=False)
+    #: Rounds of the loop since the last checkpoint, and how many make a checkpoint's turn.
+    _rounds: int = field(default=0, init=False)
+    _rounds_per_checkpoint: int = field(default=1, init=False)
     #: Fires once the loop has stopped and its last round is over.
     _loop_done: Deferred[Any] | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._writes = WriteQueue(self._transaction, self._noted)
+        self._write_warning = RateLimitedWarning(log, self.reactor, WRITE_RETRY_SECONDS)
         self._select_entry = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE key = {self.dialect.param}"
         self._upsert = self.dialect.upsert(WRITTEN_COLUMNS)
 
@@ -142,14 +150,14 @@ class AdbapiStore:
         self._closing = False
         module, args, keywords = self.dialect.pool_arguments()
         self._writer, self._reader = (
-            adbapi.ConnectionPool(
-                module, *args, cp_min=1, cp_max=size, cp_reactor=self.reactor, **keywords
-            )
+            connection_pool(module, args, keywords, size, self.reactor)
             for size in (1, self.readers)
         )
-        self._loop = LoopingCall(lambda: ensureDeferred(self._every_second()))
+        interval = min(WATCH_SECONDS, self.dialect.watch_seconds)
+        self._rounds, self._rounds_per_checkpoint = 0, max(1, round(WATCH_SECONDS / interval))
+        self._loop = LoopingCall(lambda: ensureDeferred(self._every_round()))
         self._loop.clock = self.reactor
-        self._loop_done = self._loop.start(WATCH_SECONDS, now=True).addErrback(
+        self._loop_done = self._loop.start(interval, now=True).addErrback(
             lambda failure: log.failure("watching the cache database failed", failure)
         )
 
@@ -166,6 +174,8 @@ class AdbapiStore:
             await self._writes.settled()
         finally:
             self._loop = self._loop_done = None
+            if self._watcher is not None:
+                self._watcher.close()
             self._writer.close()
             self._writer = None
             if self._reader is not None:
@@ -185,9 +195,15 @@ class AdbapiStore:
     def _failed(self, failure: Failure, doing: str) -> Failure:
         if failure.check(StoreError):
             return failure
-        error = StoreError(f"cannot {doing} the cache database {self.location}: {failure.value}")
+        why = self._describe(failure)
+        error = StoreError(f"cannot {doing} the cache database {self.location}: {why}")
         error.__cause__ = failure.value
         return Failure(error)
+
+    def _describe(self, failure: Failure) -> str:
+        """A failure's error as one line, never a password (``Dialect.describe``)."""
+        error = failure.value
+        return self.dialect.describe(error) if error is not None else failure.getErrorMessage()
 
     def get(self, key: str, *, request: bool = False) -> Deferred[Entry | None]:
         digest = bytes.fromhex(key)
@@ -260,11 +276,12 @@ class AdbapiStore:
             count, saved, oldest, newest, stored = cursor.fetchone()
             return StoreStats(
                 entries=count,
-                tokens_saved=saved,
+                # A SUM of integers is a Decimal on some engines (PostgreSQL's numeric).
+                tokens_saved=int(saved),
                 db_size_bytes=self.dialect.database_size(cursor),
                 oldest=oldest,
                 newest=newest,
-                stored_bytes=stored,
+                stored_bytes=int(stored),
             )
 
         return self._writes.settled().addCallback(lambda _: self._read(select))
@@ -327,21 +344,24 @@ class AdbapiStore:
         return d
 
     def _noted(self, outcome: object) -> object:
-        """Keep ``writable`` up to date with how the last write went."""
+        """
+        Keep ``writable`` up to date with how the last write went, and warn
+        that writes fail: once a minute while they do, however many fail (a
+        busy daemon's counted hits, housekeeping) and whatever succeeds
+        between two warnings.
+        """
         if not isinstance(outcome, Failure):
             self._write_failed_at = None
             self._wrote = True
             return outcome
-        first = self.writable
         self._write_failed_at = self.reactor.seconds()
-        if first:
-            log.warn(
-                "cannot write the cache database {location} ({error}); answers are passed "
-                "through uncached for the next {seconds:.0f}s",
-                location=self.location,
-                error=outcome.value,
-                seconds=WRITE_RETRY_SECONDS,
-            )
+        self._write_warning.warn(
+            "cannot write the cache database {location} ({error}); answers are passed "
+            "through uncached for the next {seconds:.0f}s",
+            location=self.location,
+            error=self._describe(outcome),
+            seconds=WRITE_RETRY_SECONDS,
+        )
         return self._failed(outcome, "write")
 
     def _write(
@@ -549,13 +569,19 @@ class AdbapiStore:
 
         return self._write(statements, lambda _: None)
 
-    # Once a second
+    # Every round of the loop (once a second, or as often as the dialect asks)
 
-    async def _every_second(self) -> None:
-        """What an open store does once a second: notice other processes, checkpoint."""
+    async def _every_round(self) -> None:
+        """
+        What an open store does every round: notice other processes; and
+        once a second, checkpoint.
+        """
         await self._look_for_changes()
-        await self._checkpoint()
-        self._keep_the_log_small()
+        self._rounds += 1
+        if self._rounds >= self._rounds_per_checkpoint:
+            self._rounds = 0
+            await self._checkpoint()
+            self._keep_the_log_small()
 
     async def _look_for_changes(self) -> None:
         watcher = self._watcher
@@ -567,7 +593,10 @@ class AdbapiStore:
                 lambda connection: watcher.poll(connection, now, writable)
             )
         except Exception as e:
-            log.debug("cannot look for other processes' changes: {error}", error=e)
+            log.debug(
+                "cannot look for other processes' changes: {error}",
+                error=self.dialect.describe(e),
+            )
             return
         if noticed.committed:
             # Another process's commits are not checkpointed by it either.
@@ -587,7 +616,9 @@ class AdbapiStore:
         try:
             await self._read(self.dialect.checkpoint)
         except Exception as e:
-            log.debug("cannot checkpoint the cache database: {error}", error=e)
+            log.debug(
+                "cannot checkpoint the cache database: {error}", error=self.dialect.describe(e)
+            )
 
     def _keep_the_log_small(self) -> None:
         """

@@ -132,6 +132,9 @@ class ChangeLog:
         finally:
             cursor.close()
 
+    def close(self) -> None:
+        """Nothing to let go of: the log is read on the store's own writer connection."""
+
     def _reset(self, highest: int) -> tuple[Change, ...]:
         self.last_seen = highest
         self._own = []

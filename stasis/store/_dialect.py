@@ -6,8 +6,8 @@ on every engine (group commit on one writer, lookups on readers, ordered
 writes, the change feed, listings); a :class:`Dialect` says how to connect,
 how to spell the few statements that differ, and how other processes'
 changes are noticed (a :class:`ChangeWatcher`). SQLite is
-:mod:`stasis.store._sqlite`; PostgreSQL will be one more module of the same
-shape (psycopg, ``%s`` parameters, ``ON CONFLICT DO UPDATE``, LISTEN/NOTIFY).
+:mod:`stasis.store._sqlite`; PostgreSQL is :mod:`stasis.store._postgres`
+(psycopg, ``%s`` parameters, ``ON CONFLICT DO UPDATE``, LISTEN/NOTIFY).
 
 Every method that takes a cursor or a connection runs in one of the store's
 database threads, never on the reactor thread.
@@ -40,11 +40,12 @@ class ChangeWatcher(Protocol):
     """
     How one engine learns which keys other processes changed.
 
-    Every method runs on the store's single writer thread, one at a time, so
-    a watcher keeps its state in plain attributes. The write hooks let it
-    tell this process's changes from others' where the engine cannot (SQLite's
-    change log holds everyone's); an engine that can (PostgreSQL's notifications
-    name the sending backend) leaves them empty.
+    Every method but :meth:`close` runs on the store's single writer thread,
+    one at a time, so a watcher keeps its state in plain attributes. The write
+    hooks let it tell this process's changes from others' where the engine
+    cannot (SQLite's change log holds everyone's); an engine that can
+    (PostgreSQL's notifications name the sending backend) notes in
+    :meth:`begin_write` which backend is this process's writer.
     """
 
     def begin_write(self, cursor: Any) -> object:
@@ -58,9 +59,15 @@ class ChangeWatcher(Protocol):
 
     def poll(self, connection: Any, now: float, writable: bool) -> Noticed:
         """
-        Look for other processes' changes since the last look; called about
-        once a second. ``now`` is the reactor's time; ``writable`` says
-        whether housekeeping writes (trimming a log) may be tried.
+        Look for other processes' changes since the last look; called every
+        :attr:`Dialect.watch_seconds`. ``now`` is the reactor's time;
+        ``writable`` says whether housekeeping writes (trimming a log) may be tried.
+        """
+
+    def close(self) -> None:
+        """
+        Let go of what the watcher holds of its own (a connection); called on
+        the reactor thread once the store will call it no more.
         """
 
 
@@ -86,6 +93,13 @@ class Dialect(Protocol):
         """Whether the database is a server other daemons use as well (see ``Store.shared``)."""
 
     @property
+    def watch_seconds(self) -> float:
+        """
+        How often to look for other processes' changes (:meth:`ChangeWatcher.poll`);
+        the store looks at least once a second whatever this says.
+        """
+
+    @property
     def param(self) -> str:
         """The DB-API placeholder for one parameter (``?`` or ``%s``)."""
 
@@ -96,6 +110,12 @@ class Dialect(Protocol):
         once where the engine has one, so that a transaction never fails
         half-way because another writer got there first; empty where the
         driver begins transactions itself.
+        """
+
+    def describe(self, error: BaseException) -> str:
+        """
+        ``error`` (the driver's) as one line for an error message or a log
+        line: never a password, even if the driver's text quoted one.
         """
 
     def prepare(self) -> Prepared:

@@ -1,17 +1,21 @@
 """
-The cache database's schema: versioned SQL files in the package, applied in order.
+The cache database's schema: versioned SQL files, a folder per engine, applied in order.
 
 ``schema/<engine>/NNNN-name.sql`` brings a database from version NNNN - 1 to
 NNNN. A ``meta`` table holds the version reached and the HMAC secret that
 credential fingerprints are made with. The secret is created with the
-database and never leaves it: whoever can read the file can already read
+database and never leaves it: whoever can read the database can already read
 every answer in it, but cannot learn an API key from it.
 
-A file is run statement by statement, each found with
-:func:`sqlite3.complete_statement`: a trigger's body holds ``;`` of its own,
-so splitting on ``;`` would cut it apart. (``executescript`` would not, but
-it commits first, and migrating must be one transaction: a database is at
-one version or the next, never between.)
+Every engine's files end at :data:`SCHEMA_VERSION`, contiguous. They need not
+start at 1: an engine added after the schema had a history (PostgreSQL, at
+version 6) begins with one file creating the whole schema of its version,
+which an empty database applies, and carries on from there like the others.
+
+What is the same on every engine lives here (which files there are, which a
+database at some version still needs, refusing a newer one); how a file is
+cut into statements and run in one transaction is each engine's own
+(:mod:`stasis.store._schema_sqlite`, :mod:`stasis.store._schema_postgres`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-import sqlite3
+from collections.abc import Callable, Sequence
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from attrs import frozen
 
@@ -28,15 +33,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "Migration",
     "SchemaError",
-    "check_version",
-    "migrate",
-    "migrations",
-    "read_secret",
-    "schema_version",
-    "split_statements",
+    "SchemaFiles",
+    "new_secret",
+    "packaged",
+    "refuse_newer",
 ]
 
-#: The version this stasis writes; the package holds one file per version up to it.
+#: The version this stasis writes; each engine's files go up to it.
 SCHEMA_VERSION = 6
 
 _FILE_NAME = re.compile(r"(\d{4})-[\w-]+\.sql")
@@ -52,111 +55,78 @@ class Migration:
 
     version: int
     name: str
+    #: The file's statements, cut as its engine runs them.
     statements: tuple[str, ...]
 
 
-def split_statements(script: str) -> list[str]:
-    """The SQL statements in ``script``, each ending at the ``;`` that completes it."""
-    statements = []
-    start = 0
-    for end, character in enumerate(script, 1):
-        if character == ";" and sqlite3.complete_statement(script[start:end]):
-            statements.append(script[start:end].strip())
-            start = end
-    rest = [line for line in script[start:].splitlines() if line.strip()]
-    if any(not line.strip().startswith("--") for line in rest):
-        raise SchemaError(f"a statement without its final ';': {script[start:].strip()[:60]!r}")
-    return statements
+def refuse_newer(version: int, newest: int = SCHEMA_VERSION) -> None:
+    """Refuse a database whose schema is newer than ``newest`` (made by a newer stasis)."""
+    if version > newest:
+        raise SchemaError(
+            f"the cache database has schema version {version}, newer than this "
+            f"stasis understands ({newest}); upgrade stasis"
+        )
+
+
+@frozen
+class SchemaFiles:
+    """
+    One engine's schema files: a folder of ``NNNN-name.sql`` going up to ``newest``.
+
+    The package's own are :func:`packaged`; a test may point one at a folder of
+    its own (a later version's file beside them) to show a migration.
+    """
+
+    engine: str
+    folder: Traversable
+    #: How a file is cut into the statements its engine runs one by one.
+    split: Callable[[str], Sequence[str]]
+    newest: int = SCHEMA_VERSION
+
+    def migrations(self) -> tuple[Migration, ...]:
+        """Every file, in version order, checked to be contiguous up to :attr:`newest`."""
+        return _read(self)
+
+    def pending(self, version: int) -> tuple[Migration, ...]:
+        """
+        The migrations that bring a database at ``version`` (0: empty) to
+        :attr:`newest`, in order; :class:`SchemaError` for one no file can bring there.
+        """
+        refuse_newer(version, self.newest)
+        steps = self.migrations()
+        oldest = steps[0].version - 1
+        if 0 < version < oldest:
+            raise SchemaError(
+                f"the cache database has schema version {version}, older than any "
+                f"this stasis can migrate on {self.engine} (from {oldest})"
+            )
+        return tuple(migration for migration in steps if migration.version > version)
 
 
 @functools.cache
-def migrations(engine: str = "sqlite") -> tuple[Migration, ...]:
-    """Every schema file for ``engine``, in version order, checked to be complete."""
-    folder = resources.files("stasis.store").joinpath("schema", engine)
+def _read(files: SchemaFiles) -> tuple[Migration, ...]:
     found = []
-    for item in folder.iterdir():
+    for item in files.folder.iterdir():
         match = _FILE_NAME.fullmatch(item.name)
         if match is not None:
-            statements = tuple(split_statements(item.read_text(encoding="utf-8")))
+            statements = tuple(files.split(item.read_text(encoding="utf-8")))
             found.append(Migration(int(match.group(1)), item.name, statements))
     found.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in found]
-    if versions != list(range(1, SCHEMA_VERSION + 1)):
+    if not versions or versions != list(range(versions[0], files.newest + 1)):
         # A broken installation, not a broken database: say what is missing.
         raise SchemaError(
             f"this stasis installation has schema files for versions {versions} of "
-            f"{engine}, not 1 to {SCHEMA_VERSION}; reinstall stasis"
+            f"{files.engine}, not a contiguous run up to {files.newest}; reinstall stasis"
         )
     return tuple(found)
 
 
-def schema_version(connection: sqlite3.Connection) -> int:
-    """The version recorded in the database; 0 for an empty database."""
-    has_meta = connection.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
-    if not has_meta:
-        return 0
-    row = connection.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+def packaged(engine: str, split: Callable[[str], Sequence[str]]) -> SchemaFiles:
+    """The schema files the package holds for ``engine`` (``schema/<engine>/``)."""
+    return SchemaFiles(engine, resources.files("stasis.store").joinpath("schema", engine), split)
 
 
-def _refuse_newer(version: int) -> None:
-    if version > SCHEMA_VERSION:
-        raise SchemaError(
-            f"the cache database has schema version {version}, newer than this "
-            f"stasis understands ({SCHEMA_VERSION}); upgrade stasis"
-        )
-
-
-def migrate(connection: sqlite3.Connection) -> None:
-    """
-    Bring the database to :data:`SCHEMA_VERSION` in one transaction.
-
-    ``connection`` must be in autocommit mode (``isolation_level=None``).
-    Raises :class:`sqlite3.OperationalError` ("readonly") on a database that
-    cannot be written, even a current one, so the caller learns it here.
-    """
-    steps = migrations()
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        version = schema_version(connection)
-        _refuse_newer(version)
-        for migration in steps:
-            if migration.version > version:
-                for statement in migration.statements:
-                    connection.execute(statement)
-        if version == 0:
-            connection.execute(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES ('secret', ?)",
-                (secrets.token_bytes(32),),
-            )
-        # Written even when current: a read-only database must fail here, since
-        # BEGIN IMMEDIATE alone succeeds on one.
-        connection.execute(
-            "INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-
-
-def check_version(connection: sqlite3.Connection) -> None:
-    """Refuse a database that is not at :data:`SCHEMA_VERSION`, without writing to it."""
-    version = schema_version(connection)
-    _refuse_newer(version)
-    if version < SCHEMA_VERSION:
-        raise SchemaError(
-            f"the cache database has schema version {version} and is read-only, "
-            f"so it cannot be brought to version {SCHEMA_VERSION}"
-        )
-
-
-def read_secret(connection: sqlite3.Connection) -> bytes:
-    row = connection.execute("SELECT value FROM meta WHERE name = 'secret'").fetchone()
-    if row is None:
-        raise SchemaError("the cache database has no secret; it was not made by stasis")
-    return bytes(row[0])
+def new_secret() -> bytes:
+    """A database's HMAC secret, made once when its schema is created."""
+    return secrets.token_bytes(32)

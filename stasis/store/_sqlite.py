@@ -21,7 +21,8 @@ from stasis.log import logger
 from stasis.store._changelog import ChangeLog
 from stasis.store._dialect import Prepared
 from stasis.store._protocol import StoreError
-from stasis.store._schema import SchemaError, check_version, migrate, read_secret
+from stasis.store._schema import SchemaError
+from stasis.store._schema_sqlite import check_version, migrate, read_secret
 
 __all__ = ["SQLiteDialect"]
 
@@ -88,6 +89,9 @@ class SQLiteDialect:
 
     #: One file, on one machine: only workers sharing it write beside this daemon.
     shared = False
+    #: Looking means reading ``PRAGMA data_version`` on the writer's
+    #: connection, between two writes: once a second is the contract.
+    watch_seconds = 1.0
     param = "?"
     #: Takes the write lock at once: a deferred transaction that reads first
     #: could fail with SQLITE_BUSY on its first write, whatever the busy timeout.
@@ -96,6 +100,9 @@ class SQLiteDialect:
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: the store begins its transactions itself (``begin``).
         return sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
+
+    def describe(self, error: BaseException) -> str:
+        return str(error)
 
     def prepare(self) -> Prepared:
         """

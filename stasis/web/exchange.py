@@ -15,10 +15,12 @@ from typing import Any
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.http import NO_BODY_CODES
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from stasis.cache_status import CacheOutcome
 from stasis.errors import StasisError
-from stasis.web.site import write_error
+from stasis.web.site import log_unfinished, write_error
 
 __all__ = ["Exchange"]
 
@@ -79,6 +81,7 @@ class Exchange:
         """
         if self.open:
             self.finished = True
+            log_unfinished(self.request, "cut short")
             channel = self.request.channel
             transport = channel.transport
             if transport is not None:
@@ -89,11 +92,32 @@ class Exchange:
                 stream: Any = channel
                 stream.abortConnection()
 
+    def revise(self, outcome: CacheOutcome) -> None:
+        """Say ``outcome`` in the head instead, unless the head is written already."""
+        if self.open and not self.request.startedWriting:
+            self.request.setHeader(b"cache-status", outcome.cache_status())
+
     def fail(self, error: StasisError) -> None:
-        """Answer with ``error`` as JSON, if the client can still be answered."""
-        if self.open:
-            self.finished = True
-            write_error(self.request, error)
+        """
+        Answer with ``error`` as JSON if nothing of another answer was written
+        yet: the head of a live answer that was set up gives way to it, but
+        for what stasis says of the request (``X-Stasis-*``, ``Cache-Status``).
+        Otherwise end the answer as :meth:`abort` does.
+        """
+        if not self.open:
+            return
+        request = self.request
+        if request.startedWriting:
+            self.abort()
+            return
+        kept = {
+            name: values
+            for name, values in request.responseHeaders.getAllRawHeaders()
+            if name.lower().startswith(b"x-stasis-") or name.lower() == b"cache-status"
+        }
+        request.responseHeaders = Headers(kept)
+        self.finished = True
+        write_error(request, error)
 
     def finish(self) -> None:
         if self.open:

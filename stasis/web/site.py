@@ -195,6 +195,9 @@ class StasisRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._max_body:
             self._refuse_body()
+            # twisted.web answers "Expect: 100-continue" right after this call;
+            # after a 413 that would invite the body the 413 just refused.
+            self.requestHeaders.removeHeader(b"expect")
             length = 0
         server.Request.gotLength(self, length)
 
@@ -346,7 +349,8 @@ class StasisSite(server.Site):
         self._idle.append(d)
         return d
 
-    def log(self, request: Any) -> None:
+    def log(self, request: Any, ending: bytes = b"") -> None:
+        """One access log line for ``request``; ``ending`` says why it did not end properly."""
         if not enabled("stasis.http", LogLevel.info):
             return
         status = noted_status(request)
@@ -360,4 +364,16 @@ class StasisSite(server.Site):
             b"-" if status is None else status.value,
             elapsed,
         )
+        if ending:
+            line += b" (" + ending + b")"
         request_line(line, time.time())
+
+
+def log_unfinished(request: server.Request, why: str) -> None:
+    """
+    The access log line of a request whose answer ends without finishing
+    (twisted.web logs only those it finishes): every request leaves one.
+    """
+    site = getattr(request.channel, "site", None)
+    if isinstance(site, StasisSite):
+        site.log(request, why.encode("ascii"))
