@@ -148,6 +148,26 @@ def test_both_workers_serve_and_what_one_stores_the_other_hits_at_once(
     poll_until(lambda: all(gone(pid) for pid in pids.values()))
 
 
+def test_workers_share_a_postgresql_database(
+    start: Callable[..., Daemon], upstream: FakeUpstream, postgres_url: str
+) -> None:
+    pytest.importorskip("psycopg")
+    from tests.test_manage_postgres import the_password, with_password
+
+    db = with_password(postgres_url)
+    daemon = start("--workers", "2", db=db)
+    with closing(connect_to(daemon, 0)) as first:
+        assert post(first, "in postgres")[1]["x-stasis-status"] == "MISS"
+    with closing(connect_to(daemon, 1)) as second:
+        assert post(second, "in postgres")[1]["x-stasis-status"] == "HIT"
+    assert len(upstream.calls()) == 1
+    stats = daemon.get_json("/stats")
+    assert (stats["hits"], stats["misses"], stats["totalEntries"]) == (1, 1, 1)
+    # Stopped here: the database goes with the postgres_url fixture, before the daemon would.
+    assert daemon.stop() == STOPPED
+    assert the_password(db) not in daemon.log
+
+
 def test_stats_add_up_every_worker(start: Callable[..., Daemon], upstream: FakeUpstream) -> None:
     daemon = start("--workers", "2")
     connections = [connect_to(daemon, 0), connect_to(daemon, 1)]
