@@ -29,6 +29,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import TimeoutError as DrainTimeout
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
@@ -48,13 +49,52 @@ from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
 
-__all__ = ["Front", "StartupError", "StasisService", "build_front", "build_store"]
+__all__ = [
+    "Front",
+    "StartupError",
+    "StasisService",
+    "Worker",
+    "build_front",
+    "build_store",
+    "cannot_listen",
+    "describe_port",
+    "write_ready_file",
+]
 
 log = logger("stasis.service")
 
 
 class StartupError(Exception):
     """The daemon cannot start: the database or the listening address is unusable."""
+
+
+@frozen
+class Worker:
+    """
+    What a :class:`StasisService` is told when it is one of the processes
+    ``--workers`` runs (see :mod:`stasis.workers`) instead of the whole daemon.
+    """
+
+    #: This worker's slot, 0 to N-1: named by ``/health`` and in its log lines.
+    index: int
+    #: The listening socket the supervisor made, adopted instead of binding ``--listen``.
+    endpoint: IStreamServerEndpoint
+    #: Where this worker counts (its slot of the shared tally).
+    counters: Counters
+    #: Every worker's counters added up: what ``/stats`` reports.
+    totals: Counters
+
+    @property
+    def keeps_house(self) -> bool:
+        """
+        Whether this worker prunes and evicts: only the first does. The work
+        is the whole database's, so one worker doing it is enough; N would
+        repeat each round and queue behind each other for SQLite's one
+        writer. It learns of the other workers' puts from the database's
+        change feed, a second later at most, and so checks the bounds as a
+        lone daemon would.
+        """
+        return self.index == 0
 
 
 # The seam: what the daemon is made of. Only these two functions name the
@@ -81,14 +121,19 @@ class Front:
         return self.engine.counters
 
 
-def build_front(config: Config, reactor: Any, store: Store) -> Front:
-    """The cache engine over ``store``, and the site serving it with ``/health`` and ``/stats``."""
+def build_front(config: Config, reactor: Any, store: Store, worker: Worker | None = None) -> Front:
+    """
+    The cache engine over ``store``, and the site serving it with ``/health``
+    and ``/stats``; ``worker`` when it serves as one of several processes.
+    """
     http, pool = make_client(reactor)
-    counters = Counters()
+    counters = Counters() if worker is None else worker.counters
     bounds = Bounds(max_bytes=config.max_size_bytes, max_entries=config.max_entries)
-    housekeeping = Housekeeping(
-        store, reactor, counters, bounds, keep_expired=config.stale_if_error or 0.0
-    )
+    housekeeping = None
+    if worker is None or worker.keeps_house:
+        housekeeping = Housekeeping(
+            store, reactor, counters, bounds, keep_expired=config.stale_if_error or 0.0
+        )
     engine = CacheEngine(
         store=store,
         upstream=UpstreamClient(http, reactor, config.upstream_timeout),
@@ -109,7 +154,13 @@ def build_front(config: Config, reactor: Any, store: Store) -> Front:
     store.changes.subscribe(heads.on_change)
     proxy = ProxyResource(engine, heads)
     site = StasisSite(
-        Root(proxy, store, engine.counters, bounds),
+        Root(
+            proxy,
+            store,
+            counters if worker is None else worker.totals,
+            bounds,
+            worker=None if worker is None else worker.index,
+        ),
         max_body_bytes=config.max_body_bytes,
         upstream=proxy,
         reactor=reactor,
@@ -144,6 +195,21 @@ class _CacheService(Service):
             await self.store.close()
 
 
+def cannot_listen(description: str, failure: Failure) -> StartupError:
+    """The start-up error for endpoint ``description``, whose listen failed with ``failure``."""
+    if failure.check(CancelledError):
+        reason = "stopped before it was listening"
+    elif isinstance(failure.value, CannotListenError) and isinstance(
+        failure.value.socketError, OSError
+    ):
+        # "Address already in use", not "Couldn't listen on …: [Errno 98] …".
+        strerror = failure.value.socketError.strerror or str(failure.value.socketError)
+        reason = strerror[:1].lower() + strerror[1:]
+    else:
+        reason = failure.getErrorMessage()
+    return StartupError(f"cannot listen on {description}: {reason}")
+
+
 @implementer(IStreamServerEndpoint)
 @define
 class _ReportingEndpoint:
@@ -173,17 +239,7 @@ class _ReportingEndpoint:
         return port
 
     def _failed(self, failure: Failure) -> None:
-        if failure.check(CancelledError):
-            reason = "stopped before it was listening"
-        elif isinstance(failure.value, CannotListenError) and isinstance(
-            failure.value.socketError, OSError
-        ):
-            # "Address already in use", not "Couldn't listen on …: [Errno 98] …".
-            strerror = failure.value.socketError.strerror or str(failure.value.socketError)
-            reason = strerror[:1].lower() + strerror[1:]
-        else:
-            reason = failure.getErrorMessage()
-        self._settle(Failure(StartupError(f"cannot listen on {self.description}: {reason}")))
+        self._settle(Failure(cannot_listen(self.description, failure)))
 
     def _settle(self, result: IListeningPort | Failure) -> None:
         self._result = result
@@ -211,7 +267,8 @@ class _ReportingEndpoint:
         return d
 
 
-def _describe(port: IListeningPort, listen: str) -> str:
+def describe_port(port: IListeningPort, listen: str) -> str:
+    """Where ``port`` (made from the endpoint description ``listen``) listens, as a URL."""
     address = port.getHost()
     scheme = "https" if listen.startswith("ssl:") else "http"
     if isinstance(address, IPv6Address):
@@ -224,7 +281,7 @@ def _describe(port: IListeningPort, listen: str) -> str:
     return str(address)
 
 
-def _write_ready_file(path: str, url: str) -> None:
+def write_ready_file(path: str, url: str) -> None:
     """Write ``url`` whole or not at all: a script polling the file never reads half of it."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -246,9 +303,22 @@ class StasisService(MultiService):
     that listens, or fails to, only later. Logging is left to the host: the
     level in ``config`` is applied only by the daemon (``twistd -n stasis``,
     ``stasis start``).
+
+    It serves in its own process: ``config.workers`` is the daemon's to act
+    on (:func:`stasis.tap.makeService`), which runs this service in each
+    worker process with ``worker`` set. ``drain_seconds`` is how long a stop
+    lets the requests in flight finish (after the port is closed) before it
+    closes the database and lets the reactor drop what is left; 0 waits for
+    none.
     """
 
-    def __init__(self, config: Config, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any = None,
+        worker: Worker | None = None,
+        drain_seconds: float = 0.0,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -256,13 +326,15 @@ class StasisService(MultiService):
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
+        self.worker = worker
+        self.drain_seconds = drain_seconds
         self.store = build_store(config, reactor)
-        self._front = build_front(config, reactor, self.store)
+        self._front = build_front(config, reactor, self.store, worker)
         self.engine = self._front.engine
         self.site = self._front.site
         self.counters = self._front.counters
         self.port: IListeningPort | None = None
-        endpoint = serverFromString(reactor, config.listen)
+        endpoint = serverFromString(reactor, config.listen) if worker is None else worker.endpoint
         self._endpoint = _ReportingEndpoint(endpoint, config.listen)
         self._endpoint.outcome().addCallbacks(self._listening, self._not_listening)
         # Children in the order they depend on each other; stopped in reverse.
@@ -298,7 +370,7 @@ class StasisService(MultiService):
         Both happen before the reactor serves anything: a daemon that cannot
         cache or cannot be reached should say so and stop, not limp.
         """
-        if self.config.ready_file:
+        if self.config.ready_file and self.worker is None:
             # A file left by an earlier run must not tell a script this one is ready.
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.config.ready_file)
@@ -324,19 +396,44 @@ class StasisService(MultiService):
             log.error("{error}", error=failure.getErrorMessage())
 
     def _log_listening(self, port: IListeningPort) -> None:
+        if self.worker is not None:
+            # The supervisor says where the daemon listens, once for all workers.
+            log.info("worker {index} serving (pid {pid})", index=self.worker.index, pid=os.getpid())
+            return
         if self.config.ready_file:
-            _write_ready_file(self.config.ready_file, _describe(port, self.config.listen))
+            write_ready_file(self.config.ready_file, describe_port(port, self.config.listen))
         log.info(
             "stasis listening on {where}, upstream {upstream}, cache {db}, mode {mode}",
-            where=_describe(port, self.config.listen),
+            where=describe_port(port, self.config.listen),
             upstream=self.config.routes.describe(),
             db=self.store.location,
             mode=self.config.mode.value,
         )
 
     def stopService(self) -> Deferred[None]:
-        """Stop listening, then close the upstream connections, then the database."""
+        """
+        Stop listening, let the requests in flight finish (``drain_seconds``),
+        then close the upstream connections, then the database.
+        """
         return ensureDeferred(self._stop())
+
+    async def _drain(self) -> None:
+        site = self.site
+        if not isinstance(site, StasisSite):  # pragma: no cover - build_front makes one
+            return
+        idle = site.when_idle()
+        if site.in_flight:
+            log.info(
+                "stopping: letting {count} request(s) in flight finish", count=len(site.in_flight)
+            )
+        try:
+            await idle.addTimeout(self.drain_seconds, self.reactor)
+        except DrainTimeout:
+            log.warn(
+                "stopping: {count} requests still in flight after {seconds:g}s are cut off",
+                count=len(site.in_flight),
+                seconds=self.drain_seconds,
+            )
 
     async def _stop(self) -> None:
         # MultiService would stop the children all at once; the database must
@@ -345,6 +442,8 @@ class StasisService(MultiService):
         if self._endpoint.attempted:
             await self._listener.stopService()
         self.port = None
+        if self.drain_seconds > 0:
+            await self._drain()
         await self._front.close()
         if self._store_service.running:
             await self._store_service.stopService()

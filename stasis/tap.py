@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import IO, Any, NoReturn
 
+from attrs import define
 from twisted.application.service import IService
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -35,11 +36,12 @@ from stasis.config import (
 from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS, set_log_level
 from stasis.modes import Mode
-from stasis.service import StartupError, StasisService
+from stasis.service import StartupError, StasisService, Worker
 from stasis.sizes import parse_size
 from stasis.times import parse_duration
+from stasis.workers.supervisor import Supervisor
 
-__all__ = ["Options", "fail_usage", "makeService"]
+__all__ = ["Options", "fail_usage", "makeService", "worker_service"]
 
 #: The option a user typed for each Config field, to name it in errors.
 _OPTION_FOR_FIELD = {
@@ -60,6 +62,7 @@ _OPTION_FOR_FIELD = {
     "ignore": "--ignore",
     "samples": "--samples",
     "ready_file": "--ready-file",
+    "workers": "--workers",
 }
 
 
@@ -230,6 +233,14 @@ class Options(usage.Options):
             "Write the daemon's URL to this file once it listens (with --port 0, how a "
             "script learns the port).",
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Processes serving the one listening socket and sharing the cache: up to one per "
+            "core (a worker that dies is restarted; /stats adds them all up).",
+            _count("--workers"),
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -323,6 +334,7 @@ class Options(usage.Options):
                 ignore=tuple(self["ignore"]),
                 samples=int(self["samples"]),
                 ready_file=self["ready-file"],
+                workers=int(self["workers"]),
             )
         except ConfigError as e:
             raise _usage_error(e) from None
@@ -372,13 +384,75 @@ def _exit_status_at_interpreter_exit(status: int) -> None:
     atexit.register(exit_now)
 
 
+@define
+class _CommandLine:
+    """
+    How the daemon, as a whole process, reports a start-up failure: one line
+    on stderr and exit status 1, also when it fails only once the reactor
+    runs (daemonized, twistd reports it).
+    """
+
+    reactor: Any
+    stderr: Callable[[], IO[str] | None] = _original_stderr
+    exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit
+
+    def fail(self, error: StartupError) -> NoReturn:
+        stderr = self.stderr()
+        if stderr is None:
+            # Daemonized: twistd's first process waits for the daemon's word
+            # on a pipe, which twistd writes for an Exception, and prints it;
+            # a SystemExit would leave that process waiting forever.
+            raise error
+        stderr.write(f"stasis: {error}\n")
+        raise SystemExit(1)
+
+    def failed_late(self, failure: Failure) -> None:
+        # The service has logged it too, for a daemon whose stderr is discarded.
+        stderr = self.stderr()
+        if stderr is not None:
+            stderr.write(f"stasis: {failure.getErrorMessage()}\n")
+        self.exit_status(1)
+        if self.reactor.running:
+            self.reactor.stop()
+
+
 class _CommandLineService(StasisService):
     """
-    For twistd, where stasis is the whole process: it applies ``--log-level``,
-    a start-up failure is one line on stderr and exit status 1 (also when the
-    endpoint fails only once the reactor runs; daemonized, twistd reports it),
-    and the heap start-up built is settled.
+    For twistd, where stasis is the whole process (or one of its workers): it
+    applies ``--log-level``, a start-up failure ends the process (see
+    :class:`_CommandLine`), and the heap start-up built is settled.
     """
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any = None,
+        stderr: Callable[[], IO[str] | None] = _original_stderr,
+        exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit,
+        worker: Worker | None = None,
+        drain_seconds: float = 0.0,
+    ) -> None:
+        super().__init__(config, reactor, worker=worker, drain_seconds=drain_seconds)
+        self._command_line = _CommandLine(self.reactor, stderr, exit_status)
+
+    def privilegedStartService(self) -> None:
+        set_log_level(self.config.log_level)
+        try:
+            super().privilegedStartService()
+        except StartupError as e:
+            self._command_line.fail(e)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as e:
+            self._command_line.fail(e)
+        self.when_listening().addErrback(self._command_line.failed_late)
+        _settle_the_heap()
+
+
+class _CommandLineSupervisor(Supervisor):
+    """``--workers N``'s supervisor as the whole process, failing as :class:`_CommandLine` says."""
 
     def __init__(
         self,
@@ -388,42 +462,21 @@ class _CommandLineService(StasisService):
         exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit,
     ) -> None:
         super().__init__(config, reactor)
-        self._stderr = stderr
-        self._exit_status = exit_status
-
-    def _fail(self, error: StartupError) -> NoReturn:
-        stderr = self._stderr()
-        if stderr is None:
-            # Daemonized: twistd's first process waits for the daemon's word
-            # on a pipe, which twistd writes for an Exception, and prints it;
-            # a SystemExit would leave that process waiting forever.
-            raise error
-        stderr.write(f"stasis: {error}\n")
-        raise SystemExit(1)
+        self._command_line = _CommandLine(self.reactor, stderr, exit_status)
 
     def privilegedStartService(self) -> None:
         set_log_level(self.config.log_level)
         try:
             super().privilegedStartService()
         except StartupError as e:
-            self._fail(e)
+            self._command_line.fail(e)
 
     def startService(self) -> None:
         try:
             super().startService()
         except StartupError as e:
-            self._fail(e)
-        self.when_listening().addErrback(self._failed_late)
-        _settle_the_heap()
-
-    def _failed_late(self, failure: Failure) -> None:
-        # The service has logged it too, for a daemon whose stderr is discarded.
-        stderr = self._stderr()
-        if stderr is not None:
-            stderr.write(f"stasis: {failure.getErrorMessage()}\n")
-        self._exit_status(1)
-        if self.reactor.running:
-            self.reactor.stop()
+            self._command_line.fail(e)
+        self.when_listening().addErrback(self._command_line.failed_late)
 
 
 def _settle_the_heap() -> None:
@@ -441,5 +494,24 @@ def _settle_the_heap() -> None:
 
 
 def makeService(options: Options) -> IService:
-    service: IService = _CommandLineService(options.config)
+    """
+    The daemon's service: stasis itself, or with ``--workers N`` above 1, the
+    supervisor of N processes each running it (:mod:`stasis.workers`).
+    """
+    config = options.config
+    if config.workers > 1:
+        supervisor: IService = _CommandLineSupervisor(config)
+        return supervisor
+    service: IService = _CommandLineService(config)
     return service
+
+
+def worker_service(config: Config, worker: Worker, drain_seconds: float) -> StasisService:
+    """
+    The service one ``--workers`` process runs: the daemon's own, told which
+    worker it is. A start-up failure raises :class:`StartupError` (the worker
+    tells its supervisor, which tells the user once for all workers).
+    """
+    return _CommandLineService(
+        config, stderr=lambda: None, worker=worker, drain_seconds=drain_seconds
+    )

@@ -116,7 +116,7 @@ def test_options_become_a_config() -> None:
             "--max-body", "1000", "--memory-cache", "0", "--credential-scope", "shared",
             "--ready-file", "url.txt", "--ttl", "12h", "--stale-if-error", "1d", "--max-size",
             "500MB", "--max-entries", "1000", "--ignore", "user", "--ignore", "messages[*].id",
-            "--samples", "3",
+            "--samples", "3", "--workers", "4",
         ]
     )  # fmt: skip
     assert options["port"] == 4100
@@ -139,6 +139,7 @@ def test_options_become_a_config() -> None:
         max_entries=1000,
         ignore=("user", "messages[*].id"),
         samples=3,
+        workers=4,
     )
 
 
@@ -202,6 +203,9 @@ def test_the_environment_is_read_when_options_are_parsed(monkeypatch: pytest.Mon
         (["-u", "http://a", "-u", "http://b"], {}, "--upstream URL (for everything) may be"),
         ([], {"STASIS_UPSTREAM": "ftp://x"}, "--upstream 'ftp://x' must be an http://"),
         (["-p", "-1"], {}, "--port must be between 0 and 65535"),
+        (["--workers", "0"], {}, "--workers must be greater than 0, not 0"),
+        (["--workers", "2.5"], {}, "--workers must be a whole number, not '2.5'"),
+        (["--workers", "257"], {}, "--workers must be at most 256, not 257"),
     ],
 )
 def test_a_bad_option_is_one_line_naming_the_option(

@@ -9,8 +9,10 @@ import errno
 import gc
 import io
 import json
+import threading
 from pathlib import Path
 
+import attrs
 import pytest
 import pytest_twisted
 import treq
@@ -30,8 +32,9 @@ from stasis import service as service_module
 from stasis.log import enabled, set_log_level
 from stasis.store import StoreError
 from stasis.tap import Options, _CommandLineService, makeService
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Received, Reply
 from tests.memory_store import MemoryStore
+from tests.waiting import wait_for
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -75,6 +78,51 @@ async def test_an_embedded_service_caches_and_stops_cleanly(
         stats = await again.store.stats()
         assert stats.entries == 1
         assert stats.tokens_saved == 18
+    finally:
+        await again.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_with_drain_seconds_lets_a_request_in_flight_finish(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """What each ``--workers`` process does on SIGTERM: no new connections, in flight finish."""
+    gate = threading.Event()
+
+    def held(received: Received) -> Reply:
+        assert gate.wait(20), "the test never let the upstream answer"
+        return upstream.default_reply(received)
+
+    upstream.handler = held
+    config = Config(
+        listen="tcp:0:interface=127.0.0.1", db=str(tmp_path / "c.db"), upstream=upstream.url
+    )
+    service = StasisService(config, drain_seconds=10.0)
+    service.startService()
+    assert service.port is not None
+    address = service.port.getHost()
+    assert isinstance(address, IPv4Address)
+    answer = treq.post(
+        f"http://127.0.0.1:{address.port}/v1/chat/completions",
+        json.dumps(CHAT).encode(),
+        headers={"Authorization": "Bearer sk-x", "Content-Type": "application/json"},
+        persistent=False,
+    )
+    await wait_for(lambda: len(upstream.calls()) == 1)
+    stopped = service.stopService()
+    await wait_for(lambda: service.port is None)  # it no longer accepts
+    assert not stopped.called
+    gate.set()
+    response = await answer
+    assert response.code == 200
+    assert response.headers.getRawHeaders("x-stasis-status") == ["MISS"]
+    assert json.loads(await response.content())["object"] == "chat.completion"
+    await stopped
+    # Stored before it was answered, and the database closed cleanly after.
+    again = StasisService(attrs.evolve(config, mode=Mode.REPLAY))
+    again.startService()
+    try:
+        assert (await again.store.stats()).entries == 1
     finally:
         await again.stopService()
 

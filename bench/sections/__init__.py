@@ -7,8 +7,8 @@ selects by key.
 
 from __future__ import annotations
 
-from bench.sections import eviction, growth, hits, memory, misses, shared, streaming
+from bench.sections import eviction, growth, hits, memory, misses, shared, streaming, workers
 
 __all__ = ["ALL"]
 
-ALL = (hits, misses, streaming, growth, memory, eviction, shared)
+ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared)

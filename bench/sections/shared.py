@@ -1,5 +1,5 @@
 """
-(g) A shared cache: hits and misses on PostgreSQL against the same on SQLite.
+(h) A shared cache: hits and misses on PostgreSQL against the same on SQLite.
 
 Four daemons with the same options but their database: an SQLite file, or a
 PostgreSQL database on a throwaway server on loopback (started here, as the
@@ -34,7 +34,7 @@ from bench.wrk import WrkResult
 
 __all__ = ["KEY", "TITLE", "run"]
 
-KEY = "g"
+KEY = "h"
 TITLE = "a shared cache: hits and misses on PostgreSQL vs SQLite"
 PATH = "/v1/chat/completions"
 HIT_CONCURRENCY = (1, 16)

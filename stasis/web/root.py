@@ -17,14 +17,25 @@ __all__ = ["Root"]
 
 
 class Root(Resource):
-    """``/health`` and ``/stats`` are stasis's; any other path belongs to the upstream."""
+    """
+    ``/health`` and ``/stats`` are stasis's; any other path belongs to the upstream.
+
+    ``counters`` are those ``/stats`` reports: under ``--workers``, every
+    worker's added up, and ``worker`` is this process's index, which
+    ``/health`` names.
+    """
 
     def __init__(
-        self, proxy: IResource, store: Store, counters: Counters, bounds: Bounds = UNBOUNDED
+        self,
+        proxy: IResource,
+        store: Store,
+        counters: Counters,
+        bounds: Bounds = UNBOUNDED,
+        worker: int | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.proxy = proxy
-        self.putChild(b"health", HealthResource(store, counters))
+        self.putChild(b"health", HealthResource(store, counters, worker))
         self.putChild(b"stats", StatsResource(store, counters, bounds))
 
     def getChild(self, path: bytes, request: Request) -> IResource:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from attrs import frozen
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -158,7 +159,11 @@ class StasisRequest(server.Request):
             transport = channel.transport
             if ITCPTransport.providedBy(transport):
                 transport.setTcpNoDelay(True)
-        self._max_body: int = channel.site.max_body_bytes  # type: ignore[attr-defined]
+        site: StasisSite = channel.site  # type: ignore[attr-defined]
+        self._max_body: int = site.max_body_bytes
+        #: The site counting this request in flight (see StasisSite.when_idle).
+        self._counted_by = site
+        site.in_flight.add(self)
         self._received = 0
         self._refused = False
         #: Whether the connection is gone: nothing may be written any more.
@@ -224,6 +229,10 @@ class StasisRequest(server.Request):
             )
             return
         site: StasisSite = self.channel.site  # type: ignore[attr-defined]
+        if site.draining:
+            # The daemon is stopping: this is the connection's last request.
+            self.channel.persistent = False
+            self.responseHeaders.setRawHeaders(b"connection", [b"close"])
         upstream = site.upstream
         if upstream is None or self.method in OWN_METHODS or self.path == b"*":
             super().process()  # type: ignore[no-untyped-call]
@@ -256,8 +265,15 @@ class StasisRequest(server.Request):
                 headers.setRawHeaders(b"Date", [_http_date()])
         server.Request.write(self, data)
 
+    def finish(self) -> None:
+        try:
+            server.Request.finish(self)
+        finally:
+            self._counted_by.request_done(self)
+
     def connectionLost(self, reason: Failure) -> None:
         self._lost = True
+        self._counted_by.request_done(self)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def processingFailed(self, reason: Failure) -> None:
@@ -273,7 +289,11 @@ class StasisRequest(server.Request):
 
 
 class StasisSite(server.Site):
-    """The ``Site`` stasis serves: no form parsing, a body limit, its own log line."""
+    """
+    The ``Site`` stasis serves: no form parsing, a body limit, its own log
+    line, and a count of the requests in flight, so that a stopping daemon can
+    let them finish (:meth:`when_idle`).
+    """
 
     noisy = False
     requestFactory = StasisRequest
@@ -293,6 +313,41 @@ class StasisSite(server.Site):
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)  # type: ignore[no-untyped-call]
         self.max_body_bytes = max_body_bytes
         self.upstream = upstream
+        #: Requests begun and neither finished nor lost.
+        self.in_flight: set[StasisRequest] = set()
+        #: Set by :meth:`when_idle`: each request from then on is its connection's last.
+        self.draining = False
+        self._idle: list[Deferred[None]] = []
+
+    def request_done(self, request: StasisRequest) -> None:
+        """``request`` was finished or lost (it may say so twice: finished, then lost)."""
+        in_flight = self.in_flight
+        in_flight.discard(request)
+        if not in_flight and self._idle:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fires once no request is in flight; from now on every connection
+        closes after its request, so that idle clients do not keep it busy.
+
+        For a stop: the port is closed first, then this is awaited (with a
+        deadline), then the reactor may drop the connections that are left,
+        which are idle.
+        """
+        self.draining = True
+        for request in self.in_flight:
+            # Each connection with a request in flight closes once it is answered.
+            request.channel.persistent = False
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        if not self.in_flight:
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._idle.remove(d))
+        self._idle.append(d)
+        return d
 
     def log(self, request: Any, ending: bytes = b"") -> None:
         """One access log line for ``request``; ``ending`` says why it did not end properly."""

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
@@ -71,8 +72,20 @@ class _StoreReport(Resource):
 
 
 class HealthResource(_StoreReport):
+    """
+    ``GET /health``; under ``--workers`` it also names the process that
+    answered (``"worker": {"index": i, "pid": p}``), for operators and tests.
+    """
+
+    def __init__(self, store: Store, counters: Counters, worker: int | None = None) -> None:
+        super().__init__(store, counters)
+        self.worker = worker
+
     def report(self, stats: StoreStats) -> dict[str, Any]:
-        return health_json(stats)
+        report = health_json(stats)
+        if self.worker is not None:
+            report["worker"] = {"index": self.worker, "pid": os.getpid()}
+        return report
 
 
 class StatsResource(_StoreReport):
