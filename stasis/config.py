@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -205,6 +206,24 @@ def _ignore_rules(value: Any) -> tuple[IgnorePath, ...]:
     return tuple(rules)
 
 
+#: An HTTP header name (RFC 9110 token characters).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header_names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ConfigTypeError(
+            "credential_headers", f"must be a list of header names, not the string {value!r}"
+        )
+    names: list[str] = []
+    for name in value:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigError("credential_headers", f"{name!r} is not an HTTP header name")
+        if name.lower() not in names:
+            names.append(name.lower())
+    return tuple(names)
+
+
 #: More processes than this on one machine is a typo, not a plan.
 MAX_WORKERS = 256
 
@@ -322,6 +341,9 @@ class Config:
     max_entries: int | None = field(default=None, validator=_optional(_whole(1, "entries")))
     #: Fields left out of every cacheable request's key (``--ignore``).
     ignore: tuple[IgnorePath, ...] = field(default=(), converter=_ignore_rules)
+    #: Headers that carry a credential beyond the usual ones (``--credential-header``):
+    #: fingerprinted into the key, never stored. Lower-cased.
+    credential_headers: tuple[str, ...] = field(default=(), converter=_header_names)
     #: How many answers a key keeps by default (``X-Stasis-Samples`` overrides it).
     samples: int = field(default=1, validator=_samples)
     #: A file the daemon writes its URL to once it listens (None: none).

@@ -142,6 +142,7 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         signer=AwsSigner(),
         default_mode=config.mode,
         credential_scope=config.credential_scope,
+        credential_headers=config.credential_headers,
         ignore=config.ignore,
         default_ttl=config.ttl,
         stale_if_error=config.stale_if_error,

@@ -60,6 +60,7 @@ _OPTION_FOR_FIELD = {
     "max_size_bytes": "--max-size",
     "max_entries": "--max-entries",
     "ignore": "--ignore",
+    "credential_headers": "--credential-header",
     "samples": "--samples",
     "ready_file": "--ready-file",
     "workers": "--workers",
@@ -250,6 +251,7 @@ class Options(usage.Options):
         self["upstream"] = None
         self["upstreams"] = {}
         self["ignore"] = []
+        self["credential-headers"] = []
         self._config: Config | None = None
 
     def opt_version(self) -> None:
@@ -304,6 +306,15 @@ class Options(usage.Options):
         "messages[*].id; repeatable (X-Stasis-Ignore adds more per request)."
     )
 
+    def opt_credential_header(self, value: str) -> None:
+        self["credential-headers"].append(value)
+
+    opt_credential_header.__doc__ = (
+        "A header that carries a credential besides Authorization, x-api-key, api-key, "
+        "x-goog-api-key, Proxy-Authorization and Cookie (a gateway's own): fingerprinted "
+        "into the key, never stored; repeatable."
+    )
+
     def postOptions(self) -> None:
         # twistd applies a coerce only to values given on the command line, so
         # the port (whose default is a number) is checked here too.
@@ -332,6 +343,7 @@ class Options(usage.Options):
                 max_size_bytes=self["max-size"],
                 max_entries=self["max-entries"],
                 ignore=tuple(self["ignore"]),
+                credential_headers=tuple(self["credential-headers"]),
                 samples=int(self["samples"]),
                 ready_file=self["ready-file"],
                 workers=int(self["workers"]),

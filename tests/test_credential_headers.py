@@ -8,9 +8,14 @@ answers one key's caller with another key's entry.
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from tests.daemon import Daemon
+from tests.fake_upstream import FakeUpstream
 from tests.test_proxy_resource import CHAT, Harness, header
 from tests.test_scopes_and_replay import status
 
@@ -70,3 +75,32 @@ def test_a_header_named_by_credential_header_partitions_too() -> None:
     again, _ = harness.call(**{"X-Gateway-Token": "gw-a"})
     assert (status(first), status(second), status(again)) == ("MISS", "MISS", "HIT")
     assert "gw-a" not in json.dumps([repr(e) for e in harness.store.entries.values()])
+
+
+def test_credential_header_partitions_a_real_daemons_cache(
+    start: Callable[..., Daemon], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    body = json.dumps(CHAT).encode()
+
+    def call(daemon: Daemon, token: str) -> str:
+        headers = {"Content-Type": "application/json", "X-Gateway-Token": token}
+        status, answer, _ = daemon.request("POST", "/v1/chat/completions", body, headers)
+        assert status == 200
+        return answer["x-stasis-status"]
+
+    plain = start()
+    assert [call(plain, "gw-a"), call(plain, "gw-b")] == ["MISS", "HIT"]
+    daemon = start("--credential-header", "X-Gateway-Token", db=tmp_path / "gateway.db")
+    assert [call(daemon, "gw-a"), call(daemon, "gw-b"), call(daemon, "gw-a")] == [
+        "MISS",
+        "MISS",
+        "HIT",
+    ]
+    with sqlite3.connect(daemon.db) as db:
+        stored = b"".join(
+            bytes(v or b"")
+            for row in db.execute("SELECT * FROM entries")
+            for v in row
+            if isinstance(v, bytes)
+        )
+    assert b"gw-a" not in stored and b"gw-b" not in stored

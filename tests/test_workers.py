@@ -402,3 +402,39 @@ def test_a_daemonized_supervisor_relays_its_workers_log_lines(
         os.kill(supervisor, signal.SIGTERM)
     poll_until(lambda: gone(supervisor), deadline=40)
     assert "Traceback" not in logfile.read_text()
+
+
+def test_identical_misses_at_two_workers_make_one_upstream_call(
+    start: Callable[..., Daemon], upstream: FakeUpstream
+) -> None:
+    gate = threading.Event()
+
+    def held(received: Received) -> Reply:
+        if not gate.wait(30):
+            raise AssertionError("the test never let the upstream answer")
+        document = json.dumps({"object": "chat.completion", "n": received.serial})
+        return Reply(200, [("Content-Type", "application/json")], document.encode())
+
+    upstream.handler = held
+    daemon = start("--workers", "2", "-l", "debug")
+    daemon.wait_for_log(SERVING)
+    connections = [connect_to(daemon, 0), connect_to(daemon, 1)]
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    threads = [
+        threading.Thread(target=lambda c=c: answers.append(post(c, "once"))) for c in connections
+    ]
+    try:
+        threads[0].start()
+        poll_until(lambda: len(upstream.calls()) == 1)
+        threads[1].start()
+        # The second worker waits for the first's fetch, through the database.
+        daemon.wait_for_log("waits for the identical request another process fetches", 15.0)
+    finally:
+        gate.set()
+    for thread in threads:
+        thread.join(30)
+    for connection in connections:
+        connection.close()
+    assert sorted(headers["x-stasis-status"] for _, headers, _ in answers) == ["HIT", "MISS"]
+    assert len({body for _, _, body in answers}) == 1
+    assert len(upstream.calls()) == 1
