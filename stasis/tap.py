@@ -14,10 +14,11 @@ import gc
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, Protocol, cast
 
 from attrs import define
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -428,11 +429,42 @@ class _CommandLine:
             self.reactor.stop()
 
 
-class _CommandLineService(StasisService):
+class _Listening(Protocol):
+    config: Config
+    _command_line: _CommandLine
+
+    def when_listening(self) -> Deferred[Any]: ...
+
+
+class _OnTheCommandLine(Service):
     """
-    For twistd, where stasis is the whole process (or one of its workers): it
-    applies ``--log-level``, a start-up failure ends the process (see
-    :class:`_CommandLine`), and the heap start-up built is settled.
+    The start-up of a service that is the whole process under twistd: it
+    applies ``--log-level``, and a start-up failure ends the process with one
+    line (see :class:`_CommandLine`). Put first among the bases.
+    """
+
+    def privilegedStartService(self) -> None:
+        this = cast(_Listening, self)
+        set_log_level(this.config.log_level)
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except StartupError as e:
+            this._command_line.fail(e)
+
+    def startService(self) -> None:
+        this = cast(_Listening, self)
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except StartupError as e:
+            this._command_line.fail(e)
+        this.when_listening().addErrback(this._command_line.failed_late)
+
+
+class _CommandLineService(_OnTheCommandLine, StasisService):
+    """
+    For twistd, where stasis is the whole process (or one of its workers):
+    started as :class:`_OnTheCommandLine` says, and the heap start-up built is
+    settled.
     """
 
     def __init__(
@@ -444,27 +476,16 @@ class _CommandLineService(StasisService):
         worker: Worker | None = None,
         drain_seconds: float = 0.0,
     ) -> None:
-        super().__init__(config, reactor, worker=worker, drain_seconds=drain_seconds)
+        StasisService.__init__(self, config, reactor, worker=worker, drain_seconds=drain_seconds)
         self._command_line = _CommandLine(self.reactor, stderr, exit_status)
 
-    def privilegedStartService(self) -> None:
-        set_log_level(self.config.log_level)
-        try:
-            super().privilegedStartService()
-        except StartupError as e:
-            self._command_line.fail(e)
-
     def startService(self) -> None:
-        try:
-            super().startService()
-        except StartupError as e:
-            self._command_line.fail(e)
-        self.when_listening().addErrback(self._command_line.failed_late)
+        super().startService()
         _settle_the_heap()
 
 
-class _CommandLineSupervisor(Supervisor):
-    """``--workers N``'s supervisor as the whole process, failing as :class:`_CommandLine` says."""
+class _CommandLineSupervisor(_OnTheCommandLine, Supervisor):
+    """``--workers N``'s supervisor as the whole process (see :class:`_OnTheCommandLine`)."""
 
     def __init__(
         self,
@@ -473,22 +494,8 @@ class _CommandLineSupervisor(Supervisor):
         stderr: Callable[[], IO[str] | None] = _original_stderr,
         exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit,
     ) -> None:
-        super().__init__(config, reactor)
+        Supervisor.__init__(self, config, reactor)
         self._command_line = _CommandLine(self.reactor, stderr, exit_status)
-
-    def privilegedStartService(self) -> None:
-        set_log_level(self.config.log_level)
-        try:
-            super().privilegedStartService()
-        except StartupError as e:
-            self._command_line.fail(e)
-
-    def startService(self) -> None:
-        try:
-            super().startService()
-        except StartupError as e:
-            self._command_line.fail(e)
-        self.when_listening().addErrback(self._command_line.failed_late)
 
 
 def _settle_the_heap() -> None:
