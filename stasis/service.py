@@ -329,7 +329,10 @@ class StasisService(MultiService):
         self.reactor = reactor
         self.worker = worker
         self.drain_seconds = drain_seconds
-        self.store = build_store(config, reactor)
+        try:
+            self.store = build_store(config, reactor)
+        except StoreError as e:  # --db names what this installation cannot open
+            raise StartupError(str(e)) from None
         self._front = build_front(config, reactor, self.store, worker)
         self.engine = self._front.engine
         self.site = self._front.site

@@ -476,8 +476,14 @@ class _CommandLineService(_OnTheCommandLine, StasisService):
         worker: Worker | None = None,
         drain_seconds: float = 0.0,
     ) -> None:
-        StasisService.__init__(self, config, reactor, worker=worker, drain_seconds=drain_seconds)
-        self._command_line = _CommandLine(self.reactor, stderr, exit_status)
+        self._command_line = _CommandLine(reactor, stderr, exit_status)
+        try:
+            StasisService.__init__(
+                self, config, reactor, worker=worker, drain_seconds=drain_seconds
+            )
+        except StartupError as e:
+            self._command_line.fail(e)
+        self._command_line.reactor = self.reactor
 
     def startService(self) -> None:
         super().startService()

@@ -8,14 +8,16 @@ counting the calls that reach it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon, command, poll_until
+from tests.daemon import Daemon, _environment, command, poll_until
 from tests.fake_upstream import FakeUpstream, Received, Reply, chat_completion
 from tests.postgres_support import Cluster, fresh_database
 
@@ -145,5 +147,37 @@ def test_a_database_unreachable_at_start_is_one_line_and_a_failed_exit(
     assert len(errors) == 1, done.stderr
     assert "cannot connect to the cache database" in errors[0]
     assert f"postgresql://stasis@127.0.0.1:{closed_port}/stasis" in errors[0]
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*command("twistd"), "--listen", "tcp:0:interface=127.0.0.1"],
+        [*command("stasis"), "--listen", "tcp:0:interface=127.0.0.1"],
+        [*command("twistd"), "--listen", "tcp:0:interface=127.0.0.1", "--workers", "2"],
+        [sys.executable, "-m", "stasis", "ls"],
+    ],
+    ids=["twistd", "stasis-start", "workers", "stasis-ls"],
+)
+def test_a_postgresql_url_without_psycopg_is_one_line_saying_what_to_install(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    shadow = tmp_path / "shadow" / "psycopg"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('psycopg is not installed here')\n")
+    env = _environment()
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(shadow.parent), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    url = "postgresql://stasis:hunter2-secret@127.0.0.1:5432/stasis"
+    done = subprocess.run(
+        [*argv, "--db", url], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, done.stderr
+    assert "pip install 'stasis[postgres]'" in errors[0]
     assert "hunter2" not in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

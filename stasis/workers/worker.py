@@ -83,8 +83,9 @@ def main() -> None:
         counters=tally.slot(seat.index),
         totals=tally.total(),
     )
-    service = worker_service(seat.config, worker, seat.drain_seconds)
     try:
+        # Building it can fail too: a --db this installation cannot open.
+        service = worker_service(seat.config, worker, seat.drain_seconds)
         service.privilegedStartService()
         service.startService()
     except StartupError as e:
