@@ -194,6 +194,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:
     daemon = start("--workers", "2")
+    daemon.wait_for_log(SERVING)  # started: from now on a death is supervised, not a failed start
     with closing(connect_to(daemon, 1)) as doomed:
         victim = health(doomed)["worker"]["pid"]
         for text in ("x", "y", "z"):

@@ -170,3 +170,20 @@ def test_only_the_first_worker_prunes_and_evicts(
     front = build_front(Config(max_entries=10), reactor, MemoryStore(reactor), worker)
     assert (front.engine.housekeeping is not None) == keeps_house
     assert front.counters is worker.counters
+
+
+def test_a_worker_runs_this_checkout_but_an_installed_stasis_leaves_pythonpath_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    import stasis
+    from stasis.workers import supervisor
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(stasis.__file__)))
+    monkeypatch.setattr(supervisor, "_site_folders", lambda: set())
+    checkout = supervisor._environment({"PYTHONPATH": "/mine"})
+    assert checkout["PYTHONPATH"] == os.pathsep.join([root, "/mine"])
+    monkeypatch.setattr(supervisor, "_site_folders", lambda: {root})
+    installed = supervisor._environment({"PYTHONPATH": "/mine"})
+    assert installed["PYTHONPATH"] == "/mine"  # the user's path still comes first

@@ -34,6 +34,7 @@ import contextlib
 import os
 import re
 import signal
+import site
 import socket
 import sys
 from typing import Any
@@ -324,7 +325,8 @@ class Supervisor(Service):
             if self._all_ended is not None and all(s.process is None for s in self._slots):
                 self._all_ended.callback(None)
             return
-        if self._outcome is None:
+        if self._outcome is None and (slot.failure or not slot.ready):
+            # It could not start: the others, alike, will not either.
             why = slot.failure or f"worker {slot.index} {how} before it served (see its log)"
             self._settle(Failure(StartupError(why)))
             return
@@ -401,5 +403,15 @@ def _environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """
     env = dict(os.environ if environ is None else environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(stasis.__file__)))
+    if root in _site_folders():
+        # Installed: the same interpreter finds it there by itself, and the
+        # user's own PYTHONPATH must keep coming before site-packages.
+        return env
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
+
+
+def _site_folders() -> set[str]:
+    """The folders ``site`` puts on every interpreter's path (site-packages)."""
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return {os.path.abspath(folder) for folder in folders}
