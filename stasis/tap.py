@@ -405,7 +405,6 @@ class _CommandLine:
     runs (daemonized, twistd reports it).
     """
 
-    reactor: Any
     stderr: Callable[[], IO[str] | None] = _original_stderr
     exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit
 
@@ -419,18 +418,19 @@ class _CommandLine:
         stderr.write(f"stasis: {error}\n")
         raise SystemExit(1)
 
-    def failed_late(self, failure: Failure) -> None:
+    def failed_late(self, failure: Failure, reactor: Any) -> None:
         # The service has logged it too, for a daemon whose stderr is discarded.
         stderr = self.stderr()
         if stderr is not None:
             stderr.write(f"stasis: {failure.getErrorMessage()}\n")
         self.exit_status(1)
-        if self.reactor.running:
-            self.reactor.stop()
+        if reactor.running:
+            reactor.stop()
 
 
 class _Listening(Protocol):
     config: Config
+    reactor: Any
     _command_line: _CommandLine
 
     def when_listening(self) -> Deferred[Any]: ...
@@ -457,7 +457,7 @@ class _OnTheCommandLine(Service):
             super().startService()  # type: ignore[no-untyped-call]
         except StartupError as e:
             this._command_line.fail(e)
-        this.when_listening().addErrback(this._command_line.failed_late)
+        this.when_listening().addErrback(this._command_line.failed_late, this.reactor)
 
 
 class _CommandLineService(_OnTheCommandLine, StasisService):
@@ -476,14 +476,13 @@ class _CommandLineService(_OnTheCommandLine, StasisService):
         worker: Worker | None = None,
         drain_seconds: float = 0.0,
     ) -> None:
-        self._command_line = _CommandLine(reactor, stderr, exit_status)
+        self._command_line = _CommandLine(stderr, exit_status)
         try:
             StasisService.__init__(
                 self, config, reactor, worker=worker, drain_seconds=drain_seconds
             )
         except StartupError as e:
             self._command_line.fail(e)
-        self._command_line.reactor = self.reactor
 
     def startService(self) -> None:
         super().startService()
@@ -501,7 +500,7 @@ class _CommandLineSupervisor(_OnTheCommandLine, Supervisor):
         exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit,
     ) -> None:
         Supervisor.__init__(self, config, reactor)
-        self._command_line = _CommandLine(self.reactor, stderr, exit_status)
+        self._command_line = _CommandLine(stderr, exit_status)
 
 
 def _settle_the_heap() -> None:

@@ -202,6 +202,16 @@ class FakeUpstream:
         started = self._write_started
         return 0.0 if started is None else time.monotonic() - started
 
+    def hold_until(self, gate: threading.Event, deadline: float = 30.0) -> None:
+        """Answer every request as usual, but only once ``gate`` is set (so requests overlap)."""
+
+        def held(received: Received) -> Reply:
+            if not gate.wait(deadline):
+                raise AssertionError("the test never let the upstream answer")
+            return self.default_reply(received)
+
+        self.handler = held
+
     def calls(self, path: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.received if path is None or r.path.startswith(path)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Daemon, _environment, command, poll_until
-from tests.fake_upstream import FakeUpstream, Received, Reply, chat_completion
+from tests.fake_upstream import FakeUpstream
 from tests.postgres_support import Cluster, fresh_database
 
 pytest.importorskip("psycopg")
@@ -51,14 +51,7 @@ def test_identical_misses_spread_over_two_daemons_make_one_upstream_call(
     first = start("-l", "debug", db=postgres_url)
     second = start("-l", "debug", db=postgres_url)
     gate = threading.Event()
-
-    def held(received: Received) -> Reply:
-        if not gate.wait(30):
-            raise AssertionError("the test never let the upstream answer")
-        document = json.dumps(chat_completion(received.json())).encode()
-        return Reply(200, [("Content-Type", "application/json")], document)
-
-    upstream.handler = held
+    upstream.hold_until(gate)
     answers: list[tuple[int, dict[str, str]]] = []
 
     def send(daemon: Daemon) -> None:

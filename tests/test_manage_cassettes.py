@@ -35,7 +35,7 @@ CI_HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-te
 
 
 def stasis(
-    command: str, *args: str, db: Path, cwd: Path, stdin: bytes | None = None
+    command: str, *args: str, db: Path | str, cwd: Path, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """``python -m stasis COMMAND -d DB ARGS…``, stdin and stderr not terminals."""
     return subprocess.run(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,8 +23,8 @@ from twisted.internet.threads import deferToThread
 
 from stasis.model import ChangeKind, Entry, StoredRequest, TokenUsage
 from stasis.store import Store, open_store
-from tests.daemon import _environment
 from tests.store_support import key, make_entry
+from tests.test_manage_cassettes import stasis
 from tests.test_store_postgres import WITHIN, Heard, names
 
 pytest.importorskip("psycopg")
@@ -33,21 +32,6 @@ pytest.importorskip("psycopg")
 #: Not a password the server checks (the test servers trust 127.0.0.1), but
 #: one a user would have written, which nothing may print.
 PASSWORD = "pw-Wh1sp3r-cli"
-
-
-def stasis(
-    command: str, *args: str, db: Path | str, cwd: Path, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """``python -m stasis COMMAND -d DB ARGS…``, stdin and stderr not terminals."""
-    return subprocess.run(
-        [sys.executable, "-m", "stasis", command, "-d", str(db), *args],
-        cwd=cwd,
-        env=_environment(),
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 def with_password(url: str) -> str:

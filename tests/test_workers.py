@@ -409,14 +409,7 @@ def test_identical_misses_at_two_workers_make_one_upstream_call(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:
     gate = threading.Event()
-
-    def held(received: Received) -> Reply:
-        if not gate.wait(30):
-            raise AssertionError("the test never let the upstream answer")
-        document = json.dumps({"object": "chat.completion", "n": received.serial})
-        return Reply(200, [("Content-Type", "application/json")], document.encode())
-
-    upstream.handler = held
+    upstream.hold_until(gate)
     daemon = start("--workers", "2", "-l", "debug")
     daemon.wait_for_log(SERVING)
     connections = [connect_to(daemon, 0), connect_to(daemon, 1)]

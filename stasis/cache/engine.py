@@ -808,7 +808,7 @@ class CacheEngine:
                 except Exception:
                     # A bug in stasis, not in the answer: the client still gets it.
                     log.failure("storing {path} failed", path=call.path)
-            elif storable and ended is not Outcome.ABANDONED:
+            elif storable and ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
                 client.revise(evolve(outcome, detail=b"incomplete"))
             if ended in (Outcome.COMPLETE, Outcome.UNCERTAIN):
                 relay.release()
