@@ -19,7 +19,8 @@ from tests.fake_upstream import FakeUpstream, Received, Reply
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
-FOLLOWERS = 4
+#: The issue's figure: 50 concurrent identical misses make one upstream call.
+FOLLOWERS = 49
 #: What the daemon logs at debug level for each follower.
 WAITING = "waits for the identical request in flight"
 
@@ -76,7 +77,7 @@ def test_followers_of_a_failed_leader_get_its_answer_and_make_no_call(
     assert daemon.get_json("/stats")["totalEntries"] == 0
 
 
-def test_twenty_identical_requests_make_one_call_and_nineteen_say_collapsed(
+def test_fifty_identical_requests_make_one_call_and_forty_nine_say_collapsed(
     start: Callable[..., Daemon], upstream: FakeUpstream
 ) -> None:
     gate = threading.Event()
@@ -88,9 +89,9 @@ def test_twenty_identical_requests_make_one_call_and_nineteen_say_collapsed(
 
     upstream.handler = answer
     daemon = start("-l", "debug")
-    threads, results = _concurrently(daemon, 20)
+    threads, results = _concurrently(daemon, 1 + FOLLOWERS)
     try:
-        poll_until(lambda: daemon.log.count(WAITING) == 19 and len(upstream.calls()) == 1)
+        poll_until(lambda: daemon.log.count(WAITING) == FOLLOWERS and len(upstream.calls()) == 1)
     finally:
         gate.set()
         for thread in threads:
@@ -101,6 +102,6 @@ def test_twenty_identical_requests_make_one_call_and_nineteen_say_collapsed(
     statuses = sorted((h["x-stasis-status"], h["cache-status"]) for _, h, _ in results)
     assert statuses == [
         ("HIT", "stasis; fwd=uri-miss; fwd-status=200; collapsed"),
-    ] * 19 + [("MISS", "stasis; fwd=uri-miss; fwd-status=200; stored")]
+    ] * FOLLOWERS + [("MISS", "stasis; fwd=uri-miss; fwd-status=200; stored")]
     stats = daemon.get_json("/stats")
-    assert (stats["hits"], stats["misses"], stats["totalEntries"]) == (19, 1, 1)
+    assert (stats["hits"], stats["misses"], stats["totalEntries"]) == (FOLLOWERS, 1, 1)
