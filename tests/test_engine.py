@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import treq
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.task import Clock
 from twisted.web.iweb import IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -19,6 +20,7 @@ from stasis.cache import CacheRequest, Live, Stored
 from stasis.cache import engine as engine_module
 from stasis.cache.answers import Answer
 from stasis.cache.engine import KEY_INLINE_BYTES
+from tests.memory_store import MemoryStore
 from tests.test_proxy_resource import AUTH, CHAT, FakeAPI, Harness, header
 
 
@@ -256,3 +258,67 @@ def test_engine_modules_know_nothing_of_twisted_web() -> None:
 
 def test_the_engine_module_reads_its_thresholds_from_one_place() -> None:
     assert engine_module.KEY_INLINE_BYTES == KEY_INLINE_BYTES
+
+
+class SlowReads(MemoryStore):
+    """A store whose reads answer only when released, with what they read when asked."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__(clock)
+        self.hold_reads = False
+        self.held_reads: list[tuple[Deferred[Any], Any]] = []
+
+    def get(self, key: str, *, request: bool = False) -> Deferred[Any]:
+        read = super().get(key, request=request)
+        if not self.hold_reads:
+            return read
+        answered: list[Any] = []
+        read.addCallback(answered.append)
+        later: Deferred[Any] = Deferred()
+        self.held_reads.append((later, answered[0]))
+        return later
+
+    def release_reads(self) -> None:
+        held, self.held_reads = self.held_reads, []
+        for later, entry in held:
+            later.callback(entry)
+
+
+def test_a_read_that_began_before_a_fetch_landed_does_not_fetch_again() -> None:
+    # A read of the store that started while another request's entry was
+    # being committed finds nothing; if the flight is looked for only after
+    # the read, it has landed by then and the same answer is fetched twice.
+    clock = Clock()
+    harness = Harness(clock=clock, memory=0, shared_store=SlowReads(clock))
+    store = harness.store
+    assert isinstance(store, SlowReads)
+    store.hold_writes = True
+    first = send(harness)  # answered by the upstream; its put is held
+    harness._settle()
+    assert len(harness.api.seen) == 1 and len(store._held) == 1
+    store.hold_reads = True
+    second = send(harness)
+    store.release_writes()  # committed: the first request's flight lands
+    harness._settle()
+    store.hold_reads = False
+    store.release_reads()  # what the second read found: nothing, if it read
+    answers = finish(harness, [first, second])
+    assert len(harness.api.seen) == 1
+    assert [header(response, "x-stasis-status") for response, _ in answers] == ["MISS", "HIT"]
+    assert answers[0][1] == answers[1][1]
+
+
+def test_followers_of_a_lookup_that_found_the_entry_are_plain_hits() -> None:
+    clock = Clock()
+    harness = Harness(clock=clock, memory=0, shared_store=SlowReads(clock))
+    store = harness.store
+    assert isinstance(store, SlowReads)
+    harness.call()  # stored
+    store.hold_reads = True
+    sent = [send(harness) for _ in range(3)]
+    assert len(store.held_reads) == 1  # one read for the three
+    store.hold_reads = False
+    store.release_reads()
+    answers = finish(harness, sent)
+    assert len(harness.api.seen) == 1
+    assert [header(response, "cache-status") for response, _ in answers] == ["stasis; hit"] * 3

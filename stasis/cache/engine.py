@@ -442,30 +442,62 @@ class CacheEngine:
             self.counters.misses += 1
             return await self._fetch(call)
 
-        entry = await self._find(call, keys, look_always=mode is not Mode.CACHE)
-        if entry is None and mode is Mode.REPLAY and call.sample:
+        if mode is Mode.CACHE:
+            return await self._cached(call, keys)
+
+        # Replay: the cache, or an error that says what is nearest.
+        entry = await self._find(call, keys, look_always=True)
+        if entry is None and call.sample:
             # Fewer samples recorded than asked for: replay the last one there is.
             entry = await self._earlier_sample(call)
         if entry is not None:
             return self._hit(entry, call.directives.realtime)
-        if call.unverified is not None and mode is Mode.CACHE:
-            # Not even as a follower: the flight's leader may be forwarded.
-            self.counters.misses += 1
-            raise call.unverified
-        if mode is Mode.CACHE:
+        self.counters.misses += 1
+        self.counters.replay_misses += 1
+        call.outcome = CacheOutcome(Status.MISS, detail=b"replay-miss")
+        message, details = explain(key, await self._nearest(call), self.clock.seconds())
+        raise ReplayMiss(message, **details)
+
+    async def _cached(self, call: _Call, keys: ScopedKeys, flight: Flight | None = None) -> Answer:
+        """
+        The cache's answer to ``call``, else one fetch for all who ask meanwhile.
+
+        The key's flight begins before the store is read, not after it found
+        nothing: a request that arrives while the leader looks, or after its
+        fetch landed but while this one's read was under way, follows it. Were
+        the flight begun after the read, a read that started before another
+        request's entry was committed could find nothing, see no flight (it had
+        landed) and fetch the same answer a second time.
+
+        ``flight`` is one handed on by a leader that got nothing its followers
+        could be given: its new leader looks again, since the entry may be
+        there by now.
+        """
+        key = keys.own
+        if flight is None:
             waiting = self.flights.follow(key)
             if waiting is not None:
                 log.debug("{key} waits for the identical request in flight", key=key)
-                return await self._follow(call, await waiting)
-            if self.claims.active:
-                return await self._claim_and_fetch(call)
+                return await self._follow(call, keys, await waiting)
+            flight = self.flights.lead(key)
+            assert flight is not None  # none was under way, and nothing ran since
+        try:
+            entry = await self._find(call, keys, look_always=False)
+        except BaseException:
+            self._land(flight, NOTHING)  # the client left: a follower leads
+            raise
+        if entry is not None:
+            self._land(flight, Landed(entry=entry, stored=True, found=True))
+            return self._hit(entry, call.directives.realtime)
+        if call.unverified is not None:
+            # Not even as a follower: the flight's leader may be forwarded.
+            self._land(flight, NOTHING)
+            self.counters.misses += 1
+            raise call.unverified
+        if self.claims.active:
+            return await self._claim_and_fetch(call, flight)
         self.counters.misses += 1
-        if mode is Mode.REPLAY:
-            self.counters.replay_misses += 1
-            call.outcome = CacheOutcome(Status.MISS, detail=b"replay-miss")
-            message, details = explain(key, await self._nearest(call), self.clock.seconds())
-            raise ReplayMiss(message, **details)
-        return await self._fetch(call)
+        return await self._fetch(call, flight)
 
     async def _derive_keys(self, call: _Call) -> ScopedKeys:
         # Without a verified identity, only the shared scope.
@@ -620,7 +652,7 @@ class CacheEngine:
     def _hit(self, entry: Entry, realtime: bool) -> Stored:
         return Stored(entry, HIT, self.count_hit(entry), realtime=realtime)
 
-    async def _claim_and_fetch(self, call: _Call) -> Answer:
+    async def _claim_and_fetch(self, call: _Call, flight: Flight) -> Answer:
         """
         Lead ``call``'s flight here, and fetch once this process holds the
         key's claim among the processes sharing the store; if another process
@@ -628,8 +660,6 @@ class CacheEngine:
         """
         key = call.key
         assert key is not None
-        flight = self.flights.lead(key)
-        assert flight is not None  # no flight was under way, and nothing ran since
         try:
             found = await self.claims.take_or_wait(
                 key, lambda entry: _usable(entry, call.directives, self.clock.seconds())
@@ -665,11 +695,12 @@ class CacheEngine:
         )
         return Stored(entry, outcome, self.count_hit(entry), realtime=call.directives.realtime)
 
-    async def _follow(self, call: _Call, landed: Landed) -> Answer:
+    async def _follow(self, call: _Call, keys: ScopedKeys, landed: Landed) -> Answer:
         """Answer as the flight this request waited for landed."""
         if landed.lead is not None:
-            self.counters.misses += 1
-            return await self._fetch(call, landed.lead)
+            return await self._cached(call, keys, landed.lead)
+        if landed.entry is not None and landed.found:
+            return self._hit(landed.entry, call.directives.realtime)
         if landed.entry is not None and landed.stored:
             return self._collapsed_hit(call, landed.entry)
         if landed.error is not None and call.stale is not None:

@@ -31,6 +31,9 @@ class Landed:
     entry: Entry | None = None
     #: Whether ``entry`` is in the store (False: an answer that was not stored).
     stored: bool = False
+    #: Whether ``entry`` was found in the cache rather than fetched: then a
+    #: follower's answer is a plain hit (the flight began with the lookup).
+    found: bool = False
     error: StasisError | None = None
     #: For the one follower that must fetch after all: the flight it now leads.
     lead: Optional[Flight] = None  # noqa: UP045 - a forward reference attrs resolves late
