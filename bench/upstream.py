@@ -5,15 +5,19 @@ A twisted.web process of its own answers ``POST``s with a ~1.5 KB chat
 completion (with usage, varied among a few prepared bodies), or, for a request
 whose JSON says ``"stream": true``, with a server-sent-event stream of
 ``X-Bench-Stream-Bytes`` bytes (default 1 MiB) written in 64 KiB blocks of
-whole events. Streams are written by a pull producer, so a reader that stops
-reading stops the upstream instead of filling its memory, and 50 MB flow in a
-fraction of a second to a reader that keeps up.
+whole events. ``GET /_bench/calls`` says how many ``POST``s it has answered and
+how many of them repeated a body it had answered before, so a section can
+prove how many requests reached the upstream. Streams are
+written by a pull producer, so a reader that stops reading stops the upstream
+instead of filling its memory, and 50 MB flow in a fraction of a second to a
+reader that keeps up.
 
 Run as ``python -m bench.upstream``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 
@@ -23,9 +27,12 @@ from twisted.web.server import NOT_DONE_YET, Request
 from bench.payloads import completion, sse_block, sse_done
 from bench.serve import serve
 
-__all__ = ["DEFAULT_STREAM_BYTES", "STREAM_BYTES_HEADER", "Upstream"]
+__all__ = ["CALLS_PATH", "DEFAULT_STREAM_BYTES", "STREAM_BYTES_HEADER", "Upstream"]
 
 STREAM_BYTES_HEADER = b"x-bench-stream-bytes"
+#: ``GET`` this path for ``{"calls": N, "repeated": R}``: ``POST``s answered so far,
+#: and how many of them had a body answered before.
+CALLS_PATH = "/_bench/calls"
 DEFAULT_STREAM_BYTES = 1 << 20
 _BODIES = [completion(seed) for seed in range(64)]
 _BLOCK = sse_block()
@@ -79,9 +86,21 @@ class Upstream(Resource):
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._next = itertools.cycle(_BODIES)
+        self.calls = 0
+        self.repeated = 0
+        self._seen: set[bytes] = set()
 
     def render(self, request: Request) -> object:
+        if request.method == b"GET" and request.path == CALLS_PATH.encode():
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"calls": self.calls, "repeated": self.repeated}).encode()
         body = request.content.read() if request.content is not None else b""
+        self.calls += 1
+        digest = hashlib.sha256(body).digest()
+        if digest in self._seen:
+            self.repeated += 1
+            print(f"repeated body: {body[-80:]!r}", flush=True)
+        self._seen.add(digest)
         if not _wants_stream(body):
             request.setHeader(b"content-type", b"application/json")
             return next(self._next)

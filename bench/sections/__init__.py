@@ -7,8 +7,19 @@ selects by key.
 
 from __future__ import annotations
 
-from bench.sections import eviction, growth, hits, memory, misses, shared, streaming, workers
+from bench.sections import (
+    eviction,
+    growth,
+    hits,
+    hold,
+    memory,
+    misses,
+    shared,
+    soak,
+    streaming,
+    workers,
+)
 
 __all__ = ["ALL"]
 
-ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared)
+ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared, hold, soak)
