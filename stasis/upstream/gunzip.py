@@ -161,7 +161,7 @@ class _Gunzip:
             while not (self._paused or self._closed or self._stopped):
                 try:
                     piece = self._slice()
-                except (zlib.error, CorruptGzip) as e:
+                except zlib.error as e:
                     self._corrupt(e)
                     return
                 if piece is None:
@@ -203,7 +203,7 @@ class _Gunzip:
     def _finish(self, reason: Failure) -> None:
         whole = reason.check(ResponseDone, PotentialDataLoss) is not None
         if self._received and whole and not self._inflate.eof:
-            self._corrupt(CorruptGzip("the gzip stream ends before its last block"))
+            self._corrupt(CorruptGzip("the gzip stream stops before its end"))
             return
         self._close(reason)
 
