@@ -18,7 +18,11 @@ OpenAI chat completions and Anthropic messages speak server-sent events
 (:mod:`tests.eventstream`), Gemini's ``streamGenerateContent?alt=sse`` SSE with
 CRLF line ends, as Google writes them. Fields on :class:`FakeUpstream` script how a stream
 misbehaves: a gate after its first event, a reset after N events, a delay
-between events, and a flag for a client that went away.
+between events, and a flag for a client that went away. With ``gzip`` set,
+plain answers are gzip'd whole and streams event by event (a sync flush after
+each, as a server that compresses a stream must); :meth:`FakeUpstream.serve_gzip_bomb`
+answers chat calls with a gzip bomb instead, and :attr:`FakeUpstream.writes`
+tells how far each answer's body got onto the socket.
 
 Like Bedrock, the fake verifies every SigV4 signature it is sent (with
 botocore's canonical request over the request exactly as received, and
@@ -29,6 +33,7 @@ does not verify; each :class:`Received` says how its signature fared.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import hmac
@@ -39,6 +44,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,7 +61,10 @@ __all__ = [
     "FakeUpstream",
     "Received",
     "Reply",
+    "Writes",
     "check_sigv4",
+    "gzip_bomb",
+    "gzip_bomb_reply",
     "stream_reply",
 ]
 
@@ -76,6 +85,12 @@ _GEMINI = re.compile(
 )
 #: SigV4 signatures more than this far from the fake's clock are refused, as AWS does.
 SIGV4_MAX_SKEW = 15 * 60
+
+
+#: What a gzip bomb inflates to, by default: ~1 MB on the wire.
+GZIP_BOMB_BYTES = 1 << 30
+#: A body is written to the socket in pieces of this size, each counted in :class:`Writes`.
+WRITE_PIECE = 64 * 1024
 
 
 class _Server(ThreadingHTTPServer):
@@ -111,6 +126,23 @@ class Received:
 
 
 @define
+class Writes:
+    """How far one answer's body got onto the socket."""
+
+    #: Body bytes written (as sent: compressed, chunk framing included).
+    sent: int = 0
+    #: The whole body was written.
+    done: bool = False
+    #: When the write in progress began (None when none is).
+    blocked_since: float | None = None
+
+    def stalled(self, seconds: float) -> bool:
+        """Whether a write has waited for the reader for ``seconds`` at least."""
+        since = self.blocked_since
+        return since is not None and time.monotonic() - since >= seconds
+
+
+@define
 class Reply:
     status: int
     headers: list[tuple[str, str]]
@@ -143,6 +175,66 @@ def stream_reply(events: list[bytes], content_type: str = SSE_CONTENT_TYPE, **kw
     if content_type == SSE_CONTENT_TYPE:
         headers.append(("Cache-Control", "no-cache"))
     return Reply(status=200, headers=headers, body=b"", events=events, **kw)
+
+
+#: The gzip header of a member with no name, time or flags.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_MIB = 1 << 20
+
+
+@functools.cache
+def gzip_bomb(prefix: bytes, suffix: bytes, size: int = GZIP_BOMB_BYTES) -> bytes:
+    """
+    ``prefix``, ``size`` bytes of ``0`` (whole MiBs) and ``suffix``, gzip'd: one
+    valid member, about a thousandth of ``size``.
+
+    Compressing a gigabyte takes seconds; but after a full flush deflate
+    starts afresh, so one MiB of zeros compresses to the same bytes every
+    time: the member is that segment repeated, with the CRC of the whole.
+    Built once per process.
+    """
+    block = b"0" * _MIB
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)
+    segment = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    tail = deflate.compress(suffix) + deflate.flush()
+    count = size // _MIB
+    crc = zlib.crc32(prefix)
+    for _ in range(count):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(suffix, crc)
+    length = len(prefix) + count * _MIB + len(suffix)
+    trailer = struct.pack("<II", crc, length & 0xFFFFFFFF)
+    return _GZIP_HEADER + head + segment * count + tail + trailer
+
+
+#: A chat completion whose content is the bomb's zeros.
+_BOMB_JSON = (
+    b'{"id":"chatcmpl-bomb","object":"chat.completion","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"',
+    b'"},"finish_reason":"stop"}]}',
+)
+#: One chat.completion.chunk whose content is the bomb's zeros, then [DONE].
+_BOMB_SSE = (
+    b'data: {"id":"chatcmpl-bomb","object":"chat.completion.chunk","choices":[{"index":0,'
+    b'"delta":{"content":"',
+    b'"}}]}\n\ndata: [DONE]\n\n',
+)
+
+
+def gzip_bomb_reply(stream: bool, size: int = GZIP_BOMB_BYTES) -> Reply:
+    """A 200 gzip bomb (:func:`gzip_bomb`): SSE in chunks of 64 KiB, or one JSON answer."""
+    if stream:
+        body = gzip_bomb(*_BOMB_SSE, size)
+        chunks = [body[start : start + WRITE_PIECE] for start in range(0, len(body), WRITE_PIECE)]
+        reply = stream_reply(chunks)
+        reply.headers.append(("Content-Encoding", "gzip"))
+        return reply
+    return Reply(
+        status=200,
+        headers=[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        body=gzip_bomb(*_BOMB_JSON, size),
+    )
 
 
 @define
@@ -184,6 +276,8 @@ class FakeUpstream:
     aws_secret_key: str = AWS_SECRET_KEY
     #: False: accept any SigV4 signature unchecked (``Received.signature`` is still set).
     verify_sigv4: bool = True
+    #: How far each answer's body got onto the socket, by the call's serial number.
+    writes: dict[int, Writes] = field(factory=dict)
     _serial: Any = field(factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -212,6 +306,30 @@ class FakeUpstream:
 
         self.handler = held
 
+    def serve_gzip_bomb(self, size: int = GZIP_BOMB_BYTES) -> None:
+        """
+        Answer chat calls with a gzip bomb: ``size`` bytes of answer once
+        decoded, a thousandth of it on the wire, sent whatever Accept-Encoding
+        said; a stream (``"stream": true``) as SSE in chunks, else one JSON
+        answer. Other calls are answered as usual.
+        """
+
+        def bomb(received: Received) -> Reply:
+            if not received.target.endswith("/chat/completions"):
+                return self.default_reply(received)
+            return gzip_bomb_reply(received.json().get("stream") is True, size)
+
+        self.handler = bomb
+
+    def writes_stalled(self, count: int, seconds: float) -> bool:
+        """
+        Whether ``count`` answers have begun, and each was written whole or
+        has waited at least ``seconds`` for its reader: all the upstream can send.
+        """
+        with self._lock:
+            writes = list(self.writes.values())
+        return len(writes) >= count and all(w.done or w.stalled(seconds) for w in writes)
+
     def calls(self, path: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.received if path is None or r.path.startswith(path)]
@@ -221,6 +339,9 @@ class FakeUpstream:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            #: A gzip'd stream's compressor (None: the stream goes as it is).
+            _deflate: Any = None
+            _stream_writes: Writes
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -250,9 +371,7 @@ class FakeUpstream:
                 self.send_response(reply.status)
                 for name, value in reply.headers:
                     self.send_header(name, value)
-                if (reply.gzip or upstream.gzip) and "gzip" in self.headers.get(
-                    "Accept-Encoding", ""
-                ):
+                if self._gzip(reply):
                     payload = gzip.compress(payload)
                     self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(payload)))
@@ -263,15 +382,49 @@ class FakeUpstream:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                self.wfile.write(payload)
-
-            def _chunk(self, data: bytes) -> None:
-                upstream._write_started = time.monotonic()
+                writes = self._writes(serial)
                 try:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    for start in range(0, len(payload), WRITE_PIECE):
+                        self._write(writes, payload[start : start + WRITE_PIECE])
+                except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                    self.close_connection = True
+                    return
+                writes.done = True
+
+            def _gzip(self, reply: Reply) -> bool:
+                """Whether to gzip ``reply`` (asked for, and accepted)."""
+                accepted = "gzip" in self.headers.get("Accept-Encoding", "")
+                return (reply.gzip or upstream.gzip) and accepted
+
+            def _writes(self, serial: int) -> Writes:
+                with upstream._lock:
+                    writes = upstream.writes[serial] = Writes()
+                return writes
+
+            def _write(self, writes: Writes, data: bytes) -> None:
+                writes.blocked_since = time.monotonic()
+                try:
+                    self.wfile.write(data)
                     self.wfile.flush()
                 finally:
+                    writes.blocked_since = None
+                writes.sent += len(data)
+
+            def _chunk(self, data: bytes) -> None:
+                if self._deflate is not None:
+                    data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+                upstream._write_started = time.monotonic()
+                try:
+                    self._write(self._stream_writes, b"%x\r\n%s\r\n" % (len(data), data))
+                finally:
                     upstream._write_started = None
+
+            def _last_chunk(self) -> None:
+                if self._deflate is not None:
+                    rest = self._deflate.flush()
+                    self._write(self._stream_writes, b"%x\r\n%s\r\n" % (len(rest), rest))
+                self._write(self._stream_writes, b"0\r\n\r\n")
+                self._stream_writes.done = True
 
             def _stream(self, reply: Reply, serial: int) -> None:
                 assert reply.events is not None
@@ -280,8 +433,13 @@ class FakeUpstream:
                 self.send_response(reply.status)
                 for name, value in reply.headers:
                     self.send_header(name, value)
+                self._deflate = None
+                if self._gzip(reply):
+                    self._deflate = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                self._stream_writes = self._writes(serial)
                 self.connection.settimeout(STREAM_WRITE_TIMEOUT)
                 try:
                     for number, event in enumerate(events, start=1):
@@ -302,7 +460,7 @@ class FakeUpstream:
                                 upstream.gate_timed_out.set()
                             if upstream.write_until_gone is not None:
                                 self._fill(reply.filler, upstream.write_until_gone)
-                    self.wfile.write(b"0\r\n\r\n")
+                    self._last_chunk()
                     upstream.stream_finished.set()
                 except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
                     upstream.client_went_away.set()

@@ -42,6 +42,7 @@ from zope.interface import implementer
 from stasis.cache.ports import UpstreamResponse
 from stasis.errors import UpstreamTimeout, UpstreamUnreachable
 from stasis.headers import Pairs
+from stasis.upstream.gunzip import GunzipAgent
 from stasis.upstream.response import TreqResponse
 
 __all__ = ["UpstreamClient", "make_client"]
@@ -240,13 +241,15 @@ def make_client(
     A treq client on its own pool, sized for concurrent misses.
 
     treq's default pool keeps two connections per host, which costs a burst of
-    parallel misses a new TLS handshake each.
+    parallel misses a new TLS handshake each. Gzip is decoded by
+    :class:`~stasis.upstream.gunzip.GunzipAgent`, as the reader takes the
+    body, never by treq's decoder (which inflates a whole chunk at once).
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = persistent_per_host
     pool.retryAutomatically = False
     jar: Any = _NO_COOKIES
-    agent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=pool)
+    agent = GunzipAgent(Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=pool))
     return HTTPClient(agent, cookiejar=jar, data_to_body_producer=_Body), pool
 
 
