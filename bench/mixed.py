@@ -27,7 +27,7 @@ from bench.payloads import chat_request
 from bench.procs import BenchError
 from bench.upstream import STREAM_BYTES_HEADER
 
-__all__ = ["Mix", "Tally", "warm"]
+__all__ = ["Mix", "Tally", "run_tag", "warm"]
 
 PATH = "/v1/chat/completions"
 #: Streams are kept small: the mix is about many requests, not bandwidth.
@@ -39,11 +39,16 @@ STREAM_SHARE = 0.3
 DONE = b"data: [DONE]\n\n"
 
 
-def warm(url: str, count: int) -> dict[bytes, bytes]:
+def run_tag() -> str:
+    """Tells one run's requests from another's, so no two runs (or sections) send the same."""
+    return f"{time.time_ns():x}"
+
+
+def warm(url: str, count: int, tag: str) -> dict[bytes, bytes]:
     """``count`` requests (a third of them streams) made HITs: request -> the answer a HIT gives."""
     answers: dict[bytes, bytes] = {}
     for n in range(count):
-        body = chat_request(f"warm-{n}", stream=n % 3 == 0)
+        body = chat_request(f"warm-{tag}-{n}", stream=n % 3 == 0)
         first = post(url + PATH, body, HEADERS)
         second = post(url + PATH, body, HEADERS)
         if (first.cache_status, second.cache_status) != ("MISS", "HIT"):
@@ -85,6 +90,8 @@ class Mix:
     warmed: dict[bytes, bytes]
     clients: int
     seconds: float
+    #: Part of every new request's text (see :func:`run_tag`).
+    tag: str
     tally: Tally = field(factory=Tally)
 
     def run(self, beside: Callable[[], None] | None = None) -> Tally:
@@ -117,10 +124,10 @@ class Mix:
                 body = rng.choice(warmed)
                 expected = self.warmed[body]
             elif roll < HIT_SHARE + NEW_MISS_SHARE:
-                body = chat_request(f"miss-{number}-{sent}", stream=stream)
+                body = chat_request(f"miss-{self.tag}-{number}-{sent}", stream=stream)
             else:
                 window = int(time.monotonic() * 5)
-                body = chat_request(f"together-{window}", stream=window % 3 == 0)
+                body = chat_request(f"together-{self.tag}-{window}", stream=window % 3 == 0)
             started = time.perf_counter()
             try:
                 connection.request("POST", PATH, body, HEADERS)

@@ -14,7 +14,7 @@ import time
 
 from bench.client import get_json
 from bench.context import Context
-from bench.mixed import Mix, warm
+from bench.mixed import Mix, run_tag, warm
 from bench.report import Section, Target, ms
 from bench.upstream import CALLS_PATH
 
@@ -45,9 +45,10 @@ def settled_entries(url: str, expected: int, deadline: float = 30.0) -> int:
 def run(ctx: Context) -> Section:
     seconds = 10.0 if ctx.quick else 60.0
     stasis = ctx.stasis("hold")
-    warmed = warm(stasis.url, WARMED)
+    tag = run_tag()
+    warmed = warm(stasis.url, WARMED, tag)
     before = upstream_calls(ctx)
-    tally = Mix(stasis.url, warmed, CLIENTS, seconds).run()
+    tally = Mix(stasis.url, warmed, CLIENTS, seconds, tag).run()
     after = upstream_calls(ctx)
     calls, repeated = after[0] - before[0], after[1] - before[1]
     distinct = len(tally.misses)
