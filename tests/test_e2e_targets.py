@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.daemon import Daemon
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Reply
 from tests.test_e2e_errors import _raw
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
@@ -111,6 +111,41 @@ def test_a_host_header_does_not_choose_the_upstream(
     assert _raw(daemon, request).startswith(b"HTTP/1.1 200 ")
     assert canary.connections == 0
     assert [call.path for call in upstream.calls()] == ["/v1/chat/completions"]
+
+
+def test_paths_that_look_like_another_authority_stay_paths_on_the_upstream(
+    daemon: Daemon, upstream: FakeUpstream, canary: Canary
+) -> None:
+    # Network-path references and their encoded and backslashed spellings: a
+    # URL built by resolving the target against the upstream would leave it.
+    for target in [
+        f"//127.0.0.1:{canary.port}/v1/chat/completions",
+        f"/%2F127.0.0.1:{canary.port}/v1/chat/completions",
+        f"/\\127.0.0.1:{canary.port}/v1/chat/completions",
+        f"/%5C%5C127.0.0.1:{canary.port}/v1/chat/completions",
+        f"/@127.0.0.1:{canary.port}/v1/chat/completions",
+    ]:
+        response = _raw(daemon, post(target))
+        assert int(response.split(b" ", 2)[1]) < 500, target
+    assert canary.connections == 0
+    # Each reached the configured upstream, as a path.
+    assert len(upstream.calls()) == 5
+    assert all(call.path.startswith("/") for call in upstream.calls())
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_an_upstream_redirect_to_another_host_is_returned_never_followed(
+    daemon: Daemon, upstream: FakeUpstream, canary: Canary, status: int
+) -> None:
+    location = f"http://127.0.0.1:{canary.port}/v1/chat/completions"
+    upstream.handler = lambda received: Reply(
+        status, [("Location", location), ("Content-Type", "text/plain")], b"moved"
+    )
+    response = _raw(daemon, post("/v1/chat/completions"))
+    assert response.startswith(b"HTTP/1.1 %d " % status)
+    assert b"Location: " + location.encode() in response
+    assert canary.connections == 0
+    assert len(upstream.calls()) == 1
 
 
 @pytest.mark.parametrize(
