@@ -2,12 +2,13 @@
 The HTTP/1.x connection stasis serves: twisted.web's ``HTTPChannel`` with
 deadlines for a request's head and body (see :mod:`stasis.web.deadlines`).
 
-The channel follows a request through its parts from the methods
-``HTTPChannel`` calls on itself: bytes arrive while it is idle (the head
-begins), ``allHeadersReceived`` (the body begins), ``allContentReceived``
-(the request is complete and served), ``requestDone`` (idle again). A
-deadline is set once a read ends inside a head or a body, so a request that
-arrives in one read, as most do, sets none.
+The channel follows a request from the methods ``HTTPChannel`` calls on
+itself: bytes arrive while it is idle (a request begins),
+``allContentReceived`` (the request is complete and served),
+``requestDone`` (idle again); in between, the parser's line mode tells the
+head from the body. A deadline is set once a read ends inside a head or a
+body, so a request that arrives in one read, as most do, sets none: each
+request costs a few attribute checks, no timer.
 
 One approximation: when an answer is written at once, within the read that
 completed its request, and that read also held the first bytes of a
@@ -30,8 +31,10 @@ __all__ = ["StasisChannel", "peer_text"]
 
 log = logger("stasis.http")
 
-# The channel's states between requests, heads, bodies and answers.
-_IDLE, _HEAD, _BODY, _SERVING = "idle", "head", "body", "serving"
+# The channel's states: between requests, receiving one, serving it.
+_IDLE, _RECEIVING, _SERVING = "idle", "receiving", "serving"
+# The parts of a request a deadline is for.
+_HEAD, _BODY = "head", "body"
 
 
 def peer_text(address: Any) -> str:
@@ -57,19 +60,14 @@ class StasisChannel(HTTPChannel):
             return
         # A lone CRLF after a request is one twisted.web tolerates, not a new request.
         if self._state is _IDLE and data.lstrip(b"\r\n"):
-            self._state = _HEAD
+            self._state = _RECEIVING
         HTTPChannel.dataReceived(self, data)
-        state = self._state
-        if self._deadline is None and (state is _HEAD or state is _BODY):
-            self._start_deadline(state)
-
-    def allHeadersReceived(self) -> None:
-        self._cancel_deadline()
-        self._state = _BODY
-        HTTPChannel.allHeadersReceived(self)
+        if self._state is _RECEIVING:
+            self._keep_deadline()
 
     def allContentReceived(self) -> None:
-        self._cancel_deadline()
+        if self._deadline is not None:
+            self._cancel_deadline()
         self._state = _SERVING
         HTTPChannel.allContentReceived(self)
 
@@ -84,6 +82,17 @@ class StasisChannel(HTTPChannel):
             self._aborting.cancel()
         self._aborting = None
         HTTPChannel.connectionLost(self, reason)
+
+    def _keep_deadline(self) -> None:
+        """The deadline of the part of the request that is arriving, set if it is not yet."""
+        # Out of line mode while receiving: the headers are in, the body is arriving.
+        part = _HEAD if self.line_mode else _BODY
+        deadline = self._deadline
+        if deadline is not None:
+            if deadline.part is part:
+                return
+            deadline.cancel()  # the head arrived in time
+        self._start_deadline(part)
 
     def _start_deadline(self, part: str) -> None:
         site = self.site  # type: ignore[attr-defined]
