@@ -213,24 +213,30 @@ class StasisRequest(server.Request):
         log.info("refused a request body over {limit} bytes: 413", limit=self._max_body)
 
     def gotLength(self, length: int | None) -> None:
+        if length != 0 and self.channel.transport is None and self._body_deadline is None:
+            self._time_stream_body()
         if length is not None and length > self._max_body:
             self._refuse_body()
             # twisted.web answers "Expect: 100-continue" right after this call;
             # after a 413 that would invite the body the 413 just refused.
             self.requestHeaders.removeHeader(b"expect")
             length = 0
-        elif length != 0 and self.channel.transport is None and self._body_deadline is None:
-            # An HTTP/2 stream, whose headers have all arrived: its body is
-            # timed here. (Over HTTP/1.x the channel times the head and body;
-            # an HTTP/2 stream exists only once its headers are in.)
-            site: StasisSite = self.channel.site  # type: ignore[attr-defined]
-            deadlines = site.deadlines
-
-            def allowance() -> float:
-                return deadlines.body_allowance(self._received)
-
-            self._body_deadline = Deadline(site.reactor, "body", allowance, self._stream_too_slow)
         server.Request.gotLength(self, length)
+
+    def _time_stream_body(self) -> None:
+        """
+        Set the body deadline of an HTTP/2 stream, whose headers have all
+        arrived: over HTTP/1.x the channel times the head and the body, but
+        an HTTP/2 stream exists only once its headers are in. A stream
+        refused 413 is timed too: it is answered once its body has arrived.
+        """
+        site: StasisSite = self.channel.site  # type: ignore[attr-defined]
+        deadlines = site.deadlines
+
+        def allowance() -> float:
+            return deadlines.body_allowance(self._received)
+
+        self._body_deadline = Deadline(site.reactor, "body", allowance, self._stream_too_slow)
 
     def _stream_too_slow(self, deadline: Deadline) -> None:
         """
