@@ -27,7 +27,9 @@ from stasis.providers import PROVIDERS
 from stasis.routing import Routes
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_DB",
+    "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_PORT",
     "PROVIDER_NAMES",
     "Config",
@@ -41,6 +43,9 @@ __all__ = [
 DEFAULT_PORT = 4000
 DEFAULT_DB = "./stasis-cache.db"
 DEFAULT_UPSTREAM_TIMEOUT = 600.0
+#: Why these two values: see :mod:`stasis.web.deadlines`.
+DEFAULT_HEADER_TIMEOUT = 15.0
+DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MEMORY_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -65,9 +70,15 @@ class ConfigTypeError(ConfigError, TypeError):
     """A setting of the wrong type (a float where a whole number is needed, say)."""
 
 
+#: The listen backlog of the endpoint ``--port`` makes (nginx's default). Twisted's
+#: own, 50, overflows when a few hundred clients connect at once: the kernel then
+#: drops their SYNs, and each waits a second or more before it tries again.
+LISTEN_BACKLOG = 511
+
+
 def listen_on_port(port: int) -> str:
     """The endpoint for ``--port``: loopback only, since a cache of API answers is private."""
-    return f"tcp:{port}:interface=127.0.0.1"
+    return f"tcp:{port}:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"
 
 
 def upstream_url(value: str, field: str = "upstream") -> str:
@@ -322,6 +333,13 @@ class Config:
     log_level: str = field(default="info", converter=_log_level)
     #: Seconds to wait for the upstream's headers, and then for each piece of its body.
     upstream_timeout: float = field(default=DEFAULT_UPSTREAM_TIMEOUT, validator=_seconds)
+    #: Seconds a client may take to send a request's line and headers, from the
+    #: first byte of the request; then it is answered 408 and closed.
+    header_timeout: float = field(default=DEFAULT_HEADER_TIMEOUT, validator=_seconds)
+    #: Seconds a client may take to send a request's body, and one more for every
+    #: :data:`~stasis.web.deadlines.BODY_MIN_RATE` bytes of it that arrived;
+    #: then it is answered 408 and closed.
+    body_timeout: float = field(default=DEFAULT_BODY_TIMEOUT, validator=_seconds)
     #: The largest request body accepted, in bytes; a larger one is a 413.
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, validator=_whole(1))
     #: Bytes of hot entries kept in memory in front of the database; 0 turns it off.

@@ -17,6 +17,7 @@ __all__ = [
     "BodyTooLarge",
     "InternalError",
     "ReplayMiss",
+    "RequestTimeout",
     "SignatureRejected",
     "SignatureUnverifiable",
     "StasisError",
@@ -63,6 +64,17 @@ class BodyTooLarge(StasisError):
     status = 413
     type = "stasis_body_too_large"
     retryable = False
+
+
+class RequestTimeout(StasisError):
+    """
+    The client did not send its whole request within ``--header-timeout`` or
+    ``--body-timeout``. Retryable: a client that was merely slow once may be
+    quick enough the next time.
+    """
+
+    status = 408
+    type = "stasis_request_timeout"
 
 
 class UpstreamUnreachable(StasisError):

@@ -44,6 +44,7 @@ from stasis.log import logger
 from stasis.store import Store, StoreError, open_store
 from stasis.upstream import UpstreamClient, make_client
 from stasis.upstream.aws import AwsSigner
+from stasis.web.deadlines import Deadlines
 from stasis.web.prepared import PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
@@ -164,6 +165,7 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         ),
         max_body_bytes=config.max_body_bytes,
         upstream=proxy,
+        deadlines=Deadlines(head=config.header_timeout, body=config.body_timeout),
         reactor=reactor,
     )
     return Front(engine=engine, site=site, close=pool.closeCachedConnections)

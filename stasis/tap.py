@@ -23,7 +23,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from stasis.config import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_DB,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MEMORY_CACHE_BYTES,
     DEFAULT_PORT,
@@ -35,14 +37,18 @@ from stasis.config import (
     parse_upstream,
 )
 from stasis.keys import CredentialScope
-from stasis.log import LOG_LEVELS, set_log_level
+from stasis.log import LOG_LEVELS, logger, set_log_level
 from stasis.modes import Mode
+from stasis.open_files import raise_open_files_limit
 from stasis.service import StartupError, StasisService, Worker
 from stasis.sizes import parse_size
 from stasis.times import parse_duration
+from stasis.web.deadlines import BODY_MIN_RATE
 from stasis.workers.supervisor import Supervisor
 
 __all__ = ["Options", "fail_usage", "makeService", "worker_service"]
+
+log = logger("stasis.service")
 
 #: The option a user typed for each Config field, to name it in errors.
 _OPTION_FOR_FIELD = {
@@ -53,6 +59,8 @@ _OPTION_FOR_FIELD = {
     "mode": "--mode",
     "log_level": "--log-level",
     "upstream_timeout": "--upstream-timeout",
+    "header_timeout": "--header-timeout",
+    "body_timeout": "--body-timeout",
     "max_body_bytes": "--max-body",
     "memory_cache_bytes": "--memory-cache",
     "credential_scope": "--credential-scope",
@@ -166,6 +174,23 @@ class Options(usage.Options):
             "Seconds to wait for the upstream's response headers, and then for each piece of "
             "its body.",
             _seconds("--upstream-timeout"),
+        ],
+        [
+            "header-timeout",
+            None,
+            DEFAULT_HEADER_TIMEOUT,
+            "Seconds a client may take to send a request's line and headers, from their first "
+            "byte; a slower one is answered 408 and closed.",
+            _seconds("--header-timeout"),
+        ],
+        [
+            "body-timeout",
+            None,
+            DEFAULT_BODY_TIMEOUT,
+            f"Seconds a client may take to send a request's body, plus one for every "
+            f"{BODY_MIN_RATE} bytes of it received (a slow upload of a big body is not cut); "
+            "a slower one is answered 408 and closed.",
+            _seconds("--body-timeout"),
         ],
         [
             "memory-cache",
@@ -336,6 +361,8 @@ class Options(usage.Options):
                 mode=self["mode"],
                 log_level=self["log-level"],
                 upstream_timeout=self["upstream-timeout"],
+                header_timeout=self["header-timeout"],
+                body_timeout=self["body-timeout"],
                 max_body_bytes=self["max-body"],
                 memory_cache_bytes=self["memory-cache"],
                 credential_scope=self["credential-scope"],
@@ -446,6 +473,7 @@ class _OnTheCommandLine(Service):
     def privilegedStartService(self) -> None:
         this = cast(_Listening, self)
         set_log_level(this.config.log_level)
+        _allow_open_files(this.reactor)
         try:
             super().privilegedStartService()  # type: ignore[no-untyped-call]
         except StartupError as e:
@@ -501,6 +529,26 @@ class _CommandLineSupervisor(_OnTheCommandLine, Supervisor):
     ) -> None:
         Supervisor.__init__(self, config, reactor)
         self._command_line = _CommandLine(stderr, exit_status)
+
+
+#: An open-file limit below this is worth a word at start-up.
+_FEW_FILES = 1024
+
+
+def _allow_open_files(reactor: Any) -> None:
+    """
+    Let the daemon hold as many connections as the system allows
+    (:mod:`stasis.open_files`), and say so if that is still few.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    limit = raise_open_files_limit(reactor)
+    if limit is not None and 0 < limit < _FEW_FILES:
+        log.warn(
+            "only {limit} files may be open at once (ulimit -Hn): past about that many "
+            "connections, new clients are reset",
+            limit=limit,
+        )
 
 
 def _settle_the_heap() -> None:

@@ -118,7 +118,8 @@ def test_a_busy_port_stops_startup_with_one_line_and_no_database(
         result = run(["-p", str(port), "-u", upstream.url], tmp_path, via=via)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"stasis: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use"
+        f"stasis: cannot listen on tcp:{port}:interface=127.0.0.1:backlog=511: "
+        "address already in use"
     ]
     assert "Traceback" not in result.stdout
     assert list(tmp_path.iterdir()) == []

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h2.events as h2_events
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -251,3 +252,48 @@ def test_a_body_too_large_is_a_413_over_http2(tmp_path: Path, upstream: FakeUpst
         # Here, not in the start fixture, so that today's traceback fails this test only.
         assert "Traceback" not in daemon.log
     assert upstream.calls() == []
+
+
+def test_a_body_too_slow_resets_its_http2_stream_and_the_connection_goes_on(
+    start: Callable[..., Daemon], tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    key, cert = self_signed(tmp_path)
+    daemon = start(
+        "--listen",
+        f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+        "--body-timeout",
+        "1",
+    )
+    client = H2Client(port_of(daemon))
+    client.sock.settimeout(10)
+    try:
+        # Headers, and the first bytes of a body that never ends.
+        slow = client.conn.get_next_available_stream_id()
+        fields = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":scheme", "https"),
+            (":authority", "127.0.0.1"),
+            ("content-length", str(len(BODY))),
+            *((name.lower(), value) for name, value in HEADERS.items()),
+        ]
+        client.conn.send_headers(slow, fields)
+        client.conn.send_data(slow, BODY[:10])
+        client.sock.sendall(client.conn.data_to_send())
+        began = time.monotonic()
+        reset = None
+        while reset is None:
+            chunk = client.sock.recv(65536)
+            assert chunk, "the daemon closed the connection"
+            for event in client.conn.receive_data(chunk):
+                if isinstance(event, h2_events.StreamReset) and event.stream_id == slow:
+                    reset = time.monotonic() - began
+            client.sock.sendall(client.conn.data_to_send())
+        assert 1.0 <= reset < 5.0
+        # The stream is gone; its connection serves the next one.
+        status, _, body = client.request("GET", "/health", {})
+        assert status == 200, body
+    finally:
+        client.sock.close()
+    assert upstream.calls() == []
+    daemon.wait_for_log(r"reset an HTTP/2 stream of 127\.0\.0\.1:\d+: its request body did not")

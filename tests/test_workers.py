@@ -323,7 +323,8 @@ def test_a_taken_port_stops_the_supervisor_before_any_worker_starts(
         result = run(["-p", str(port), "-u", upstream.url, "--workers", "2"], tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"stasis: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use"
+        f"stasis: cannot listen on tcp:{port}:interface=127.0.0.1:backlog=511: "
+        "address already in use"
     ]
     assert "worker" not in result.stdout
     assert list(tmp_path.iterdir()) == []

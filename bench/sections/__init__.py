@@ -15,6 +15,7 @@ from bench.sections import (
     memory,
     misses,
     shared,
+    slowclients,
     soak,
     streaming,
     workers,
@@ -22,4 +23,4 @@ from bench.sections import (
 
 __all__ = ["ALL"]
 
-ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared, hold, soak)
+ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared, hold, slowclients, soak)

@@ -2,7 +2,10 @@
 The HTTP server side: a ``Site`` and ``Request`` with the limits twisted.web lacks.
 
 twisted.web answers a request without a Host (or with two) and accepts a body
-of any size; stasis rejects both. It also logs one line per request itself,
+of any size; stasis rejects both. Its connections have only an idle timeout;
+stasis's also time each request's head and body (:mod:`stasis.web.deadlines`:
+:class:`~stasis.web.channel.StasisChannel` over HTTP/1.x, the request itself
+over HTTP/2). It also logs one line per request itself,
 with the cache status and the time taken and without the query string (which
 can carry an API key), instead of twisted.web's access log.
 """
@@ -18,14 +21,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
 from stasis.cache_status import noted_status
-from stasis.errors import BadRequest, BodyTooLarge, InternalError, StasisError
+from stasis.errors import BadRequest, BodyTooLarge, InternalError, RequestTimeout, StasisError
 from stasis.log import enabled, logger, request_line
+from stasis.web.channel import StasisChannel, peer_text
+from stasis.web.deadlines import Deadline, Deadlines
 
 __all__ = ["ErrorAnswer", "StasisRequest", "StasisSite", "error_answer", "write_error"]
 
@@ -139,7 +144,10 @@ def write_error(request: server.Request, error: StasisError) -> None:
 
 
 class StasisRequest(server.Request):
-    """A request that enforces a body size limit and a single Host header."""
+    """
+    A request that enforces a body size limit and a single Host header, and
+    over HTTP/2 a deadline for its body (see :meth:`gotLength`).
+    """
 
     #: The proxy relays the upstream's Content-Type, or none at all.
     defaultContentType = None
@@ -168,6 +176,18 @@ class StasisRequest(server.Request):
         self._refused = False
         #: Whether the connection is gone: nothing may be written any more.
         self._lost = False
+        #: An HTTP/2 stream's body deadline, while its body arrives.
+        self._body_deadline: Deadline | None = None
+
+    @property
+    def body_received(self) -> int:
+        """Bytes of the body received so far (until a 413 refused it)."""
+        return self._received
+
+    @property
+    def refused(self) -> bool:
+        """Whether the request was answered 413 as its body arrived."""
+        return self._refused
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge(
@@ -193,6 +213,8 @@ class StasisRequest(server.Request):
         log.info("refused a request body over {limit} bytes: 413", limit=self._max_body)
 
     def gotLength(self, length: int | None) -> None:
+        if length != 0 and self.channel.transport is None and self._body_deadline is None:
+            self._time_stream_body()
         if length is not None and length > self._max_body:
             self._refuse_body()
             # twisted.web answers "Expect: 100-continue" right after this call;
@@ -200,6 +222,41 @@ class StasisRequest(server.Request):
             self.requestHeaders.removeHeader(b"expect")
             length = 0
         server.Request.gotLength(self, length)
+
+    def _time_stream_body(self) -> None:
+        """
+        Set the body deadline of an HTTP/2 stream, whose headers have all
+        arrived: over HTTP/1.x the channel times the head and the body, but
+        an HTTP/2 stream exists only once its headers are in. A stream
+        refused 413 is timed too: it is answered once its body has arrived.
+        """
+        site: StasisSite = self.channel.site  # type: ignore[attr-defined]
+        deadlines = site.deadlines
+
+        def allowance() -> float:
+            return deadlines.body_allowance(self._received)
+
+        self._body_deadline = Deadline(site.reactor, "body", allowance, self._stream_too_slow)
+
+    def _stream_too_slow(self, deadline: Deadline) -> None:
+        """
+        Reset an HTTP/2 stream whose body is late; its siblings go on.
+
+        Reset rather than answered 408: twisted.web forgets a stream once it
+        has answered it, and then fails on the body the client goes on
+        sending. Resetting it first would drop the answer still queued.
+        """
+        self._body_deadline = None
+        stream: Any = self.channel
+        log.info(
+            "reset an HTTP/2 stream of {peer}: its request body did not arrive within "
+            "{seconds:.0f}s (--body-timeout)",
+            peer=peer_text(stream.getPeer()),
+            seconds=deadline.allowed,
+        )
+        stream.abortConnection()
+        # twisted.web's reset tells the stream's request nothing.
+        self.connectionLost(Failure(RequestTimeout("the request body did not arrive in time")))
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -211,6 +268,10 @@ class StasisRequest(server.Request):
         server.Request.handleContentChunk(self, data)
 
     def process(self) -> None:
+        if self._body_deadline is not None:
+            # All of an HTTP/2 stream's body arrived in time.
+            self._body_deadline.cancel()
+            self._body_deadline = None
         if self._refused:
             if self.channel.transport is None:
                 # HTTP/2: the stream is answered now, its siblings go on.
@@ -273,6 +334,9 @@ class StasisRequest(server.Request):
 
     def connectionLost(self, reason: Failure) -> None:
         self._lost = True
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
         self._counted_by.request_done(self)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
@@ -290,9 +354,10 @@ class StasisRequest(server.Request):
 
 class StasisSite(server.Site):
     """
-    The ``Site`` stasis serves: no form parsing, a body limit, its own log
-    line, and a count of the requests in flight, so that a stopping daemon can
-    let them finish (:meth:`when_idle`).
+    The ``Site`` stasis serves: no form parsing, a body limit, deadlines for
+    each request's head and body, its own log line, and a count of the
+    requests in flight, so that a stopping daemon can let them finish
+    (:meth:`when_idle`).
     """
 
     noisy = False
@@ -303,21 +368,33 @@ class StasisSite(server.Site):
         resource: IResource,
         max_body_bytes: int,
         upstream: IResource | None = None,
+        deadlines: Deadlines | None = None,
         **kwargs: Any,
     ) -> None:
         """
         ``upstream``, when given, is the resource every request whose method
         is not one of :data:`OWN_METHODS` goes to, found without walking the
         tree from ``resource`` (which must route those requests to it too).
+        ``deadlines``: how long a client may take to send a request (default:
+        ``--header-timeout`` and ``--body-timeout``'s defaults).
         """
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)  # type: ignore[no-untyped-call]
         self.max_body_bytes = max_body_bytes
+        self.deadlines = deadlines or Deadlines()
         self.upstream = upstream
         #: Requests begun and neither finished nor lost.
         self.in_flight: set[StasisRequest] = set()
         #: Set by :meth:`when_idle`: each request from then on is its connection's last.
         self.draining = False
         self._idle: list[Deferred[None]] = []
+
+    def protocol(self) -> Any:
+        """
+        What ``HTTPFactory.buildProtocol`` makes for each connection: what
+        twisted.web makes (a protocol that becomes HTTP/2 if TLS negotiates
+        it), around a :class:`StasisChannel` instead of an ``HTTPChannel``.
+        """
+        return _GenericHTTPChannelProtocol(StasisChannel())  # type: ignore[no-untyped-call]
 
     def request_done(self, request: StasisRequest) -> None:
         """``request`` was finished or lost (it may say so twice: finished, then lost)."""
@@ -367,6 +444,11 @@ class StasisSite(server.Site):
         if ending:
             line += b" (" + ending + b")"
         request_line(line, time.time())
+
+
+#: twisted.web's per-connection protocol, bound at import: twisted.web.http is a
+#: deprecation proxy whose every attribute lookup costs a microsecond.
+_GenericHTTPChannelProtocol = http._GenericHTTPChannelProtocol
 
 
 def log_unfinished(request: server.Request, why: str) -> None:
