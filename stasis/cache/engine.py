@@ -805,6 +805,9 @@ class CacheEngine:
                             stored = await committed
                             detail = None if stored else b"not-stored"
                             client.revise(evolve(outcome, stored=stored, detail=detail))
+                        else:
+                            # Answered before its commit, which is still to come.
+                            client.revise(evolve(outcome, detail=b"pending"))
                 except Exception:
                     # A bug in stasis, not in the answer: the client still gets it.
                     log.failure("storing {path} failed", path=call.path)
@@ -907,8 +910,11 @@ class CacheEngine:
         client has whole survives a crash; but a database another process
         holds locked must not hold the answer back with it: after
         :data:`COMMIT_PATIENCE` the answer goes on, and the commit follows
-        when the lock is released. True if it settled in time.
+        when the lock is released; at once when the store already knows its
+        writes wait for a lock (``held_up``). True if it settled in time.
         """
+        if self.store.held_up and not committed.called:
+            return False
         if await self._settles_within(committed, COMMIT_PATIENCE):
             return True
         self._commit_warning.warn(

@@ -42,11 +42,23 @@ class Store(Protocol):
 
     @property
     def secret(self) -> bytes:
-        """The HMAC secret for credential fingerprints; fixed for the database's life."""
+        """
+        The HMAC secret for credential fingerprints; fixed for the database's
+        life (read for every key: a database file replaced under the store
+        brings its own).
+        """
 
     @property
     def writable(self) -> bool:
         """Whether a miss should be stored; False while the database refuses writes."""
+
+    @property
+    def held_up(self) -> bool:
+        """
+        True while writes wait for a lock another process holds: they are
+        committed once it is let go, so a commit asked for now is not worth
+        holding an answer back for.
+        """
 
     @property
     def location(self) -> str:
@@ -148,7 +160,11 @@ class Store(Protocol):
         """
 
     def stats(self) -> Deferred[StoreStats]:
-        """Counted after every write asked for so far."""
+        """
+        Counted after every write asked for so far, unless they are held up
+        (see :attr:`held_up`, or taking longer than a moment): then what is
+        committed, at once, so that ``/health`` never waits behind a lock.
+        """
 
     def claim(self, key: str, holder: str, seconds: float) -> Deferred[bool]:
         """
