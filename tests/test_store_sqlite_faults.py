@@ -134,6 +134,36 @@ async def test_a_lock_held_past_the_patience_fails_every_write_waiting(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_claim_does_not_wait_out_a_lock(tmp_path: Path, short_waits: None) -> None:
+    """
+    A claim is worth nothing after the fetch it was for: it fails once the
+    lock is found (at once when it is known), the fetch goes ahead
+    unclaimed, and the store stays writable; the writes asked for after it
+    still settle in order.
+    """
+    path = tmp_path / "cache.db"
+    store = opened(path)
+    try:
+        with locked(path):
+            put = store.put(make_entry(1))
+            claim = store.claim(key(2), "me", 30.0)
+            after = store.stats()
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="locked"):
+                await claim
+            assert time.monotonic() - started < 2 * BUSY + 1.0
+            assert store.held_up and store.writable
+            assert (await after).entries == 0
+            with pytest.raises(StoreError, match="locked by another process"):
+                await store.claim(key(3), "me", 30.0)
+            assert not put.called
+        await put
+        assert await store.claim(key(2), "me", 30.0) is True
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_puts_past_the_bound_are_refused_while_a_lock_is_waited_out(
     tmp_path: Path, short_waits: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -156,8 +156,8 @@ class AdbapiStore:
     #: The database's identity when it was prepared (Dialect.identity).
     _identity: object | None = field(default=None, init=False)
     _file_loop: LoopingCall | None = field(default=None, init=False)
-    #: A reopen under way; the reads asked for meanwhile wait for it.
-    _reopening: Deferred[None] | None = field(default=None, init=False)
+    #: A reopen is under way; the reads asked for meanwhile wait for it.
+    _reopening: bool = field(default=False, init=False)
     _after_reopen: list[Deferred[None]] = field(factory=list, init=False)
     #: Why the database cannot be used, after it was deleted and could not be
     #: made again (None: it can); and when that was last tried.
@@ -273,8 +273,7 @@ class AdbapiStore:
         try:
             if self._file_loop is not None and self._file_loop.running:
                 self._file_loop.stop()
-            if self._reopening is not None:
-                await self._reopened()
+            await self._reopened()
             if self._loop is not None and self._loop.running:
                 self._loop.stop()
             if self._loop_done is not None:
@@ -282,18 +281,26 @@ class AdbapiStore:
             await self._writes.settled()
         finally:
             self._loop = self._loop_done = self._file_loop = None
-            self._let_go()
+            self._let_go(self._detach())
             self._is_open = False
 
-    def _let_go(self) -> None:
-        """Close the connections and the watcher (their threads are idle, or nearly)."""
+    def _detach(self) -> tuple[adbapi.ConnectionPool | None, ...]:
+        """
+        Take the pools and the watcher out of use (nothing new is given to
+        them); they are closed by :meth:`_let_go`.
+        """
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
-        for pool in (self._writer, self._reader):
+        pools = (self._writer, self._reader)
+        self._writer = self._reader = None
+        return pools
+
+    def _let_go(self, pools: tuple[adbapi.ConnectionPool | None, ...]) -> None:
+        """Close the connections (their threads are idle, or nearly: this joins them)."""
+        for pool in pools:
             if pool is not None:
                 pool.close()
-        self._writer = self._reader = None
 
     # A database file deleted or replaced under the store
 
@@ -303,7 +310,7 @@ class AdbapiStore:
         the connections have (see :meth:`Dialect.identity`); while it cannot
         be, try again every :data:`REOPEN_RETRY_SECONDS`.
         """
-        if not self._is_open or self._closing or self._reopening is not None:
+        if not self._is_open or self._closing or self._reopening:
             return
         if self._lost is not None:
             if self.reactor.seconds() - self._lost_at < REOPEN_RETRY_SECONDS:
@@ -327,14 +334,14 @@ class AdbapiStore:
                     else "using the file now at that path"
                 ),
             )
-        self._reopening = ensureDeferred(self._reopen())
-        self._reopening.addErrback(
+        self._reopening = True
+        ensureDeferred(self._reopen()).addErrback(
             lambda failure: log.failure("opening the cache database again failed", failure)
         )
 
     def _reopened(self) -> Deferred[None]:
         """Fires once the reopen under way (if any) is over."""
-        if self._reopening is None:
+        if not self._reopening:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._after_reopen.append(waiter)
@@ -360,13 +367,14 @@ class AdbapiStore:
         try:
             await self._writes.idle()
             await self._no_jobs()
-            writer = self._writer
+            pools = self._detach()
+            writer = pools[0]
             if writer is not None:
                 try:
                     await writer.runWithConnection(self._empty_log)
                 except Exception as e:
                     log.debug("cannot empty the old database's log: {error}", error=e)
-            self._let_go()
+            self._let_go(pools)
             self._claims.clear()  # taken in the old file
             threads = cast(IReactorThreads, self.reactor)
             try:
@@ -393,7 +401,7 @@ class AdbapiStore:
             self._use(prepared)
             self._changes.publish(Change(ChangeKind.RESET, (), local=False))
         finally:
-            self._reopening = None
+            self._reopening = False
             waiters, self._after_reopen = self._after_reopen, []
             for waiter in waiters:
                 waiter.callback(None)
@@ -436,7 +444,7 @@ class AdbapiStore:
         StoreError. Asked for while the database is being opened again, it
         waits for that.
         """
-        if self._reopening is not None:
+        if self._reopening:
             return self._reopened().addCallback(lambda _: self._read(query))
         if self._reader is None:
             return fail(StoreError(self._lost or "the store is not open"))
@@ -503,7 +511,7 @@ class AdbapiStore:
             )
             return tuple(bytes(key).hex() for (key,) in cursor.fetchall())
 
-        return self._writes.settled().addCallback(lambda _: self._read(select))
+        return self._settled_soon().addCallback(lambda _: self._read(select))
 
     def list_entries(
         self, where: EntryFilter = EVERY_ENTRY, limit: int = 100, cursor: str | None = None
@@ -517,7 +525,7 @@ class AdbapiStore:
             db.execute(query, parameters)
             return page(db.fetchall(), limit)
 
-        return self._writes.settled().addCallback(lambda _: self._read(select))
+        return self._settled_soon().addCallback(lambda _: self._read(select))
 
     def stats(self) -> Deferred[StoreStats]:
         # A file deleted since the last look is noticed now: never reported as empty.
@@ -672,9 +680,17 @@ class AdbapiStore:
         self,
         statements: Callable[[Any], _T],
         change: Callable[[_T], Change | None],
+        *,
+        patient: bool = True,
     ) -> Deferred[_T]:
-        """Queue one write transaction; publish ``change(result)`` once it is committed."""
+        """
+        Queue one write transaction; publish ``change(result)`` once it is
+        committed. An impatient write fails at once when the database is
+        found locked (see ``Write.patient``).
+        """
         refused = self._refused()
+        if refused is None and not patient and self._writes.held_up:
+            refused = StoreError(f"the cache database {self.location} is locked by another process")
         if refused is not None:
             return fail(refused)
         done: Deferred[_T] = Deferred()
@@ -690,7 +706,9 @@ class AdbapiStore:
                 prepare=lambda: None,
                 statements=lambda cursor, _: statements(cursor),
                 settle=settle,
-                fail=done.errback,
+                # An impatient write's failure is the driver's own error.
+                fail=lambda failure: done.errback(self._failed(failure, "write")),
+                patient=patient,
             )
         )
         return done
@@ -899,8 +917,10 @@ class AdbapiStore:
                 self._claims[key] = holder
             return held
 
+        # Impatient: a claim is only worth taking before the fetch it is for,
+        # which goes ahead unclaimed rather than wait for a lock to be let go.
         return self._write(
-            lambda cursor: claim(cursor, digest, holder, seconds), lambda _: None
+            lambda cursor: claim(cursor, digest, holder, seconds), lambda _: None, patient=False
         ).addCallback(taken)
 
     def release(self, key: str, holder: str) -> Deferred[None]:

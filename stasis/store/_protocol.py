@@ -100,7 +100,8 @@ class Store(Protocol):
     def match_keys(self, prefix: str, limit: int = 2) -> Deferred[tuple[str, ...]]:
         """
         Up to ``limit`` stored keys starting with the hex ``prefix``, in order;
-        none for a prefix that is not hex. Counts the writes asked for before it.
+        none for a prefix that is not hex. Counts the writes asked for before it, as
+        :meth:`stats` does.
         """
 
     def put(self, entry: Entry) -> Deferred[None]:

@@ -80,6 +80,16 @@ class Write:
     #: For a batch of puts: the same puts as one write each, tried in its
     #: place when it fails (see WriteQueue._finished).
     split: Callable[[], list[Write]] | None = None
+    #: False for a write that is worth nothing late (a claim, taken before a
+    #: fetch): when the database is found locked it fails at once, with the
+    #: driver's error (the store is not told: it is no fault of the
+    #: database), and so do the impatient writes waiting, instead of waiting
+    #: out the lock.
+    patient: bool = True
+    #: Tried at least once: a batch of puts then takes no more (a batch
+    #: waiting out a lock would otherwise be packed again, all of it, at
+    #: every try; the puts asked for meanwhile make the next batch).
+    begun: bool = field(default=False, init=False)
 
 
 def _never(_: Failure) -> bool:
@@ -140,7 +150,9 @@ class WriteQueue:
 
     def open_batch(self) -> list[tuple[Entry, Deferred[None]]] | None:
         """The puts of the last write asked for, if it is a batch of puts not yet begun."""
-        return self._waiting[-1].puts if self._waiting else None
+        if not self._waiting or self._waiting[-1].begun:
+            return None
+        return self._waiting[-1].puts
 
     def settled(self) -> Deferred[None]:
         """Fires once every write asked for so far is committed or has failed."""
@@ -176,6 +188,7 @@ class WriteQueue:
             return  # the first in line waits for its next try
         self._retry = None
         write = self._running = self._waiting.popleft()
+        write.begun = True
         self._began_at = self.clock.seconds()
         self.run(write).addBoth(self._finished, write)
 
@@ -202,6 +215,33 @@ class WriteQueue:
         self._retry = self.clock.callLater(delay, self._begin_next)
         return True
 
+    def _fail_impatient(self, outcome: Failure, first: Write | None = None) -> None:
+        """
+        Fail ``first`` (an impatient write that found the lock), and the
+        impatient writes waiting. Whoever waits for one of those to settle
+        (:meth:`settled`) waits for the write before it in line instead,
+        since writes settle in order.
+        """
+        kept: deque[Write] = deque()
+        failed = [] if first is None else [first]
+        before: Write | None = None
+        for each in self._waiting:
+            if each.patient:
+                kept.append(each)
+                before = each
+            else:
+                failed.append(each)
+                if before is not None:
+                    before.settled.extend(each.settled)
+                    each.settled = []
+        self._waiting = kept
+        for each in failed:
+            try:
+                each.fail(outcome)
+            finally:
+                for done in each.settled:
+                    done.callback(None)
+
     def _unlocked(self, let_go: bool) -> None:
         """The write first in line got past the lock (``let_go``), or gave up on it."""
         if self._locked_since is not None:
@@ -221,7 +261,14 @@ class WriteQueue:
 
     def _outcome(self, outcome: object, write: Write) -> None:
         if isinstance(outcome, Failure) and self.locked(outcome):
+            if not write.patient:
+                self._fail_impatient(outcome, write)
+                self._begin_next()
+                return
             if self._wait_out(outcome, write):
+                # Back first in line (held up, from now on): the impatient
+                # writes waiting behind it fail now.
+                self._fail_impatient(outcome)
                 return
             # Waited out for longer than the patience: this write and every
             # one waiting fail now, instead of each waiting as long again.
