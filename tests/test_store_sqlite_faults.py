@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -333,6 +335,97 @@ async def test_a_database_that_cannot_be_made_again_is_retried_until_it_can(
         assert count(path) == 1
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_stores_on_a_file_deleted_without_its_wal_make_one_new_database(
+    tmp_path: Path,
+) -> None:
+    """
+    Two workers' stores on one file, and only the file deleted (``rm
+    cache.db``): its WAL and shared memory, still in use by the store that
+    has not noticed yet, must not be taken for the new file's. Both end up on
+    the one new file, with the old secret, and it is sound.
+    """
+    path = tmp_path / "cache.db"
+    first, second = opened(path), opened(path)
+    changes = [recorded(first), recorded(second)]
+    secret = first.secret
+    try:
+        await first.put(make_entry(1))
+        await second.put(make_entry(2))
+        assert Path(str(path) + "-wal").exists()
+        path.unlink()
+        await wait_for(lambda: all(resets(each) for each in changes), deadline=5)
+        await gatherResults([first.put(make_entry(n)) for n in range(10, 20)])
+        await gatherResults([second.put(make_entry(n)) for n in range(20, 30)])
+        assert await second.get(key(10)) == make_entry(10)
+        assert await first.get(key(20)) == make_entry(20)
+        assert (first.secret, second.secret) == (secret, secret)
+    finally:
+        await first.close()
+        await second.close()
+    with raw(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert connection.execute("SELECT COUNT(*) FROM entries").fetchone() == (20,)
+
+
+#: Another process using the database (a worker that has not noticed yet):
+#: each line on stdin writes one row to ``meta`` through its open connection.
+_OTHER_PROCESS = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
+connection.execute("SELECT COUNT(*) FROM entries").fetchone()
+print("open", flush=True)
+for n, line in enumerate(sys.stdin):
+    connection.execute("INSERT INTO meta (name, value) VALUES (?, x'00')", (f"other-{n}",))
+    print("written", flush=True)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_file_is_not_read_with_the_deleted_ones_wal(tmp_path: Path) -> None:
+    """
+    Only the file deleted, while another process still writes to it through
+    its WAL: the new file made at the path has a WAL of its own, and what
+    the other process writes to the deleted file never shows in it (SQLite
+    finds a WAL by the database's name: paired with the deleted file's, the
+    new one reads its pages).
+    """
+    path = tmp_path / "cache.db"
+    store = opened(path)
+    changes = recorded(store)
+    other = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_PROCESS, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdin is not None and other.stdout is not None
+    try:
+        assert other.stdout.readline() == "open\n"
+        await store.put(make_entry(1))
+        path.unlink()
+        await wait_for(lambda: resets(changes) == 1, deadline=5)
+        await store.put(make_entry(2))
+        for _ in range(3):
+            other.stdin.write("\n")
+            other.stdin.flush()
+            assert other.stdout.readline() == "written\n"
+        await store.put(make_entry(3))
+        assert await store.get(key(2)) == make_entry(2)
+        assert sorted(e.key for e in (await store.list_entries()).entries) == sorted(
+            [key(2), key(3)]
+        )
+    finally:
+        other.stdin.close()
+        other.wait(timeout=10)
+        await store.close()
+    with raw(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        others = connection.execute("SELECT name FROM meta WHERE name LIKE 'other-%'")
+        assert others.fetchall() == []
+        assert connection.execute("SELECT COUNT(*) FROM entries").fetchone() == (2,)
 
 
 @pytest_twisted.ensureDeferred

@@ -15,6 +15,7 @@ or replaced under the daemon is noticed and opened again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -37,6 +38,8 @@ BUSY_TIMEOUT_SECONDS = 5.0
 #: SQLite's primary result codes for a lock held elsewhere: another
 #: connection's (SQLITE_BUSY), or one in this connection's shared cache (SQLITE_LOCKED).
 _LOCK_CODES = frozenset({5, 6})
+#: The files SQLite keeps beside a database, named after it.
+_BESIDE = ("-journal", "-wal", "-shm")
 #: The WAL is emptied once it is larger than this (see SQLiteDialect.log_too_large),
 #: and cut back to it when it starts over.
 WAL_LIMIT_BYTES = 16 * 1024 * 1024
@@ -108,6 +111,25 @@ class SQLiteDialect:
         # Autocommit mode: the store begins its transactions itself (``begin``).
         return sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
 
+    def _create(self) -> None:
+        """
+        Create the database file if there is none, and then remove the
+        journal, WAL and shared memory found beside it: they are a deleted
+        database's (a new one has none yet), and SQLite, which finds them by
+        name, would read them as the new file's. The file is made with
+        O_EXCL, so that of several processes making it again at once (the
+        workers of a daemon whose file was deleted) only the one that made it
+        removes them, before the others can open it. Any other trouble is
+        left for ``connect`` to report.
+        """
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError:
+            return
+        for suffix in _BESIDE:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+
     def describe(self, error: BaseException) -> str:
         return str(error)
 
@@ -120,8 +142,9 @@ class SQLiteDialect:
         older one cannot be migrated, and is refused.
         """
         try:
+            self._create()
             connection = self._connect()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the cache database {self.path!r}: {e}") from e
         try:
             read_only = False
