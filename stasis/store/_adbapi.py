@@ -643,7 +643,7 @@ class AdbapiStore:
     def _unlocked(self, seconds: float, let_go: bool) -> None:
         if let_go:
             log.info(
-                "the cache database {location} was let go after {seconds:.1f}s; "
+                "the cache database {location} is no longer locked (after {seconds:.1f}s); "
                 "committing the {waiting} writes that waited",
                 location=self.location,
                 seconds=seconds,
