@@ -831,9 +831,10 @@ class CacheEngine:
             if entry is not None:
                 # Those waiting for this flight are answered once the entry is
                 # committed (or refused): the next request after them finds it.
-                if stored is None:
-                    stored = await committed if committed is not None else False
-                landed = Landed(entry=entry, stored=stored)
+                # Not for longer than the answer itself waited, though: when it
+                # went out before its commit (a lock another process holds),
+                # they get the entry at once, not stored yet.
+                landed = Landed(entry=entry, stored=bool(stored))
         finally:
             if flight is not None:
                 self._land(flight, landed)
