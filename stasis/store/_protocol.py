@@ -89,7 +89,10 @@ class Store(Protocol):
         """Connect, create or migrate the schema; :class:`StoreError` if it cannot be used."""
 
     async def close(self) -> None:
-        """Wait for the writes asked for so far, then disconnect."""
+        """
+        Wait for the writes asked for so far, then disconnect; a lock another
+        process holds is not waited out then: the writes waiting for it fail.
+        """
 
     def get(self, key: str, *, request: bool = False) -> Deferred[Entry | None]:
         """``key``'s entry; with its :class:`~stasis.model.StoredRequest` if ``request``."""
