@@ -158,8 +158,10 @@ def test_a_write_lock_held_by_another_process_is_waited_out(
     assert hits and all(hit == (200, "HIT") for hit in hits)
     assert len(upstream.calls()) == 2 + misses
     slowest_answer = max(seconds for _, _, seconds in answers.values())
-    assert slowest_answer < 1.5, slowest_answer
-    assert max(health) < 0.5, health
+    # At most the commit's patience (1 s) before the lock is known, then none;
+    # never the lock's 8 s. (Measured: /health about 50 ms.)
+    assert slowest_answer < 3.0, slowest_answer
+    assert max(health) < 1.0, health
 
     poll_until(lambda: entries(daemon.db) == 2 + misses, deadline=10)
     committed = time.monotonic() - released_at
