@@ -806,8 +806,11 @@ class CacheEngine:
                             detail = None if stored else b"not-stored"
                             client.revise(evolve(outcome, stored=stored, detail=detail))
                         else:
-                            # Answered before its commit, which is still to come.
+                            # Answered before its commit, which is still to
+                            # come; and so are those waiting for this flight.
                             client.revise(evolve(outcome, detail=b"pending"))
+                            if flight is not None:
+                                self.flights.hand_on(flight, Landed(entry=entry))
                 except Exception:
                     # A bug in stasis, not in the answer: the client still gets it.
                     log.failure("storing {path} failed", path=call.path)
@@ -831,10 +834,10 @@ class CacheEngine:
             if entry is not None:
                 # Those waiting for this flight are answered once the entry is
                 # committed (or refused): the next request after them finds it.
-                # Not for longer than the answer itself waited, though: when it
-                # went out before its commit (a lock another process holds),
-                # they get the entry at once, not stored yet.
-                landed = Landed(entry=entry, stored=bool(stored))
+                # (Unless it was handed on before: see Flights.hand_on.)
+                if stored is None:
+                    stored = await committed if committed is not None else False
+                landed = Landed(entry=entry, stored=stored)
         finally:
             if flight is not None:
                 self._land(flight, landed)
