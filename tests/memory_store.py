@@ -52,6 +52,8 @@ class MemoryStore:
     gets: int = 0
     #: While True, writes wait (uncommitted, invisible to get) until release_writes().
     hold_writes: bool = False
+    #: What ``Store.held_up`` says: writes wait for a lock (set it with hold_writes).
+    held_up: bool = False
     _held: list[tuple[Entry, Deferred[None]]] = field(factory=list)
     #: The other writes, and the reads that count the writes before them, asked
     #: for while writes were held: (how many puts were held then, what to do).

@@ -100,6 +100,26 @@ def test_identical_concurrent_misses_make_one_upstream_call(status: int) -> None
     assert len(harness.store.entries) == (1 if status == 200 else 0)
 
 
+def test_identical_misses_during_a_lock_are_answered_without_waiting_for_it() -> None:
+    """
+    The store's writes wait for a lock another process holds: the leader is
+    answered at once saying its entry is pending, and so are its followers,
+    with its answer, not stored yet; the entry is committed once it is let go.
+    """
+    harness = Harness(api=HeldAPI())
+    harness.store.hold_writes = harness.store.held_up = True
+    sent = [send(harness) for _ in range(3)]
+    (leader, _), *followers = finish(harness, sent)  # no time passes
+    assert len(harness.api.seen) == 1
+    assert header(leader, "cache-status") == "stasis; fwd=uri-miss; fwd-status=200; detail=pending"
+    for response, body in followers:
+        assert header(response, "x-stasis-status") == "MISS"
+        assert header(response, "cache-status") == "stasis; fwd=uri-miss; fwd-status=200; collapsed"
+        assert json.loads(body)["n"] == 1
+    harness.store.release_writes()
+    assert len(harness.store.entries) == 1
+
+
 class Unreachable(HeldAPI):
     """An upstream whose connection drops before it answers."""
 

@@ -34,6 +34,7 @@ from stasis.store._rows import stored_size
 from stasis.store._schema import SCHEMA_VERSION, SchemaFiles
 from tests.postgres_support import Cluster, fresh_database
 from tests.store_support import ShiftedReactor, key, make_entry, merged
+from tests.waiting import wait_for
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -194,6 +195,33 @@ async def test_a_store_starting_beside_a_long_write_does_not_wait_for_it(
         finally:
             writing.commit()
             await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_lock_held_past_the_lock_timeout_is_waited_out(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on SQLite (issue 15 #10): the puts wait, and are committed once it is let go."""
+    from stasis.store import _postgres
+
+    monkeypatch.setattr(_postgres, "LOCK_TIMEOUT_SECONDS", 0.2)
+    store = opened(postgres_url)
+    try:
+        with psycopg.connect(postgres_url) as writing:  # an import, say, holding the write lock
+            writing.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
+            puts = [store.put(make_entry(n)) for n in range(3)]
+            await wait_for(lambda: store.held_up, deadline=PATIENCE)
+            await deferLater(reactor, 0.6, lambda: None)  # three lock timeouts
+            assert not any(put.called for put in puts)
+            assert store.writable
+            with pytest.raises(StoreError, match="locked by another process"):
+                await store.claim(key(9), "me", 30.0)  # claims do not wait
+            writing.commit()
+        await gatherResults(puts)
+        assert not store.held_up
+        assert (await store.stats()).entries == 3
+    finally:
+        await store.close()
 
 
 @pytest_twisted.ensureDeferred

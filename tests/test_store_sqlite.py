@@ -588,29 +588,6 @@ async def test_a_bad_entry_fails_alone_and_the_store_stays_writable(tmp_path: Pa
         await store.close()
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_lock_held_past_the_busy_timeout_fails_the_write_not_the_lookups(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_SECONDS", 0.3)
-    path = tmp_path / "cache.db"
-    store = opened(path)
-    try:
-        await store.put(make_entry(1))
-        with raw(path) as holder:
-            holder.execute("BEGIN IMMEDIATE")
-            put = store.put(make_entry(2))
-            assert await store.get(key(1)) == make_entry(1)  # readers never wait for the lock
-            with pytest.raises(StoreError, match="locked"):
-                await put
-            holder.execute("ROLLBACK")
-        assert not store.writable
-        await store.put(make_entry(2))
-        assert store.writable
-    finally:
-        await store.close()
-
-
 def connect_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     Open every SQLite database read-only, as SQLite itself does when the file

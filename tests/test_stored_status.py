@@ -47,6 +47,24 @@ def test_a_commit_held_back_past_patience_does_not_claim_stored() -> None:
     responses: list[Any] = []
     d.addBoth(responses.append)
     assert responses, "the answer waited for the commit past its patience"
-    assert header(responses[0], "cache-status") == "stasis; fwd=uri-miss; fwd-status=200"
+    assert (
+        header(responses[0], "cache-status")
+        == "stasis; fwd=uri-miss; fwd-status=200; detail=pending"
+    )
+    harness.store.release_writes()
+    assert len(harness.store.entries) == 1
+
+
+def test_a_commit_held_up_by_a_lock_is_not_waited_for() -> None:
+    """The store knows its writes wait for a lock: the answer goes at once, saying so."""
+    harness = Harness()
+    harness.store.hold_writes = True
+    harness.store.held_up = True
+    response, body = harness.call()  # no time passes
+    assert response.code == 200 and body
+    assert (
+        header(response, "cache-status") == "stasis; fwd=uri-miss; fwd-status=200; detail=pending"
+    )
+    assert harness.store.entries == {}
     harness.store.release_writes()
     assert len(harness.store.entries) == 1

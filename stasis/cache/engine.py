@@ -836,6 +836,12 @@ class CacheEngine:
                             stored = await committed
                             detail = None if stored else b"not-stored"
                             client.revise(evolve(outcome, stored=stored, detail=detail))
+                        else:
+                            # Answered before its commit, which is still to
+                            # come; and so are those waiting for this flight.
+                            client.revise(evolve(outcome, detail=b"pending"))
+                            if flight is not None:
+                                self.flights.hand_on(flight, Landed(entry=entry))
                 except Exception:
                     # A bug in stasis, not in the answer: the client still gets it.
                     log.failure("storing {path} failed", path=call.path)
@@ -859,6 +865,7 @@ class CacheEngine:
             if entry is not None:
                 # Those waiting for this flight are answered once the entry is
                 # committed (or refused): the next request after them finds it.
+                # (Unless it was handed on before: see Flights.hand_on.)
                 if stored is None:
                     stored = await committed if committed is not None else False
                 landed = Landed(entry=entry, stored=stored)
@@ -938,8 +945,11 @@ class CacheEngine:
         client has whole survives a crash; but a database another process
         holds locked must not hold the answer back with it: after
         :data:`COMMIT_PATIENCE` the answer goes on, and the commit follows
-        when the lock is released. True if it settled in time.
+        when the lock is released; at once when the store already knows its
+        writes wait for a lock (``held_up``). True if it settled in time.
         """
+        if self.store.held_up and not committed.called:
+            return False
         if await self._settles_within(committed, COMMIT_PATIENCE):
             return True
         self._commit_warning.warn(

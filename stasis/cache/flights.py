@@ -9,6 +9,12 @@ Only when the leader got nothing a follower can be given (its client left
 before the answer was whole, the body broke off, or it was too large to keep
 in memory) does one follower take over and fetch, alone, while the others
 wait for it in turn: never a stampede of followers at the upstream at once.
+
+A flight lasts until the leader's entry is committed, so that the request
+after it finds the entry; but an answer whose commit is slow to come (a lock
+another process holds) is handed on at once (:meth:`Flights.hand_on`), to
+the followers and to whoever follows until it ends, rather than held back
+with it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 from typing import Optional
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from stasis.errors import StasisError
 from stasis.model import Entry
@@ -49,9 +55,13 @@ class Flight:
 
     key: str
     followers: list[Deferred[Landed]] = field(factory=list, init=False)
+    #: What the flight handed on before it ended (see Flights.hand_on).
+    handed_on: Landed | None = field(default=None, init=False)
 
     def follow(self) -> Deferred[Landed]:
         """Fires with what the flight landed; cancel it to stop waiting."""
+        if self.handed_on is not None:
+            return succeed(self.handed_on)
 
         def cancel(waiter: Deferred[Landed]) -> None:
             if waiter in self.followers:
@@ -85,6 +95,16 @@ class Flights:
             return None
         flight = self._flights[key] = Flight(key)
         return flight
+
+    def hand_on(self, flight: Flight, landed: Landed) -> None:
+        """
+        Give ``landed`` (an answer, its commit still to come) to the followers
+        now, and to whoever follows the flight from now until it ends.
+        """
+        flight.handed_on = landed
+        followers, flight.followers = flight.followers, []
+        for waiter in followers:
+            waiter.callback(landed)
 
     def end(self, flight: Flight, landed: Landed) -> None:
         """

@@ -7,29 +7,38 @@ writer anyway and a single writer cannot deadlock against itself; reads have
 connections of their own, so a lookup never queues behind a commit.
 
 Writes are applied one transaction at a time, in the order they were asked
-for, puts grouped (:mod:`stasis.store._writes`). Each committed write is
+for, puts grouped (:mod:`stasis.store._writes`); a lock another process
+holds is waited out, up to a minute, the writes asked for meanwhile kept in
+line (at most :data:`MAX_WAITING_PUTS` puts). Each committed write is
 published on :attr:`AdbapiStore.changes` before its caller hears of it; other
 processes' changes are looked for as often as the dialect asks (at least once
 a second), and once a second what was written is checkpointed.
+
+A database file deleted or replaced under the store (``rm``, ``mv other.db``)
+would go on being used through the open connections, unseen, everything
+written to it lost: its identity is looked at every :data:`FILE_CHECK_SECONDS`,
+and when it changes the store says so and opens the database again
+(:meth:`AdbapiStore._reopen`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from attrs import define, field
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from stasis.log import RateLimitedWarning, logger
 from stasis.model import Change, ChangeKind, Entry, EntryFilter, Page, StoreStats
 from stasis.store._bounds import Batch, evict_batch, prune_batch
-from stasis.store._dialect import ChangeWatcher, Dialect
+from stasis.store._dialect import ChangeWatcher, Dialect, Prepared
 from stasis.store._feed import ChangeFeed
 from stasis.store._listing import page, page_query, where_sql
 from stasis.store._pool import connection_pool
@@ -42,9 +51,16 @@ from stasis.store._rows import (
     entry_row,
     row_to_entry,
 )
-from stasis.store._writes import Write, WriteQueue
+from stasis.store._writes import LOCK_PATIENCE_SECONDS, Write, WriteQueue
 
-__all__ = ["WATCH_SECONDS", "WRITE_RETRY_SECONDS", "AdbapiStore"]
+__all__ = [
+    "FILE_CHECK_SECONDS",
+    "MAX_WAITING_BYTES",
+    "MAX_WAITING_PUTS",
+    "WATCH_SECONDS",
+    "WRITE_RETRY_SECONDS",
+    "AdbapiStore",
+]
 
 _T = TypeVar("_T")
 
@@ -64,6 +80,23 @@ WATCH_SECONDS = 1.0
 SCAN_YIELD_EVERY = 256
 #: Keys read by one query of ``get_many`` (SQLite allows 32766 parameters).
 GET_MANY_BATCH = 500
+#: Puts waiting to be committed, at most, and their bodies' bytes (each
+#: counted with :data:`PUT_OVERHEAD_BYTES` more): an entry past either is
+#: not stored, rather than held in memory while a lock is waited out. Ten
+#: thousand answers is three minutes of misses at fifty a second, longer
+#: than a lock is waited out (``LOCK_PATIENCE_SECONDS``).
+MAX_WAITING_PUTS = 10_000
+MAX_WAITING_BYTES = 128 * 1024 * 1024
+PUT_OVERHEAD_BYTES = 1024
+#: How long ``stats`` waits for the writes asked for before it, at most:
+#: what they take when nothing holds them up, and short enough for ``/health``.
+STATS_WAIT_SECONDS = 0.05
+#: How often the database's identity is looked at (a ``stat``), to notice a
+#: file deleted or replaced; ``stats`` looks as well, so that ``/health``
+#: never reports a deleted file.
+FILE_CHECK_SECONDS = 0.5
+#: How often to try again to open a database that could not be opened again.
+REOPEN_RETRY_SECONDS = 2.0
 
 
 def _values_refused(error: BaseException) -> bool:
@@ -111,7 +144,26 @@ class AdbapiStore:
     _probing: bool = field(default=False, init=False)
     _probed_at: float = field(default=0.0, init=False)
     _write_warning: RateLimitedWarning = field(init=False)
+    _lock_warning: RateLimitedWarning = field(init=False)
+    _full_warning: RateLimitedWarning = field(init=False)
     _writes: WriteQueue = field(init=False)
+    #: Puts waiting to be committed, and their size (see MAX_WAITING_PUTS).
+    _waiting_puts: int = field(default=0, init=False)
+    _waiting_bytes: int = field(default=0, init=False)
+    #: Jobs given to either pool and not yet over, and who waits for none to be.
+    _jobs: int = field(default=0, init=False)
+    _jobs_over: list[Deferred[None]] = field(factory=list, init=False)
+    #: The database's identity when it was prepared (Dialect.identity).
+    _identity: object | None = field(default=None, init=False)
+    _file_loop: LoopingCall | None = field(default=None, init=False)
+    #: A reopen is under way; the reads asked for meanwhile wait for it.
+    _reopening: bool = field(default=False, init=False)
+    _after_reopen: list[Deferred[None]] = field(factory=list, init=False)
+    #: Why the database cannot be used, after it was deleted and could not be
+    #: made again (None: it can); and when that was last tried.
+    _lost: str | None = field(default=None, init=False)
+    _lost_at: float = field(default=0.0, init=False)
+    _is_open: bool = field(default=False, init=False)
     #: Statements made once, with the dialect's spelling.
     _select_entry: str = field(init=False)
     _upsert: str = field(init=False)
@@ -127,8 +179,17 @@ class AdbapiStore:
     _loop_done: Deferred[Any] | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._writes = WriteQueue(self._transaction, self._noted)
+        self._writes = WriteQueue(
+            self._transaction,
+            self._noted,
+            self.reactor,
+            locked=lambda failure: failure.value is not None and self.dialect.locked(failure.value),
+            on_lock=self._locked,
+            on_unlock=self._unlocked,
+        )
         self._write_warning = RateLimitedWarning(log, self.reactor, WRITE_RETRY_SECONDS)
+        self._lock_warning = RateLimitedWarning(log, self.reactor, WRITE_RETRY_SECONDS)
+        self._full_warning = RateLimitedWarning(log, self.reactor, WRITE_RETRY_SECONDS)
         self._select_entry = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE key = {self.dialect.param}"
         self._upsert = self.dialect.upsert(WRITTEN_COLUMNS)
 
@@ -151,27 +212,25 @@ class AdbapiStore:
     @property
     def writable(self) -> bool:
         """False while writes are known to fail; misses then go through uncached."""
-        if self._read_only:
+        if self._read_only or self._lost is not None:
             return False
         if self._write_failed_at is None:
             return True
         return self.reactor.seconds() - self._write_failed_at >= WRITE_RETRY_SECONDS
 
+    @property
+    def held_up(self) -> bool:
+        return self._writes.held_up
+
     # Opening and closing
 
     def open(self) -> None:
-        if self._writer is not None:
+        if self._is_open:
             return
-        prepared = self.dialect.prepare()
-        self._secret = prepared.secret
-        self._read_only = prepared.read_only
-        self._watcher = prepared.watcher
+        self._use(self.dialect.prepare())
+        self._is_open = True
         self._closing = False
-        module, args, keywords = self.dialect.pool_arguments()
-        self._writer, self._reader = (
-            connection_pool(module, args, keywords, size, self.reactor)
-            for size in (1, self.readers)
-        )
+        self._writes.patience = LOCK_PATIENCE_SECONDS
         interval = min(WATCH_SECONDS, self.dialect.watch_seconds)
         self._rounds, self._rounds_per_checkpoint = 0, max(1, round(WATCH_SECONDS / interval))
         self._loop = LoopingCall(lambda: ensureDeferred(self._every_round()))
@@ -179,35 +238,217 @@ class AdbapiStore:
         self._loop_done = self._loop.start(interval, now=True).addErrback(
             lambda failure: log.failure("watching the cache database failed", failure)
         )
+        if self._identity is not None:
+            # Its own timer: the loop above waits for the writer's thread,
+            # which a lock can hold for seconds.
+            self._file_loop = LoopingCall(self._check_file)
+            self._file_loop.clock = self.reactor
+            self._file_loop.start(FILE_CHECK_SECONDS, now=False)
+
+    def _use(self, prepared: Prepared) -> None:
+        """Take a prepared database as the one to use, with pools of connections to it."""
+        self._secret = prepared.secret
+        self._read_only = prepared.read_only
+        self._watcher = prepared.watcher
+        self._identity = prepared.identity
+        if prepared.read_only:
+            log.warn(
+                "the cache database {location} is read-only: serving hits, not storing",
+                location=self.location,
+            )
+        module, args, keywords = self.dialect.pool_arguments()
+        self._writer, self._reader = (
+            connection_pool(module, args, keywords, size, self.reactor)
+            for size in (1, self.readers)
+        )
 
     async def close(self) -> None:
         """Wait for the writes asked for so far (later ones fail), then disconnect."""
-        if self._writer is None or self._closing:
+        if not self._is_open or self._closing:
             return
         self._closing = True
+        # A lock met now fails what waits at once: a stopping daemon does not
+        # sit out another process's transaction.
+        self._writes.patience = 0.0
         try:
+            if self._file_loop is not None and self._file_loop.running:
+                self._file_loop.stop()
+            await self._reopened()
             if self._loop is not None and self._loop.running:
                 self._loop.stop()
             if self._loop_done is not None:
                 await self._loop_done
             await self._writes.settled()
         finally:
-            self._loop = self._loop_done = None
-            if self._watcher is not None:
-                self._watcher.close()
-            self._writer.close()
-            self._writer = None
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            self._loop = self._loop_done = self._file_loop = None
+            self._let_go(self._detach())
+            self._is_open = False
+
+    def _detach(self) -> tuple[adbapi.ConnectionPool | None, ...]:
+        """
+        Take the pools and the watcher out of use (nothing new is given to
+        them); they are closed by :meth:`_let_go`.
+        """
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        pools = (self._writer, self._reader)
+        self._writer = self._reader = None
+        return pools
+
+    def _let_go(self, pools: tuple[adbapi.ConnectionPool | None, ...]) -> None:
+        """Close the connections (their threads are idle, or nearly: this joins them)."""
+        for pool in pools:
+            if pool is not None:
+                pool.close()
+
+    # A database file deleted or replaced under the store
+
+    def _check_file(self) -> None:
+        """
+        Open the database again if the file at its path is no longer the one
+        the connections have (see :meth:`Dialect.identity`); while it cannot
+        be, try again every :data:`REOPEN_RETRY_SECONDS`.
+        """
+        if not self._is_open or self._closing or self._reopening:
+            return
+        if self._lost is not None:
+            if self.reactor.seconds() - self._lost_at < REOPEN_RETRY_SECONDS:
+                return
+        else:
+            try:
+                found = self.dialect.identity()
+            except OSError as e:
+                log.debug("cannot look at the cache database file: {error}", error=e)
+                return
+            if found == self._identity:
+                return
+            log.warn(
+                "the cache database {location} {what} while in use; {then}",
+                location=self.location,
+                what="was deleted" if found is None else "was replaced by another file",
+                then=(
+                    "making a new one at the same path (the entries in the deleted file are "
+                    "gone; the secret that keys them is kept)"
+                    if found is None
+                    else "using the file now at that path"
+                ),
+            )
+        self._reopening = True
+        ensureDeferred(self._reopen()).addErrback(
+            lambda failure: log.failure("opening the cache database again failed", failure)
+        )
+
+    def _reopened(self) -> Deferred[None]:
+        """Fires once the reopen under way (if any) is over."""
+        if not self._reopening:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._after_reopen.append(waiter)
+        return waiter
+
+    async def _reopen(self) -> None:
+        """
+        Let go of the database the connections have, and open the one at
+        its location now, between two writes.
+
+        The writes asked for meanwhile wait in line (the queue is paused),
+        the reads for the reopen, so nothing fails for it. Every connection
+        to the old file is closed before one is opened to the new: SQLite
+        knows a WAL and its shared memory by the database's path, and two
+        files open at once under one path in one process would share them.
+        Its WAL is emptied first (:meth:`Dialect.empty_log`), for a file
+        moved onto the path must not be read with it. A file made anew gets
+        the old secret, so that the keys clients were given stay the same; a
+        file moved there keeps its own. Then a RESET: everything in memory
+        about the old file is forgotten.
+        """
+        self._writes.pause()
+        try:
+            await self._writes.idle()
+            await self._no_jobs()
+            pools = self._detach()
+            writer = pools[0]
+            if writer is not None:
+                try:
+                    await writer.runWithConnection(self._empty_log)
+                except Exception as e:
+                    log.debug("cannot empty the old database's log: {error}", error=e)
+            self._let_go(pools)
+            self._claims.clear()  # taken in the old file
+            threads = cast(IReactorThreads, self.reactor)
+            try:
+                prepared = await deferToThreadPool(
+                    threads,
+                    threads.getThreadPool(),
+                    self.dialect.prepare,
+                    self._secret,
+                )
+            except StoreError as e:
+                self._lost, self._lost_at = str(e), self.reactor.seconds()
+                self._write_warning.warn(
+                    "{error}; answers are passed through uncached until it can be opened "
+                    "(tried every {retry:.0f}s)",
+                    error=e,
+                    retry=REOPEN_RETRY_SECONDS,
+                )
+                return
+            if self._lost is not None:
+                log.info("the cache database {location} is open again", location=self.location)
+            self._lost = None
+            self._write_failed_at = None
+            self._wrote = False
+            self._use(prepared)
+            self._changes.publish(Change(ChangeKind.RESET, (), local=False))
+        finally:
+            self._reopening = False
+            waiters, self._after_reopen = self._after_reopen, []
+            for waiter in waiters:
+                waiter.callback(None)
+            self._writes.resume()
+
+    def _empty_log(self, connection: Any) -> None:
+        cursor = connection.cursor()
+        try:
+            self.dialect.empty_log(cursor)
+        finally:
+            cursor.close()
+
+    # Jobs on the pools, counted so that a reopen can wait for none to be under way
+
+    def _job(self, d: Deferred[_T]) -> Deferred[_T]:
+        self._jobs += 1
+
+        def over(result: _T | Failure) -> _T | Failure:
+            self._jobs -= 1
+            if self._jobs == 0:
+                waiting, self._jobs_over = self._jobs_over, []
+                for waiter in waiting:
+                    waiter.callback(None)
+            return result
+
+        return d.addBoth(over)
+
+    def _no_jobs(self) -> Deferred[None]:
+        if self._jobs == 0:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._jobs_over.append(waiter)
+        return waiter
 
     # Reads
 
     def _read(self, query: Callable[[Any], _T]) -> Deferred[_T]:
-        """Run ``query(cursor)`` on a reader's connection; database errors become StoreError."""
+        """
+        Run ``query(cursor)`` on a reader's connection; database errors become
+        StoreError. Asked for while the database is being opened again, it
+        waits for that.
+        """
+        if self._reopening:
+            return self._reopened().addCallback(lambda _: self._read(query))
         if self._reader is None:
-            return fail(StoreError("the store is not open"))
-        d: Deferred[_T] = self._reader.runInteraction(query)
+            return fail(StoreError(self._lost or "the store is not open"))
+        d: Deferred[_T] = self._job(self._reader.runInteraction(query))
         d.addErrback(self._failed, "read")
         return d
 
@@ -270,7 +511,7 @@ class AdbapiStore:
             )
             return tuple(bytes(key).hex() for (key,) in cursor.fetchall())
 
-        return self._writes.settled().addCallback(lambda _: self._read(select))
+        return self._settled_soon().addCallback(lambda _: self._read(select))
 
     def list_entries(
         self, where: EntryFilter = EVERY_ENTRY, limit: int = 100, cursor: str | None = None
@@ -284,9 +525,12 @@ class AdbapiStore:
             db.execute(query, parameters)
             return page(db.fetchall(), limit)
 
-        return self._writes.settled().addCallback(lambda _: self._read(select))
+        return self._settled_soon().addCallback(lambda _: self._read(select))
 
     def stats(self) -> Deferred[StoreStats]:
+        # A file deleted since the last look is noticed now: never reported as empty.
+        self._check_file()
+
         def select(cursor: Any) -> StoreStats:
             cursor.execute(
                 "SELECT COUNT(*), COALESCE(SUM(total_tokens * hit_count), 0), "
@@ -303,7 +547,29 @@ class AdbapiStore:
                 stored_bytes=int(stored),
             )
 
-        return self._writes.settled().addCallback(lambda _: self._read(select))
+        return self._settled_soon().addCallback(lambda _: self._read(select))
+
+    def _settled_soon(self) -> Deferred[None]:
+        """
+        Fires once the writes asked for so far have settled, or after
+        :data:`STATS_WAIT_SECONDS`, or at once while a lock holds them up:
+        a count never waits behind a lock.
+        """
+        if self._writes.held_up:
+            return succeed(None)
+        settled = self._writes.settled()
+        if settled.called:
+            return settled
+        done: Deferred[None] = Deferred()
+        timer = self.reactor.callLater(STATS_WAIT_SECONDS, done.callback, None)
+
+        def fired(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+                done.callback(None)
+
+        settled.addCallback(fired)
+        return done
 
     def scan_keys(self, visit: Callable[[bytes], None]) -> Deferred[None]:
         def scan(cursor: Any) -> None:
@@ -320,8 +586,10 @@ class AdbapiStore:
     # Writes, one transaction at a time, in the order asked for
 
     def _refused(self) -> StoreError | None:
-        if self._writer is None or self._closing:
+        if not self._is_open or self._closing:
             return StoreError("the store is not open")
+        if self._lost is not None:
+            return StoreError(self._lost)
         if self._read_only:
             return StoreError(f"the cache database {self.location} is read-only")
         return None
@@ -330,7 +598,7 @@ class AdbapiStore:
         """Run ``write`` as one transaction on the writer's connection."""
         watcher = self._watcher
         if self._writer is None or watcher is None:
-            return fail(StoreError("the store is not open"))
+            return fail(StoreError(self._lost or "the store is not open"))
         begin = self.dialect.begin
 
         def outside(connection: Any) -> Any:
@@ -360,7 +628,27 @@ class AdbapiStore:
         d: Deferred[Any] = self._writer.runWithConnection(
             transaction if write.transaction else outside
         )
-        return d
+        return self._job(d)
+
+    def _locked(self, waiting: int) -> None:
+        self._lock_warning.warn(
+            "the cache database {location} is locked by another process; waiting up to "
+            "{patience:.0f}s for it to be let go ({waiting} writes waiting), answering "
+            "misses meanwhile without waiting for their commit",
+            location=self.location,
+            patience=self._writes.patience,
+            waiting=waiting,
+        )
+
+    def _unlocked(self, seconds: float, let_go: bool) -> None:
+        if let_go:
+            log.info(
+                "the cache database {location} is no longer locked (after {seconds:.1f}s); "
+                "committing the {waiting} writes that waited",
+                location=self.location,
+                seconds=seconds,
+                waiting=self._writes.waiting + 1,
+            )
 
     def _noted(self, outcome: object) -> object:
         """
@@ -392,9 +680,17 @@ class AdbapiStore:
         self,
         statements: Callable[[Any], _T],
         change: Callable[[_T], Change | None],
+        *,
+        patient: bool = True,
     ) -> Deferred[_T]:
-        """Queue one write transaction; publish ``change(result)`` once it is committed."""
+        """
+        Queue one write transaction; publish ``change(result)`` once it is
+        committed. An impatient write fails at once when the database is
+        found locked (see ``Write.patient``).
+        """
         refused = self._refused()
+        if refused is None and not patient and self._writes.held_up:
+            refused = StoreError(f"the cache database {self.location} is locked by another process")
         if refused is not None:
             return fail(refused)
         done: Deferred[_T] = Deferred()
@@ -410,7 +706,9 @@ class AdbapiStore:
                 prepare=lambda: None,
                 statements=lambda cursor, _: statements(cursor),
                 settle=settle,
-                fail=done.errback,
+                # An impatient write's failure is the driver's own error.
+                fail=lambda failure: done.errback(self._failed(failure, "write")),
+                patient=patient,
             )
         )
         return done
@@ -422,16 +720,49 @@ class AdbapiStore:
         Puts asked for while a transaction is under way are written together
         in the next one.
         """
-        refused = self._refused()
+        refused = self._refused() or self._too_many(entry)
         if refused is not None:
             return fail(refused)
         stored: Deferred[None] = Deferred()
+        size = len(entry.body) + PUT_OVERHEAD_BYTES
+        self._waiting_puts += 1
+        self._waiting_bytes += size
+
+        def settled(result: object) -> object:
+            self._waiting_puts -= 1
+            self._waiting_bytes -= size
+            return result
+
+        stored.addBoth(settled)
         batch = self._writes.open_batch()
         if batch is not None:
             batch.append((entry, stored))
         else:
             self._writes.add(self._put_batch([(entry, stored)]))
         return stored
+
+    def _too_many(self, entry: Entry) -> StoreError | None:
+        """
+        Refuse a put past :data:`MAX_WAITING_PUTS` or :data:`MAX_WAITING_BYTES`
+        (one entry alone is always taken): a lock waited out must not hold an
+        unbounded queue in memory.
+        """
+        size = len(entry.body) + PUT_OVERHEAD_BYTES
+        if self._waiting_puts < MAX_WAITING_PUTS and (
+            self._waiting_puts == 0 or self._waiting_bytes + size <= MAX_WAITING_BYTES
+        ):
+            return None
+        self._full_warning.warn(
+            "{count} entries ({bytes} bytes) already wait to be written to the cache database "
+            "{location}: answers are not stored until they are",
+            count=self._waiting_puts,
+            bytes=self._waiting_bytes,
+            location=self.location,
+        )
+        return StoreError(
+            f"not stored: {self._waiting_puts} entries already wait to be written to "
+            f"the cache database {self.location}"
+        )
 
     def put_all(self, entries: Sequence[Entry]) -> Deferred[int]:
         """Store every one of ``entries`` in one transaction, or none of them."""
@@ -586,8 +917,10 @@ class AdbapiStore:
                 self._claims[key] = holder
             return held
 
+        # Impatient: a claim is only worth taking before the fetch it is for,
+        # which goes ahead unclaimed rather than wait for a lock to be let go.
         return self._write(
-            lambda cursor: claim(cursor, digest, holder, seconds), lambda _: None
+            lambda cursor: claim(cursor, digest, holder, seconds), lambda _: None, patient=False
         ).addCallback(taken)
 
     def release(self, key: str, holder: str) -> Deferred[None]:
@@ -671,10 +1004,13 @@ class AdbapiStore:
         watcher = self._watcher
         if self._writer is None or watcher is None:
             return
-        now, writable = self.reactor.seconds(), self.writable
+        # No housekeeping write (trimming the log) while a lock holds the writes up.
+        now, writable = self.reactor.seconds(), self.writable and not self.held_up
         try:
-            noticed = await self._writer.runWithConnection(
-                lambda connection: watcher.poll(connection, now, writable)
+            noticed = await self._job(
+                self._writer.runWithConnection(
+                    lambda connection: watcher.poll(connection, now, writable)
+                )
             )
         except Exception as e:
             log.debug(

@@ -79,6 +79,8 @@ class Prepared:
     #: Hits can be served, nothing can be stored.
     read_only: bool
     watcher: ChangeWatcher
+    #: What :meth:`Dialect.identity` said of the database just prepared.
+    identity: object | None = None
 
 
 class Dialect(Protocol):
@@ -118,10 +120,42 @@ class Dialect(Protocol):
         line: never a password, even if the driver's text quoted one.
         """
 
-    def prepare(self) -> Prepared:
+    def prepare(self, secret: bytes | None = None) -> Prepared:
         """
         Connect once, synchronously, and create or migrate the schema; raise
         :class:`~stasis.store.StoreError` saying why if the database cannot be used.
+
+        A database created now is given ``secret`` when there is one (the
+        secret of the file it replaces, so that the keys clients were given
+        stay valid), else a new one. Logs nothing: it may run in a thread.
+        """
+
+    def identity(self) -> object | None:
+        """
+        Which database the location names now, cheaply, on the reactor thread
+        (SQLite: the file's device and inode); None when there is none (the
+        file deleted). The store compares it twice a second with what it was
+        when the database was prepared, and opens the database again when it
+        differs: a file deleted or replaced under an open connection goes on
+        being used by it, unseen, and everything written to it is lost.
+        Always None where the database cannot change under the store (a server).
+        Raises :class:`OSError` when it cannot tell.
+        """
+
+    def locked(self, error: BaseException) -> bool:
+        """
+        Whether ``error`` says that another process holds the database's
+        write lock (SQLite's busy timeout ran out, PostgreSQL's lock timeout):
+        not a fault of the database, but a wait, which the store sits out.
+        """
+
+    def empty_log(self, cursor: Any) -> None:
+        """
+        Copy the log of writes into the database, and empty it; on the
+        writer's connection, before a database that was replaced is left for
+        the one now at its location. SQLite's WAL is named after the database
+        path, not tied to the file: left with frames in it, it would be read
+        as part of whatever file is at the path next. Nothing to do on a server.
         """
 
     def pool_arguments(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:

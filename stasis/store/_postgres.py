@@ -156,14 +156,15 @@ class PostgreSQLDialect:
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url.conninfo, **self._keywords())
 
-    def prepare(self) -> Prepared:
+    def prepare(self, secret: bytes | None = None) -> Prepared:
         """
         Connect once, synchronously, bring the schema up to date, and start
         listening for other processes' changes.
 
         A read-only database (a session with ``default_transaction_read_only``)
         of the current version still serves its hits; an older one cannot be
-        migrated, and is refused.
+        migrated, and is refused. ``secret`` is not used: a server's database
+        is never made again under an open store (see :meth:`identity`).
         """
         keywords = self._keywords()
         try:
@@ -211,6 +212,17 @@ class PostgreSQLDialect:
 
     def checkpoint(self, cursor: Any) -> None:
         """Nothing to do: the server checkpoints by itself."""
+
+    def identity(self) -> None:
+        """None: a database on a server is not a file that can be deleted under the store."""
+        return None
+
+    def locked(self, error: BaseException) -> bool:
+        # The advisory lock every write takes first, held past lock_timeout.
+        return isinstance(error, psycopg.errors.LockNotAvailable)
+
+    def empty_log(self, cursor: Any) -> None:
+        """Nothing to do: never called, as :meth:`identity` never changes."""
 
     def log_too_large(self) -> bool:
         return False

@@ -42,11 +42,23 @@ class Store(Protocol):
 
     @property
     def secret(self) -> bytes:
-        """The HMAC secret for credential fingerprints; fixed for the database's life."""
+        """
+        The HMAC secret for credential fingerprints; fixed for the database's
+        life (read for every key: a database file replaced under the store
+        brings its own).
+        """
 
     @property
     def writable(self) -> bool:
         """Whether a miss should be stored; False while the database refuses writes."""
+
+    @property
+    def held_up(self) -> bool:
+        """
+        True while writes wait for a lock another process holds: they are
+        committed once it is let go, so a commit asked for now is not worth
+        holding an answer back for.
+        """
 
     @property
     def location(self) -> str:
@@ -77,7 +89,10 @@ class Store(Protocol):
         """Connect, create or migrate the schema; :class:`StoreError` if it cannot be used."""
 
     async def close(self) -> None:
-        """Wait for the writes asked for so far, then disconnect."""
+        """
+        Wait for the writes asked for so far, then disconnect; a lock another
+        process holds is not waited out then: the writes waiting for it fail.
+        """
 
     def get(self, key: str, *, request: bool = False) -> Deferred[Entry | None]:
         """``key``'s entry; with its :class:`~stasis.model.StoredRequest` if ``request``."""
@@ -88,7 +103,8 @@ class Store(Protocol):
     def match_keys(self, prefix: str, limit: int = 2) -> Deferred[tuple[str, ...]]:
         """
         Up to ``limit`` stored keys starting with the hex ``prefix``, in order;
-        none for a prefix that is not hex. Counts the writes asked for before it.
+        none for a prefix that is not hex. Counts the writes asked for before it, as
+        :meth:`stats` does.
         """
 
     def put(self, entry: Entry) -> Deferred[None]:
@@ -148,7 +164,11 @@ class Store(Protocol):
         """
 
     def stats(self) -> Deferred[StoreStats]:
-        """Counted after every write asked for so far."""
+        """
+        Counted after every write asked for so far, unless they are held up
+        (see :attr:`held_up`, or taking longer than a moment): then what is
+        committed, at once, so that ``/health`` never waits behind a lock.
+        """
 
     def claim(self, key: str, holder: str, seconds: float) -> Deferred[bool]:
         """

@@ -67,9 +67,12 @@ def schema_version(connection: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(connection: sqlite3.Connection, files: SchemaFiles = FILES) -> None:
+def migrate(
+    connection: sqlite3.Connection, files: SchemaFiles = FILES, secret: bytes | None = None
+) -> None:
     """
-    Bring the database to ``files.newest`` in one transaction.
+    Bring the database to ``files.newest`` in one transaction; a new one is
+    given ``secret``, or a new secret when there is none.
 
     ``connection`` must be in autocommit mode (``isolation_level=None``).
     Raises :class:`sqlite3.OperationalError` ("readonly") on a database that
@@ -84,7 +87,8 @@ def migrate(connection: sqlite3.Connection, files: SchemaFiles = FILES) -> None:
                 connection.execute(statement)
         if version == 0:
             connection.execute(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES ('secret', ?)", (new_secret(),)
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('secret', ?)",
+                (secret or new_secret(),),
             )
         # Written even when current: a read-only database must fail here, since
         # BEGIN IMMEDIATE alone succeeds on one.

@@ -5,10 +5,17 @@ Everyone using the file works side by side thanks to WAL: readers (the
 store's lookups, management commands) never wait for the writer, and the
 writer never waits for them. Other processes' changes are read from the log
 that triggers keep (:mod:`stasis.store._changelog`).
+
+Another process holding the write lock longer than the busy timeout makes a
+write fail with SQLITE_BUSY; :meth:`SQLiteDialect.locked` tells the store,
+which waits it out (see :mod:`stasis.store._writes`). The file is known by
+its device and inode (:meth:`SQLiteDialect.identity`), so that one deleted
+or replaced under the daemon is noticed and opened again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -17,7 +24,6 @@ from typing import Any
 
 from attrs import frozen
 
-from stasis.log import logger
 from stasis.store._changelog import ChangeLog
 from stasis.store._dialect import Prepared
 from stasis.store._protocol import StoreError
@@ -26,10 +32,14 @@ from stasis.store._schema_sqlite import check_version, migrate, read_secret
 
 __all__ = ["SQLiteDialect"]
 
-log = logger("stasis.store")
-
-#: How long a statement waits for another process's lock before it fails.
+#: How long a statement waits for another process's lock before it fails
+#: (a write is then tried again: see SQLiteDialect.locked).
 BUSY_TIMEOUT_SECONDS = 5.0
+#: SQLite's primary result codes for a lock held elsewhere: another
+#: connection's (SQLITE_BUSY), or one in this connection's shared cache (SQLITE_LOCKED).
+_LOCK_CODES = frozenset({5, 6})
+#: The files SQLite keeps beside a database, named after it.
+_BESIDE = ("-journal", "-wal", "-shm")
 #: The WAL is emptied once it is larger than this (see SQLiteDialect.log_too_large),
 #: and cut back to it when it starts over.
 WAL_LIMIT_BYTES = 16 * 1024 * 1024
@@ -101,39 +111,86 @@ class SQLiteDialect:
         # Autocommit mode: the store begins its transactions itself (``begin``).
         return sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
 
+    def _create(self) -> None:
+        """
+        Create the database file if there is none, and then remove the
+        journal, WAL and shared memory found beside it: they are a deleted
+        database's (a new one has none yet), and SQLite, which finds them by
+        name, would read them as the new file's. The file is made with
+        O_EXCL, so that of several processes making it again at once (the
+        workers of a daemon whose file was deleted) only the one that made it
+        removes them, before the others can open it. Any other trouble is
+        left for ``connect`` to report.
+        """
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError:
+            return
+        for suffix in _BESIDE:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+
     def describe(self, error: BaseException) -> str:
         return str(error)
 
-    def prepare(self) -> Prepared:
+    def prepare(self, secret: bytes | None = None) -> Prepared:
         """
-        Open the file once, synchronously, and bring its schema up to date.
+        Open the file once, synchronously, and bring its schema up to date
+        (a new file is given ``secret``, if there is one).
 
         A read-only file of the current version still serves its hits; an
         older one cannot be migrated, and is refused.
         """
         try:
+            self._create()
             connection = self._connect()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the cache database {self.path!r}: {e}") from e
         try:
             read_only = False
             try:
                 configure(connection)
-                migrate(connection)
+                migrate(connection, secret=secret)
             except sqlite3.OperationalError as e:
                 if "readonly" not in str(e):
                     raise
                 read_only = True
                 check_version(connection)
-                log.warn(
-                    "the cache database {path} is read-only: serving hits, not storing",
-                    path=self.path,
-                )
-            return Prepared(read_secret(connection), read_only, ChangeLog.at_end(connection))
-        except (sqlite3.Error, SchemaError) as e:
+            return Prepared(
+                read_secret(connection),
+                read_only,
+                ChangeLog.at_end(connection),
+                # Taken with the connection open: the file it has.
+                identity=self.identity(),
+            )
+        except (sqlite3.Error, SchemaError, OSError) as e:
             raise StoreError(f"cannot use the cache database {self.path!r}: {e}") from e
         finally:
             connection.close()
+
+    def identity(self) -> tuple[int, int] | None:
+        """
+        The file's device and inode: a new file at the path (deleted and made
+        again, or another moved onto it) has another, since the old one,
+        still open here, keeps its inode number. One ``stat``: a few microseconds.
+        """
+        try:
+            status = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (status.st_dev, status.st_ino)
+
+    def locked(self, error: BaseException) -> bool:
+        if not isinstance(error, sqlite3.OperationalError):
+            return False
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _LOCK_CODES
+        return "database is locked" in str(error)
+
+    def empty_log(self, cursor: Any) -> None:
+        # TRUNCATE: copies every frame, then cuts the WAL to nothing.
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def pool_arguments(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         return (
