@@ -168,6 +168,32 @@ def test_a_fragment_or_a_dot_segment_is_a_400_and_nothing_is_forwarded(
 
 
 @pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # A target that is not ASCII.
+        post("/v1/chat/completions").replace(
+            b"/v1/chat/completions", "/v1/chat/complétions".encode(), 1
+        ),
+        # A header line without a colon.
+        post("/v1/chat/completions").replace(b"Connection: close", b"Connection close"),
+        # A chunk size that is not hexadecimal.
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        # Two different lengths.
+        post("/v1/chat/completions", "Content-Length: 3"),
+    ],
+    ids=["non-ascii-target", "header-without-colon", "bad-chunk-size", "two-lengths"],
+)
+def test_a_request_twisted_cannot_parse_is_a_json_400_that_says_what_is_wrong(
+    daemon: Daemon, upstream: FakeUpstream, request_bytes: bytes
+) -> None:
+    status, message = status_and_error(_raw(daemon, request_bytes))
+    assert status == 400
+    assert "not valid HTTP/1.1" in message and "percent-encode" in message
+    assert upstream.calls() == []
+
+
+@pytest.mark.parametrize(
     ("header", "value"),
     [
         ("X-Stasis-TTL", "9" * 5000),

@@ -23,7 +23,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
-from stasis.errors import RequestTimeout
+from stasis.errors import BadRequest, RequestTimeout
 from stasis.log import logger
 from stasis.web.deadlines import Deadline, Deadlines
 
@@ -75,6 +75,27 @@ class StasisChannel(HTTPChannel):
         # Before: twisted.web goes on to read the pipelined request, if any, at once.
         self._state = _IDLE
         HTTPChannel.requestDone(self, request)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        Refuse a request twisted.web cannot parse (a malformed request line,
+        header or chunk; a target that is not ASCII) with stasis's JSON error,
+        not twisted.web's bare ``400`` that says nothing, and close.
+
+        Not after a ``413``: that request was answered already.
+        """
+        request = self.requests[-1] if self.requests else None
+        if request is None or not request.refused:
+            from stasis.web.site import error_answer  # see _expired
+
+            error = BadRequest(
+                "the request is not valid HTTP/1.1: its request line, a header or its chunked "
+                "body is malformed (a request target must be ASCII: percent-encode it)"
+            )
+            self.transport.write(  # type: ignore[union-attr]
+                error_answer(error).to_bytes((b"connection", b"close"))
+            )
+        self.loseConnection()  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
