@@ -23,26 +23,11 @@ from zope.interface import implementer
 from stasis.upstream.gunzip import SLICE, CorruptGzip, GunzipAgent
 from tests.fake_upstream import gzip_bomb
 
+# The upstream connection as a body protocol's transport sees it.
+from tests.test_relay import Upstream
+
 #: 64 MiB of zeros in ~64 KB: what one read of an upstream socket may hold.
 BOMB = gzip_bomb(b"[", b"]", 64 << 20)
-
-
-@implementer(IPushProducer)
-class Upstream:
-    """The upstream connection as a body protocol's transport sees it."""
-
-    def __init__(self) -> None:
-        self.paused = False
-        self.stopped = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-
-    def stopProducing(self) -> None:
-        self.stopped = True
 
 
 class Reader(Protocol):
