@@ -42,6 +42,8 @@ PATHS = {
 #: The headers that change an answer on every path above but Gemini's.
 VERSION_HEADERS = ("anthropic-version", "anthropic-beta")
 ACCOUNT_HEADERS = ("openai-organization", "openai-project")
+#: Spelled out here, not imported from stasis.keys: the test says which headers
+#: must partition the cache, and a header dropped there must fail it.
 CREDENTIAL_HEADERS = (
     "authorization",
     "proxy-authorization",
