@@ -20,9 +20,9 @@ NEWS = (
 MATCH = "The team won the championship match in Madrid; coach Maria Lopez praised the season."
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def analyzer() -> ContentAnalyzer:
-    # Built inside the test: the plugin has set OPENAI_BASE_URL by then.
+    # Built once the session has begun: the plugin has set OPENAI_BASE_URL by then.
     return ContentAnalyzer()
 
 

@@ -10,8 +10,7 @@ tests, so a plain ``pytest`` never spends money by accident.
 from __future__ import annotations
 
 import pytest
-from chat_app import MODEL, TICKET_LABELS, classify_ticket, reply_to, summarize
-from openai import OpenAI
+from chat_app import MODEL, TICKET_LABELS, classify_ticket, client, reply_to, summarize
 from openai.types.chat import ChatCompletionMessageParam
 
 # Every test here goes through the session's stasis daemon (or is skipped).
@@ -53,12 +52,11 @@ def test_reply_is_not_empty() -> None:
 
 def test_the_same_question_twice_is_answered_once() -> None:
     """The second identical call is a hit: stasis says so in ``X-Stasis-Status``."""
-    client = OpenAI()
     messages: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "Summarize: the capital of Portugal is Lisbon."}
     ]
-    client.chat.completions.create(model=MODEL, temperature=0, messages=messages)
-    again = client.chat.completions.with_raw_response.create(
+    client().chat.completions.create(model=MODEL, temperature=0, messages=messages)
+    again = client().chat.completions.with_raw_response.create(
         model=MODEL, temperature=0, messages=messages
     )
     assert again.headers["x-stasis-status"] == "HIT"
