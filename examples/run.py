@@ -90,6 +90,7 @@ def _test_seconds(junit: Path) -> float:
 
 
 _HITS = re.compile(r"^stasis: (\d+) hits", re.MULTILINE)
+_SUMMARY = re.compile(r"^stasis: |\d+ (passed|failed|error)")
 
 
 def _pytest_runs(example: str) -> Callable[[FakeLLM, Path], list[Run]]:
@@ -117,8 +118,9 @@ def _pytest_runs(example: str) -> Callable[[FakeLLM, Path], list[Run]]:
                 text=True,
                 check=False,
             )
-            summary = [line for line in done.stdout.splitlines() if line.strip()][-3:]
-            print("    " + "\n    ".join(summary))
+            for line in done.stdout.splitlines():
+                if _SUMMARY.search(line):  # the plugin's lines, and pytest's last
+                    print("    " + line.strip("= "))
             if done.returncode != 0:
                 raise ExampleFailed(
                     f"pytest {' '.join(options)} failed:\n{done.stdout}{done.stderr}"

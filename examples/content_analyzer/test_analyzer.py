@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from analyzer import Analysis, ContentAnalyzer
 
+from stasis.testing import StasisProxy
+
 pytestmark = pytest.mark.usefixtures("stasis_proxy")
 
 REVIEW = "I love the new Acme Labs laptop: excellent battery, great screen, fast update."
@@ -21,8 +23,9 @@ MATCH = "The team won the championship match in Madrid; coach Maria Lopez praise
 
 
 @pytest.fixture(scope="session")
-def analyzer() -> ContentAnalyzer:
-    # Built once the session has begun: the plugin has set OPENAI_BASE_URL by then.
+def analyzer(stasis_proxy_session: StasisProxy) -> ContentAnalyzer:
+    # One for the session, built once the plugin's proxy runs (it set OPENAI_BASE_URL),
+    # or skipped with the tests when there is none.
     return ContentAnalyzer()
 
 
