@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from fake_llm import FakeLLM  # noqa: E402
-from stasis_daemon import stasis_daemon  # noqa: E402
+from stasis_daemon import DaemonStartError, stasis_daemon  # noqa: E402
 
 __all__ = ["EXAMPLES", "Run", "main"]
 
@@ -153,8 +153,7 @@ def _prompt_iteration(fake: FakeLLM, workdir: Path) -> list[Run]:
         def iteration(edited: bool = False) -> tuple[int, float | None]:
             batch = list(prompts)
             if edited:  # what you do between runs: reword one prompt
-                first = batch[0]
-                batch[0] = type(first)(first.name, first.system + " At most six words.", first.user)
+                batch[0] = replace(batch[0], system=batch[0].system + " At most six words.")
             return sum(result.status == "HIT" for result in run_prompts(client, batch)), None
 
         return [
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix=f"stasis-{name}-") as workdir:
                 try:
                     runs = run(fake, Path(workdir))
-                except ExampleFailed as e:
+                except (ExampleFailed, DaemonStartError) as e:
                     print(f"{name} FAILED: {e}", file=sys.stderr)
                     status = 1
                     continue

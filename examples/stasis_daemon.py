@@ -16,9 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["stasis_daemon"]
+__all__ = ["DaemonStartError", "stasis_daemon"]
 
 START_DEADLINE = 30.0
+
+
+class DaemonStartError(Exception):
+    """stasis did not come up; the message holds its log."""
 
 
 @contextmanager
@@ -61,4 +65,4 @@ def _wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Path) -> str
         if process.poll() is not None:
             break
         time.sleep(0.02)
-    raise RuntimeError(f"stasis did not start:\n{log.read_text('utf-8', 'replace')}")
+    raise DaemonStartError(f"stasis did not start:\n{log.read_text('utf-8', 'replace')}")
