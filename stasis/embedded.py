@@ -1,0 +1,323 @@
+"""
+stasis inside a program that has no Twisted reactor: :func:`serve_in_thread`.
+
+A script, a notebook or a test suite written with blocking code wants a
+caching proxy for the length of a block, without running a daemon beside it
+and without learning Twisted. :func:`serve_in_thread` runs Twisted's global
+reactor in a daemon thread, starts a :class:`~stasis.service.StasisService`
+on it, and hands back an :class:`EmbeddedProxy` with the URL to point a client
+at, the ``/stats`` figures, and a ``stop``.
+
+Twisted's global reactor runs at most once per process and cannot be
+restarted, so the rule is one proxy per process: a second
+:func:`serve_in_thread`, one after a stop, or one in a process whose reactor
+already runs (or ran) is a :class:`RuntimeError` that says so. A program that
+runs a reactor of its own embeds :class:`~stasis.service.StasisService`
+instead (``setServiceParent``).
+
+Nothing process-wide changes beyond the reactor thread: no signal handlers
+(``installSignalHandlers=False``), no change to ``os.environ``, no log file.
+stasis's log events (and errors Twisted logs, such as an unhandled error in a
+Deferred) are handed to the standard :mod:`logging` module under the loggers
+``stasis.*``; with no logging configured, Python prints warnings and errors
+to stderr and drops the rest, as it does for any library.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from stasis.cache.housekeeping import Bounds
+from stasis.config import Config, listen_on_port
+from stasis.service import StasisService, describe_port
+from stasis.web.status import stats_report
+
+__all__ = ["EmbeddedProxy", "serve_in_thread"]
+
+
+#: How long :func:`serve_in_thread` waits for the port and the database.
+START_TIMEOUT = 30.0
+#: How long :meth:`EmbeddedProxy.stop` waits, beyond the drain, for the reactor to wind down.
+STOP_TIMEOUT = 30.0
+#: Requests in flight that :meth:`EmbeddedProxy.stop` lets finish, in seconds
+#: (the daemon's ``--shutdown-grace`` default).
+DEFAULT_GRACE = 10.0
+
+_ONE_PER_PROCESS = (
+    "Twisted's global reactor runs once per process and cannot be restarted, so "
+    "serve_in_thread serves one proxy per process"
+)
+
+#: Guards :data:`_claimed`: two threads asking at once get one proxy and one refusal.
+_lock = threading.Lock()
+#: Why the reactor is no longer free for :func:`serve_in_thread`, once it is not.
+_claimed: str | None = None
+
+
+_LEVELS = {
+    LogLevel.debug: logging.DEBUG,
+    LogLevel.info: logging.INFO,
+    LogLevel.warn: logging.WARNING,
+    LogLevel.error: logging.ERROR,
+    LogLevel.critical: logging.CRITICAL,
+}
+
+
+@implementer(ILogObserver)
+class _ToLogging:
+    """
+    Hands stasis's log events, and any error Twisted logs, to :mod:`logging`.
+
+    A program without a reactor already has a way to see a library's logs;
+    this keeps to it rather than writing to a stream of stasis's choosing.
+    Twisted's own informational chatter (a port opening, a factory starting)
+    is left out: it is about the reactor, which the program never sees.
+    """
+
+    def __call__(self, event: LogEvent) -> None:
+        namespace = event.get("log_namespace") or "twisted"
+        level = _LEVELS.get(event.get("log_level", LogLevel.info), logging.INFO)
+        if not namespace.startswith("stasis") and level < logging.ERROR:
+            return
+        logger = logging.getLogger(namespace if namespace.startswith("stasis") else "stasis")
+        if not logger.isEnabledFor(level):
+            return
+        failure = event.get("log_failure")
+        exc_info = failure.value if isinstance(failure, Failure) else None
+        logger.log(level, "%s", formatEvent(event), exc_info=exc_info)
+
+
+@define
+class EmbeddedProxy:
+    """
+    A running proxy served from a reactor thread; see :func:`serve_in_thread`.
+
+    Usable as a context manager: the block's end stops it. Thread-safe: any
+    thread may call :meth:`stats` and :meth:`stop`.
+    """
+
+    #: Where it listens, e.g. ``http://127.0.0.1:54321``: a client's base URL
+    #: is this plus the API's path (``/v1`` for OpenAI's SDK).
+    url: str
+    _service: StasisService = field(repr=False)
+    _reactor: Any = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+    _observer: ILogObserver | None = field(repr=False)
+    _stopping: bool = field(default=False, init=False, repr=False)
+    _lock: threading.Lock = field(factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def running(self) -> bool:
+        """Whether it still serves: false once :meth:`stop` was called."""
+        return not self._stopping and self._thread.is_alive()
+
+    def stats(self, timeout: float = 10.0) -> dict[str, Any]:
+        """
+        ``GET /stats``'s figures as a dict (``hits``, ``misses``,
+        ``totalEntries``, …), read in the process rather than over a socket.
+        """
+        if not self.running:
+            raise RuntimeError("this stasis proxy is stopped: it has no statistics to give")
+        service = self._service
+        bounds = Bounds(
+            max_bytes=service.config.max_size_bytes, max_entries=service.config.max_entries
+        )
+
+        async def read() -> dict[str, Any]:
+            return stats_report(await service.store.stats(), service.counters, bounds)
+
+        report: dict[str, Any] = _in_reactor(
+            self._reactor, self._thread, lambda: ensureDeferred(read()), timeout
+        )
+        return report
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """
+        Stop listening, let the requests in flight finish (the grace given to
+        :func:`serve_in_thread`), close the database, stop the reactor and
+        wait for its thread. Calling it again does nothing.
+        """
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        try:
+            if self._thread.is_alive():
+                grace = self._service.drain_seconds
+                _in_reactor(self._reactor, self._thread, self._service.stopService, grace + timeout)
+        finally:
+            _wind_down(
+                self._reactor, self._thread, self._observer, timeout, "stasis's proxy was stopped"
+            )
+
+    def __enter__(self) -> EmbeddedProxy:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve_in_thread(
+    config: Config | None = None,
+    *,
+    grace: float = DEFAULT_GRACE,
+    forward_logs: bool = True,
+    timeout: float = START_TIMEOUT,
+) -> EmbeddedProxy:
+    """
+    Serve stasis from a reactor thread in this process, for a program without
+    a Twisted reactor; returns once it listens, with the database open.
+
+    ``config`` defaults to a free port on 127.0.0.1 and ``./stasis-cache.db``;
+    ``Config(listen="tcp:0:interface=127.0.0.1", …)`` (or
+    :func:`stasis.config.listen_on_port` ``(0)``) picks a free port, which
+    :attr:`EmbeddedProxy.url` then names. ``config.log_level`` is not applied
+    (the levels of the loggers ``stasis.*`` are the program's to set; for
+    stasis's debug lines, also call :func:`stasis.log.set_log_level`), and
+    ``config.workers`` must be 1: the proxy serves in this process.
+    ``grace`` is how long :meth:`EmbeddedProxy.stop` lets requests in flight
+    finish. With ``forward_logs`` false, stasis's log events go nowhere.
+
+    A port that is taken or a database that cannot be opened raises
+    :class:`~stasis.service.StartupError` here, in the caller's thread, with
+    the reactor thread already gone. A :class:`RuntimeError` says why it
+    cannot serve at all: a proxy already served in this process, or a
+    reactor runs (or ran) here already.
+    """
+    global _claimed
+    if config is None:
+        config = Config(listen=listen_on_port(0))
+    if config.workers != 1:
+        raise ValueError(
+            "serve_in_thread serves in this process: config.workers must be 1, "
+            f"not {config.workers} (`stasis start --workers N` runs several processes)"
+        )
+    with _lock:
+        if _claimed is not None:
+            raise RuntimeError(f"{_claimed}; {_ONE_PER_PROCESS}")
+        from twisted.internet import reactor
+
+        _refuse_a_used_reactor(reactor)
+        # Built here, so a setting Twisted cannot use raises before any thread exists.
+        service = StasisService(config, reactor, drain_seconds=grace)
+        _claimed = (
+            "stasis already served a proxy in this process (serve_in_thread was called before)"
+        )
+    observer: ILogObserver | None = None
+    if forward_logs:
+        observer = _ToLogging()
+        globalLogPublisher.addObserver(observer)
+    thread = threading.Thread(
+        target=reactor.run,
+        kwargs={"installSignalHandlers": False},
+        name="stasis-reactor",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        port = _in_reactor(reactor, thread, lambda: _start(service), timeout)
+    except BaseException:
+        _wind_down(
+            reactor, thread, observer, STOP_TIMEOUT, "an earlier serve_in_thread failed to start"
+        )
+        raise
+    return EmbeddedProxy(describe_port(port, config.listen), service, reactor, thread, observer)
+
+
+def _refuse_a_used_reactor(reactor: Any) -> None:
+    """A :class:`RuntimeError` if someone else's code runs, or ran, the global reactor."""
+    if reactor.running:
+        raise RuntimeError(
+            "a Twisted reactor already runs in this process: serve_in_thread is for programs "
+            "without one; add stasis.StasisService(config) to your application instead "
+            "(service.setServiceParent(...) or service.startService())"
+        )
+    if getattr(reactor, "_startedBefore", False):
+        raise RuntimeError(
+            f"the Twisted reactor already ran and stopped in this process; {_ONE_PER_PROCESS}"
+        )
+
+
+def _start(service: StasisService) -> Deferred[IListeningPort]:
+    """In the reactor thread: start ``service``; fires with its port, or fails having stopped it."""
+    service.startService()  # raises StartupError for a port taken at once, or the database
+
+    def not_listening(failure: Failure) -> Deferred[IListeningPort]:
+        # An endpoint that failed only later: the database is open, close it.
+        stopped: Deferred[Any] = maybeDeferred(service.stopService)
+        return stopped.addBoth(lambda _: failure)
+
+    return service.when_listening().addErrback(not_listening)
+
+
+def _in_reactor(
+    reactor: Any, thread: threading.Thread, call: Callable[[], Any], timeout: float
+) -> Any:
+    """
+    Run ``call`` in the reactor thread, wait for its result (a Deferred's
+    too) and return it here, or raise its exception here.
+
+    Unlike ``blockingCallFromThread``, it gives up when the reactor thread
+    dies or ``timeout`` passes, rather than waiting for ever.
+    """
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def run() -> None:
+        maybeDeferred(call).addBoth(results.put)
+
+    reactor.callFromThread(run)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = results.get(timeout=0.05)
+            break
+        except queue.Empty:
+            if not thread.is_alive():
+                raise RuntimeError("stasis's reactor thread ended unexpectedly") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"stasis's reactor thread did not answer in {timeout:g}s"
+                ) from None
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+def _wind_down(
+    reactor: Any, thread: threading.Thread, observer: ILogObserver | None, timeout: float, why: str
+) -> None:
+    """
+    Stop the reactor (it runs the shutdown triggers: thread pools end) and
+    join its thread; ``why`` is what a later :func:`serve_in_thread` is told.
+    """
+    global _claimed
+    with _lock:
+        _claimed = why
+    if thread.is_alive():
+        reactor.callFromThread(_stop_reactor, reactor)
+        thread.join(timeout)
+    if observer is not None:
+        globalLogPublisher.removeObserver(observer)
+
+
+def _stop_reactor(reactor: Any) -> None:
+    if reactor.running:
+        reactor.stop()
