@@ -300,3 +300,29 @@ async def test_a_twisted_program_adds_the_service_to_its_application(
     assert not service.running
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", address.port)) != 0  # no longer listening
+
+
+def test_a_database_that_cannot_open_raises_in_the_caller_and_frees_the_port(
+    tmp_path: Path, closed_port: int
+) -> None:
+    """The port is bound before the database opens: a failed start must let go of it."""
+    body = """
+    os.mkdir("a-folder")
+    config = stasis.Config(
+        listen=f"tcp:{sys.argv[1]}:interface=127.0.0.1", db="a-folder", upstream="http://127.0.0.1:9"
+    )
+    try:
+        stasis.serve_in_thread(config)
+    except stasis.StartupError as e:
+        error = str(e)
+    else:
+        error = None
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", int(sys.argv[1])))  # raises if the port is still held
+    report(error=error, threads_after=[t.name for t in threading.enumerate()])
+    """
+    facts, done = run_script(tmp_path, body, str(closed_port))
+    assert facts["error"] is not None
+    assert "cannot open the cache database 'a-folder'" in facts["error"]
+    assert facts["threads_after"] == ["MainThread"]
+    assert "Traceback" not in done.stderr
