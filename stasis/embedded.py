@@ -26,10 +26,7 @@ to stderr and drops the rest, as it does for any library.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -40,6 +37,7 @@ from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, global
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from stasis._reactor_thread import ReactorThread
 from stasis.cache.housekeeping import Bounds
 from stasis.config import Config, listen_on_port
 from stasis.service import StasisService, describe_port
@@ -113,8 +111,7 @@ class EmbeddedProxy:
     #: is this plus the API's path (``/v1`` for OpenAI's SDK).
     url: str
     _service: StasisService = field(repr=False)
-    _reactor: Any = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
+    _thread: ReactorThread = field(repr=False)
     _observer: ILogObserver | None = field(repr=False)
     _stopping: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(factory=threading.Lock, init=False, repr=False)
@@ -122,7 +119,7 @@ class EmbeddedProxy:
     @property
     def running(self) -> bool:
         """Whether it still serves: false once :meth:`stop` was called."""
-        return not self._stopping and self._thread.is_alive()
+        return not self._stopping and self._thread.alive
 
     def stats(self, timeout: float = 10.0) -> dict[str, Any]:
         """
@@ -139,9 +136,7 @@ class EmbeddedProxy:
         async def read() -> dict[str, Any]:
             return stats_report(await service.store.stats(), service.counters, bounds)
 
-        report: dict[str, Any] = _in_reactor(
-            self._reactor, self._thread, lambda: ensureDeferred(read()), timeout
-        )
+        report: dict[str, Any] = self._thread.call(lambda: ensureDeferred(read()), timeout)
         return report
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -149,19 +144,21 @@ class EmbeddedProxy:
         Stop listening, let the requests in flight finish (the grace given to
         :func:`serve_in_thread`), close the database, stop the reactor and
         wait for its thread. Calling it again does nothing.
+
+        A program that exits without it loses nothing a client was answered
+        (an entry is committed before its answer ends), only the hit counts
+        of the last second.
         """
         with self._lock:
             if self._stopping:
                 return
             self._stopping = True
         try:
-            if self._thread.is_alive():
+            if self._thread.alive:
                 grace = self._service.drain_seconds
-                _in_reactor(self._reactor, self._thread, self._service.stopService, grace + timeout)
+                self._thread.call(self._service.stopService, grace + timeout)
         finally:
-            _wind_down(
-                self._reactor, self._thread, self._observer, timeout, "stasis's proxy was stopped"
-            )
+            _wind_down(self._thread, self._observer, timeout, "stasis's proxy was stopped")
 
     def __enter__(self) -> EmbeddedProxy:
         return self
@@ -215,7 +212,12 @@ def serve_in_thread(
             raise RuntimeError(f"{_claimed}; {_ONE_PER_PROCESS}")
         from twisted.internet import reactor
 
-        _refuse_a_used_reactor(reactor)
+        if reactor.running:
+            raise RuntimeError(
+                "a Twisted reactor already runs in this process: serve_in_thread is for "
+                "programs without one; add stasis.StasisService(config) to your application "
+                "instead (service.setServiceParent(...) or service.startService())"
+            )
         # Built here, so a setting Twisted cannot use raises before any thread exists.
         service = StasisService(config, reactor, drain_seconds=grace)
         _claimed = (
@@ -225,35 +227,14 @@ def serve_in_thread(
     if forward_logs:
         observer = _ToLogging()
         globalLogPublisher.addObserver(observer)
-    thread = threading.Thread(
-        target=reactor.run,
-        kwargs={"installSignalHandlers": False},
-        name="stasis-reactor",
-        daemon=True,
-    )
+    thread = ReactorThread(reactor)
     thread.start()
     try:
-        port = _in_reactor(reactor, thread, lambda: _start(service), timeout)
+        port = thread.call(lambda: _start(service), timeout)
     except BaseException:
-        _wind_down(
-            reactor, thread, observer, STOP_TIMEOUT, "an earlier serve_in_thread failed to start"
-        )
+        _wind_down(thread, observer, STOP_TIMEOUT, "an earlier serve_in_thread failed to start")
         raise
-    return EmbeddedProxy(describe_port(port, config.listen), service, reactor, thread, observer)
-
-
-def _refuse_a_used_reactor(reactor: Any) -> None:
-    """A :class:`RuntimeError` if someone else's code runs, or ran, the global reactor."""
-    if reactor.running:
-        raise RuntimeError(
-            "a Twisted reactor already runs in this process: serve_in_thread is for programs "
-            "without one; add stasis.StasisService(config) to your application instead "
-            "(service.setServiceParent(...) or service.startService())"
-        )
-    if getattr(reactor, "_startedBefore", False):
-        raise RuntimeError(
-            f"the Twisted reactor already ran and stopped in this process; {_ONE_PER_PROCESS}"
-        )
+    return EmbeddedProxy(describe_port(port, config.listen), service, thread, observer)
 
 
 def _start(service: StasisService) -> Deferred[IListeningPort]:
@@ -268,56 +249,16 @@ def _start(service: StasisService) -> Deferred[IListeningPort]:
     return service.when_listening().addErrback(not_listening)
 
 
-def _in_reactor(
-    reactor: Any, thread: threading.Thread, call: Callable[[], Any], timeout: float
-) -> Any:
-    """
-    Run ``call`` in the reactor thread, wait for its result (a Deferred's
-    too) and return it here, or raise its exception here.
-
-    Unlike ``blockingCallFromThread``, it gives up when the reactor thread
-    dies or ``timeout`` passes, rather than waiting for ever.
-    """
-    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def run() -> None:
-        maybeDeferred(call).addBoth(results.put)
-
-    reactor.callFromThread(run)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = results.get(timeout=0.05)
-            break
-        except queue.Empty:
-            if not thread.is_alive():
-                raise RuntimeError("stasis's reactor thread ended unexpectedly") from None
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"stasis's reactor thread did not answer in {timeout:g}s"
-                ) from None
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
-
-
 def _wind_down(
-    reactor: Any, thread: threading.Thread, observer: ILogObserver | None, timeout: float, why: str
+    thread: ReactorThread, observer: ILogObserver | None, timeout: float, why: str
 ) -> None:
     """
-    Stop the reactor (it runs the shutdown triggers: thread pools end) and
-    join its thread; ``why`` is what a later :func:`serve_in_thread` is told.
+    Stop the reactor and join its thread, stop forwarding log events; ``why``
+    is what a later :func:`serve_in_thread` is told.
     """
     global _claimed
     with _lock:
         _claimed = why
-    if thread.is_alive():
-        reactor.callFromThread(_stop_reactor, reactor)
-        thread.join(timeout)
+    thread.stop(timeout)
     if observer is not None:
         globalLogPublisher.removeObserver(observer)
-
-
-def _stop_reactor(reactor: Any) -> None:
-    if reactor.running:
-        reactor.stop()

@@ -219,6 +219,28 @@ def test_a_reactor_already_running_is_refused(tmp_path: Path) -> None:
     assert facts["db_made"] is False
 
 
+def test_a_reactor_that_ran_and_stopped_is_refused(tmp_path: Path) -> None:
+    body = """
+    from twisted.internet import reactor  # the host program ran its reactor once
+
+    reactor.callWhenRunning(reactor.stop)
+    reactor.run(installSignalHandlers=False)
+    try:
+        stasis.serve_in_thread(stasis.Config(listen="tcp:0:interface=127.0.0.1", db="c.db"))
+    except RuntimeError as e:
+        refusal = str(e)
+    else:
+        refusal = None
+    report(refusal=refusal, threads_after=[t.name for t in threading.enumerate()])
+    """
+    facts, done = run_script(tmp_path, body)
+    assert facts["refusal"] == (
+        "the Twisted reactor already ran and stopped in this process, and it cannot be restarted"
+    )
+    assert facts["threads_after"] == ["MainThread"]
+    assert "Traceback" not in done.stderr
+
+
 def test_a_port_taken_raises_in_the_caller_and_leaves_no_thread(tmp_path: Path) -> None:
     body = """
     config = stasis.Config(
