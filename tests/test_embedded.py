@@ -348,3 +348,28 @@ def test_a_database_that_cannot_open_raises_in_the_caller_and_frees_the_port(
     assert "cannot open the cache database 'a-folder'" in facts["error"]
     assert facts["threads_after"] == ["MainThread"]
     assert "Traceback" not in done.stderr
+
+
+def test_the_openai_sdk_through_a_proxy_in_a_thread(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """The README's example: the official SDK pointed at ``proxy.url + "/v1"``."""
+    body = """
+    import openai
+
+    config = stasis.Config(listen="tcp:0:interface=127.0.0.1", db="c.db", upstream=sys.argv[1])
+    with stasis.serve_in_thread(config) as proxy:
+        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-embedded", max_retries=0)
+        statuses, texts = [], []
+        for _ in range(2):
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            statuses.append(raw.headers["x-stasis-status"])
+            texts.append(raw.parse().choices[0].message.content)
+        stats = proxy.stats()
+    report(statuses=statuses, same=texts[0] == texts[1], hits=stats["hits"])
+    """
+    facts, _ = run_script(tmp_path, body, upstream.url)
+    assert facts["statuses"] == ["MISS", "HIT"]
+    assert facts["same"] is True
+    assert facts["hits"] == 1
+    assert len(upstream.calls()) == 1
