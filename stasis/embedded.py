@@ -50,9 +50,6 @@ __all__ = ["EmbeddedProxy", "serve_in_thread"]
 START_TIMEOUT = 30.0
 #: How long :meth:`EmbeddedProxy.stop` waits, beyond the drain, for the reactor to wind down.
 STOP_TIMEOUT = 30.0
-#: Requests in flight that :meth:`EmbeddedProxy.stop` lets finish, in seconds
-#: (the daemon's ``--shutdown-grace`` default).
-DEFAULT_GRACE = 10.0
 
 _ONE_PER_PROCESS = (
     "Twisted's global reactor runs once per process and cannot be restarted, so "
@@ -141,9 +138,9 @@ class EmbeddedProxy:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """
-        Stop listening, let the requests in flight finish (the grace given to
-        :func:`serve_in_thread`), close the database, stop the reactor and
-        wait for its thread. Calling it again does nothing.
+        Stop listening, let the requests in flight finish (as the service's
+        stop does: ``config.shutdown_grace``), close the database, stop the
+        reactor and wait for its thread. Calling it again does nothing.
 
         A program that exits without it loses nothing a client was answered
         (an entry is committed before its answer ends), only the hit counts
@@ -175,7 +172,6 @@ class EmbeddedProxy:
 def serve_in_thread(
     config: Config | None = None,
     *,
-    grace: float = DEFAULT_GRACE,
     forward_logs: bool = True,
     timeout: float = START_TIMEOUT,
 ) -> EmbeddedProxy:
@@ -190,8 +186,9 @@ def serve_in_thread(
     (the levels of the loggers ``stasis.*`` are the program's to set; for
     stasis's debug lines, also call :func:`stasis.log.set_log_level`), and
     ``config.workers`` must be 1: the proxy serves in this process.
-    ``grace`` is how long :meth:`EmbeddedProxy.stop` lets requests in flight
-    finish. With ``forward_logs`` false, stasis's log events go nowhere.
+    :meth:`EmbeddedProxy.stop` lets the requests in flight finish as long as
+    the service's stop does (``config.shutdown_grace``). With
+    ``forward_logs`` false, stasis's log events go nowhere.
 
     A port that is taken or a database that cannot be opened raises
     :class:`~stasis.service.StartupError` here, in the caller's thread, with
@@ -219,7 +216,7 @@ def serve_in_thread(
                 "instead (service.setServiceParent(...) or service.startService())"
             )
         # Built here, so a setting Twisted cannot use raises before any thread exists.
-        service = StasisService(config, reactor, drain_seconds=grace)
+        service = StasisService(config, reactor)
         _claimed = (
             "stasis already served a proxy in this process (serve_in_thread was called before)"
         )
