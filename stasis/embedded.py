@@ -21,6 +21,11 @@ stasis's log events (and errors Twisted logs, such as an unhandled error in a
 Deferred) are handed to the standard :mod:`logging` module under the loggers
 ``stasis.*``; with no logging configured, Python prints warnings and errors
 to stderr and drops the rest, as it does for any library.
+
+stasis's own level is set from the ``stasis`` logger's when the proxy starts,
+so that it does not even make the events nobody will see: nothing starts
+Twisted's logging in such a program, and until something does, Twisted keeps
+the last 65,536 events in memory (some 40 MB of per-request lines).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from zope.interface import implementer
 from stasis._reactor_thread import ReactorThread
 from stasis.cache.housekeeping import Bounds
 from stasis.config import Config, listen_on_port
+from stasis.log import set_log_level
 from stasis.service import StasisService, describe_port
 from stasis.web.status import stats_report
 
@@ -93,6 +99,17 @@ class _ToLogging:
         failure = event.get("log_failure")
         exc_info = failure.value if isinstance(failure, Failure) else None
         logger.log(level, "%s", formatEvent(event), exc_info=exc_info)
+
+
+def _level_name(level: int) -> str:
+    """The :data:`stasis.log.LOG_LEVELS` name that lets through what ``level`` does."""
+    if level <= logging.DEBUG:
+        return "debug"
+    if level <= logging.INFO:
+        return "info"
+    if level <= logging.WARNING:
+        return "warn"
+    return "error" if level <= logging.ERROR else "fatal"
 
 
 @define
@@ -182,10 +199,10 @@ def serve_in_thread(
     ``config`` defaults to a free port on 127.0.0.1 and ``./stasis-cache.db``;
     ``Config(listen="tcp:0:interface=127.0.0.1", …)`` (or
     :func:`stasis.config.listen_on_port` ``(0)``) picks a free port, which
-    :attr:`EmbeddedProxy.url` then names. ``config.log_level`` is not applied
-    (the levels of the loggers ``stasis.*`` are the program's to set; for
-    stasis's debug lines, also call :func:`stasis.log.set_log_level`), and
-    ``config.workers`` must be 1: the proxy serves in this process.
+    :attr:`EmbeddedProxy.url` then names. ``config.log_level`` is not applied:
+    the ``stasis`` logger's level, as it is at the start, says which lines
+    stasis makes (``logging.getLogger("stasis").setLevel(logging.DEBUG)`` for
+    all of them). ``config.workers`` must be 1: the proxy serves in this process.
     :meth:`EmbeddedProxy.stop` lets the requests in flight finish as long as
     the service's stop does (``config.shutdown_grace``). With
     ``forward_logs`` false, stasis's log events go nowhere.
@@ -224,6 +241,9 @@ def serve_in_thread(
     if forward_logs:
         observer = _ToLogging()
         globalLogPublisher.addObserver(observer)
+        set_log_level(_level_name(logging.getLogger("stasis").getEffectiveLevel()))
+    else:
+        set_log_level("fatal")
     thread = ReactorThread(reactor)
     thread.start()
     try:

@@ -156,6 +156,30 @@ def test_its_log_lines_go_to_the_logging_module(tmp_path: Path, upstream: FakeUp
     assert not [line for line in lines if "stasis" not in line.split()[1]], lines
 
 
+def test_at_loggings_default_level_no_request_line_is_even_made(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """
+    Nothing starts Twisted's logging in such a program, so Twisted keeps every
+    event in memory (up to 65,536): a line per request nobody sees must not be made.
+    """
+    body = """
+    from twisted.logger import globalLogPublisher  # only to count what is published
+
+    published = []
+    globalLogPublisher.addObserver(lambda event: published.append(event.get("log_namespace")))
+    with stasis.serve_in_thread(stasis.Config(
+        listen="tcp:0:interface=127.0.0.1", db="c.db", upstream=sys.argv[1]
+    )) as proxy:
+        statuses = [post(proxy.url)[0] for _ in range(3)]
+    report(statuses=statuses, published=published)
+    """
+    facts, done = run_script(tmp_path, body, upstream.url)
+    assert facts["statuses"] == ["MISS", "HIT", "HIT"]
+    assert [name for name in facts["published"] if name and name.startswith("stasis")] == []
+    assert done.stderr == ""
+
+
 def test_a_context_manager_stops_it_and_a_second_proxy_is_refused(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
