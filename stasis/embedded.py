@@ -38,11 +38,11 @@ from typing import Any
 from attrs import define, field
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from stasis._reactor_thread import ReactorThread
+from stasis._stdlib_logging import StdlibLogging, stdlib_level_name
 from stasis.cache.housekeeping import Bounds
 from stasis.config import Config, listen_on_port
 from stasis.log import set_log_level
@@ -66,50 +66,6 @@ _ONE_PER_PROCESS = (
 _lock = threading.Lock()
 #: Why the reactor is no longer free for :func:`serve_in_thread`, once it is not.
 _claimed: str | None = None
-
-
-_LEVELS = {
-    LogLevel.debug: logging.DEBUG,
-    LogLevel.info: logging.INFO,
-    LogLevel.warn: logging.WARNING,
-    LogLevel.error: logging.ERROR,
-    LogLevel.critical: logging.CRITICAL,
-}
-
-
-@implementer(ILogObserver)
-class _ToLogging:
-    """
-    Hands stasis's log events, and any error Twisted logs, to :mod:`logging`.
-
-    A program without a reactor already has a way to see a library's logs;
-    this keeps to it rather than writing to a stream of stasis's choosing.
-    Twisted's own informational chatter (a port opening, a factory starting)
-    is left out: it is about the reactor, which the program never sees.
-    """
-
-    def __call__(self, event: LogEvent) -> None:
-        namespace = event.get("log_namespace") or "twisted"
-        level = _LEVELS.get(event.get("log_level", LogLevel.info), logging.INFO)
-        if not namespace.startswith("stasis") and level < logging.ERROR:
-            return
-        logger = logging.getLogger(namespace if namespace.startswith("stasis") else "stasis")
-        if not logger.isEnabledFor(level):
-            return
-        failure = event.get("log_failure")
-        exc_info = failure.value if isinstance(failure, Failure) else None
-        logger.log(level, "%s", formatEvent(event), exc_info=exc_info)
-
-
-def _level_name(level: int) -> str:
-    """The :data:`stasis.log.LOG_LEVELS` name that lets through what ``level`` does."""
-    if level <= logging.DEBUG:
-        return "debug"
-    if level <= logging.INFO:
-        return "info"
-    if level <= logging.WARNING:
-        return "warn"
-    return "error" if level <= logging.ERROR else "fatal"
 
 
 @define
@@ -239,9 +195,9 @@ def serve_in_thread(
         )
     observer: ILogObserver | None = None
     if forward_logs:
-        observer = _ToLogging()
+        observer = StdlibLogging()
         globalLogPublisher.addObserver(observer)
-        set_log_level(_level_name(logging.getLogger("stasis").getEffectiveLevel()))
+        set_log_level(stdlib_level_name(logging.getLogger("stasis").getEffectiveLevel()))
     else:
         set_log_level("fatal")
     thread = ReactorThread(reactor)
