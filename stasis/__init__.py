@@ -2,7 +2,8 @@
 stasis: a zero-config, local-first caching proxy for LLM APIs, on Twisted.
 
 Embedding: build a :class:`StasisService` from a :class:`Config` and start it
-(or add it to an application); ``twistd -n stasis`` does exactly that.
+(or add it to an application); ``twistd -n stasis`` does exactly that. A
+program without a Twisted reactor calls :func:`serve_in_thread` instead.
 
 The public names are imported on first use: ``import stasis.keys`` (a pytest
 plugin, a script that only derives keys) must not pay for Twisted's web
@@ -18,17 +19,28 @@ from stasis._version import __version__
 
 if TYPE_CHECKING:
     from stasis.config import Config
+    from stasis.embedded import EmbeddedProxy, serve_in_thread
     from stasis.modes import Mode
     from stasis.service import StartupError, StasisService
 
-__all__ = ["Config", "Mode", "StartupError", "StasisService", "__version__"]
+__all__ = [
+    "Config",
+    "EmbeddedProxy",
+    "Mode",
+    "StartupError",
+    "StasisService",
+    "__version__",
+    "serve_in_thread",
+]
 
 #: Public name -> the module that defines it.
 _LAZY = {
     "Config": "stasis.config",
+    "EmbeddedProxy": "stasis.embedded",
     "Mode": "stasis.modes",
     "StartupError": "stasis.service",
     "StasisService": "stasis.service",
+    "serve_in_thread": "stasis.embedded",
 }
 
 
