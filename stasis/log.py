@@ -318,7 +318,8 @@ _NOT_FIELDS = frozenset({"line", "log_failure", "relayed_json"})
 class _JSONObserver(_ClassicTextObserver):
     """
     ``--log-format json``: one JSON object a line, with ``time`` (ISO 8601),
-    ``level``, ``namespace``, ``message``, and the event's own fields (an
+    ``level``, ``logger`` (twisted.logger's namespace: ``stasis.http``),
+    ``message``, and the event's own fields (an
     access line's ``method``, ``path``, ``status``, ``cache``, ``ms``,
     ``reason``; a debug line's ``upstream``, ``model``, ``namespace``,
     ``key``). Batched as the text format is.
@@ -341,7 +342,7 @@ class _JSONObserver(_ClassicTextObserver):
         document: dict[str, Any] = {
             "time": _iso_time(when),
             "level": level,
-            "namespace": namespace,
+            "logger": namespace,
             "message": message,
         }
         for name, value in fields.items():

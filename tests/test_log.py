@@ -152,7 +152,7 @@ def test_json_lines_carry_the_access_line_s_facts_and_other_events_fields() -> N
     assert access == {
         "time": "2023-11-14T22:13:20.250Z",
         "level": "info",
-        "namespace": "stasis.http",
+        "logger": "stasis.http",
         "message": "POST /v1/chat/completions 504 MISS 2.0ms (replay-miss)",
         "method": "POST",
         "path": "/v1/chat/completions",
@@ -162,7 +162,7 @@ def test_json_lines_carry_the_access_line_s_facts_and_other_events_fields() -> N
         "reason": "replay-miss",
     }
     assert debug["level"] == "debug"
-    assert debug["namespace"] == "stasis.cache"
+    assert debug["logger"] == "stasis.cache"
     assert debug["message"] == "POST went to http://h/v1/x"
     assert debug["upstream"] == "http://h/v1/x"
 
