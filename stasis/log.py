@@ -42,6 +42,8 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from stasis.keys import CREDENTIAL_HEADERS, DEFAULT_POLICY
+
 __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -152,16 +154,13 @@ def url_for_log(url: str) -> str:
 #: What a masked header value becomes.
 MASK = "***"
 #: Headers masked whatever ``--credential-header`` says: those that carry a
-#: credential for any provider (:data:`stasis.keys.CREDENTIAL_HEADERS`), AWS's
+#: credential for any provider (:data:`stasis.keys.CREDENTIAL_HEADERS`), those
+#: that name the account billed (treated as part of the credential), AWS's
 #: session token, and the cookies an upstream sets.
 _ALWAYS_MASKED = frozenset(
     {
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "cookie",
+        *CREDENTIAL_HEADERS,
+        *DEFAULT_POLICY.account_headers,
         "set-cookie",
         "x-amz-security-token",
     }

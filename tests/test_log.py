@@ -216,11 +216,13 @@ def test_credential_headers_are_masked_whole_and_others_shown() -> None:
     )
 
 
-def test_every_credential_header_stasis_knows_is_masked() -> None:
-    from stasis.keys import CREDENTIAL_HEADERS
+def test_every_credential_and_account_header_stasis_knows_is_masked() -> None:
+    from stasis.keys import CREDENTIAL_HEADERS, DEFAULT_POLICY
 
-    text = masked_headers([(name.encode(), [b"s3cret-value"]) for name in CREDENTIAL_HEADERS])
+    names = [*CREDENTIAL_HEADERS, *DEFAULT_POLICY.account_headers]
+    text = masked_headers([(name.encode(), [b"s3cret-value"]) for name in names])
     assert "s3cret" not in text
+    assert "openai-organization: ***" in text
 
 
 def test_trace_is_told_apart_from_debug() -> None:
