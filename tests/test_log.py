@@ -17,6 +17,7 @@ from stasis.log import (
     MAX_HELD_LINES,
     _ClassicTextObserver,
     _JSONObserver,
+    debugging,
     enabled,
     masked_headers,
     request_line,
@@ -228,10 +229,10 @@ def test_every_credential_and_account_header_stasis_knows_is_masked() -> None:
 def test_trace_is_told_apart_from_debug() -> None:
     try:
         set_log_level("debug")
-        assert not tracing()
+        assert (debugging(), tracing()) == (True, False)
         set_log_level("trace")
-        assert tracing()
+        assert (debugging(), tracing()) == (True, True)
         assert enabled("stasis.cache", LogLevel.debug)
     finally:
         set_log_level("info")
-    assert not tracing()
+    assert (debugging(), tracing()) == (False, False)

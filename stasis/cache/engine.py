@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import LogLevel
 
 from stasis.cache.answers import Answer, Failed, Live, Stored
 from stasis.cache.claims import Claims
@@ -63,7 +62,7 @@ from stasis.keys import (
     scoped_keys,
     stored_request,
 )
-from stasis.log import RateLimitedWarning, enabled, logger, url_for_log
+from stasis.log import RateLimitedWarning, debugging, logger, url_for_log
 from stasis.model import Change, Entry
 from stasis.modes import BadDirective, Directives, Mode, parse_directives, split_directive_prefix
 from stasis.providers import Provider, RequestView, identify
@@ -344,7 +343,7 @@ class CacheEngine:
         entry = self.hot.get(key)
         if entry is None or not entry.is_fresh(self.clock.seconds()):
             return fingerprint, None
-        if enabled("stasis.cache", LogLevel.debug):
+        if debugging():
             # The full path, which says at debug level what it did (_log_call).
             return fingerprint, None
         return fingerprint, entry
@@ -431,7 +430,7 @@ class CacheEngine:
         mode = call.directives.mode
         if mode is Mode.BYPASS or not call.provider.is_cacheable(call.method, call.path):
             self.counters.bypasses += 1
-            if enabled("stasis.cache", LogLevel.debug):
+            if debugging():
                 self._log_call(call)
             return await self._forward(call, record=False, flight=None)
 
@@ -441,7 +440,7 @@ class CacheEngine:
             call.sample = self.rotation.next(keys.own) % samples
         keys = call.keys = _sampled(keys, call.sample)
         key = keys.own
-        if enabled("stasis.cache", LogLevel.debug):
+        if debugging():
             self._log_call(call)
         call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss")
 
