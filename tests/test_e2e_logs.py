@@ -135,6 +135,28 @@ def test_a_client_that_gives_up_leaves_a_499_line_with_how_long_it_waited(
     assert len(re.findall(r"POST /v1/chat/completions \d+", daemon.log)) == 2
 
 
+def test_a_client_that_leaves_mid_stream_leaves_a_499_line(
+    daemon: Daemon, upstream: FakeUpstream
+) -> None:
+    upstream.gate = threading.Event()
+    host, port = daemon.url.removeprefix("http://").split(":")
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "s"}]}
+    ).encode()
+    try:
+        with socket.create_connection((host, int(port))) as client:
+            client.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer sk-test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        upstream.gate.set()
+    line = daemon.wait_for_log(r"POST /v1/chat/completions 499 ")
+    assert re.search(rf" 499 MISS {MS} \(client gone\)$", line), line
+
+
 def debug_lines(daemon: Daemon) -> list[str]:
     return [line for line in daemon.lines if "#debug]" in line and " upstream=" in line]
 
