@@ -21,7 +21,7 @@ from hyperlink import URL, URLParseError
 
 from stasis.ignore import IgnorePath, parse_ignore, usable
 from stasis.keys import CredentialScope
-from stasis.log import LOG_LEVELS
+from stasis.log import LOG_FORMATS, LOG_LEVELS
 from stasis.modes import MAX_SAMPLES, Mode
 from stasis.providers import PROVIDERS
 from stasis.routing import Routes
@@ -151,6 +151,12 @@ def _ready_file(_: Any, attribute: Attribute[str | None], value: str | None) -> 
 def _log_level(value: str) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return value.lower()
+
+
+def _log_format(value: str) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
+        raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
     return value.lower()
 
 
@@ -331,6 +337,9 @@ class Config:
     #: the daemon (``twistd -n stasis``, ``stasis start``): an embedded service
     #: leaves its host's logging alone (see :func:`stasis.log.set_log_level`).
     log_level: str = field(default="info", converter=_log_level)
+    #: How the daemon writes its log: ``text`` (twistd's classic lines) or
+    #: ``json`` (one object a line); like the level, applied only by the daemon.
+    log_format: str = field(default="text", converter=_log_format)
     #: Seconds to wait for the upstream's headers, and then for each piece of its body.
     upstream_timeout: float = field(default=DEFAULT_UPSTREAM_TIMEOUT, validator=_seconds)
     #: Seconds a client may take to send a request's line and headers, from the

@@ -36,11 +36,20 @@ class StasisError(Exception):
     #: the answer carries ``x-should-retry: false``, which the openai and
     #: anthropic SDKs obey instead of retrying twice with back-off.
     retryable: ClassVar[bool] = True
+    #: What the access log line says of it, in a word (``replay-miss``): an
+    #: operator reading ``504`` needs to know which 504.
+    reason: ClassVar[str] = "stasis-error"
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, *, log_reason: str | None = None, **details: Any) -> None:
+        """
+        ``log_reason``: :attr:`reason` made precise for the log line (``upstream
+        refused http://host:1``); never sent to the client. It must hold no
+        credential and no URL query.
+        """
         super().__init__(message)
         self.message = message
         self.details = details
+        self.log_reason = log_reason or self.reason
 
     def to_json(self) -> bytes:
         """
@@ -55,6 +64,8 @@ class StasisError(Exception):
 class BadRequest(StasisError):
     """The request cannot be served as sent: a bad stasis header, a missing Host."""
 
+    reason = "bad-request"
+
     status = 400
     type = "stasis_bad_request"
     retryable = False
@@ -63,6 +74,7 @@ class BadRequest(StasisError):
 class BodyTooLarge(StasisError):
     status = 413
     type = "stasis_body_too_large"
+    reason = "body-too-large"
     retryable = False
 
 
@@ -73,12 +85,16 @@ class RequestTimeout(StasisError):
     quick enough the next time.
     """
 
+    reason = "request-timeout"
+
     status = 408
     type = "stasis_request_timeout"
 
 
 class UpstreamUnreachable(StasisError):
     """No answer could be had: refused, reset, DNS failure, TLS failure."""
+
+    reason = "upstream-unreachable"
 
     status = 502
     type = "stasis_upstream_unreachable"
@@ -87,10 +103,13 @@ class UpstreamUnreachable(StasisError):
 class UpstreamTimeout(StasisError):
     status = 504
     type = "stasis_upstream_timeout"
+    reason = "upstream-timeout"
 
 
 class ReplayMiss(StasisError):
     """Replay mode forbids the upstream, and the cache has no answer."""
+
+    reason = "replay-miss"
 
     status = 504
     type = "stasis_replay_miss"
@@ -99,6 +118,8 @@ class ReplayMiss(StasisError):
 
 class SignatureRejected(StasisError):
     """A SigV4 (Bedrock) signature that the daemon's credentials cannot verify."""
+
+    reason = "signature-rejected"
 
     status = 403
     type = "stasis_signature_rejected"
@@ -111,9 +132,13 @@ class SignatureUnverifiable(SignatureRejected):
     genuine, but stasis cannot tell, so it may read only the shared scope.
     """
 
+    reason = "signature-unverifiable"
+
 
 class AwsCredentialsMissing(StasisError):
     """The daemon has no AWS credentials to verify or re-sign with."""
+
+    reason = "aws-credentials-missing"
 
     status = 502
     type = "stasis_aws_credentials_missing"
@@ -123,6 +148,8 @@ class AwsCredentialsMissing(StasisError):
 class StoreUnreadable(StasisError):
     """The cache database cannot be read for ``/health`` or ``/stats``."""
 
+    reason = "store-unavailable"
+
     status = 503
     type = "stasis_store_unavailable"
 
@@ -130,3 +157,4 @@ class StoreUnreadable(StasisError):
 class InternalError(StasisError):
     status = 500
     type = "stasis_internal_error"
+    reason = "internal-error"

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from attrs import field, frozen
 
 from stasis.errors import BadRequest
+from stasis.log import url_for_log
 from stasis.providers import Provider, RequestView
 
 __all__ = ["Routes", "check_target", "join_url"]
@@ -97,7 +98,9 @@ class Routes:
         return join_url(self.upstream_for(provider, request), request.path, request.query)
 
     def describe(self) -> str:
-        """For the start-up log line."""
-        parts = [f"{name}={url}" for name, url in sorted(self.overrides.items())]
-        parts.append(self.everything or "each provider's public API")
+        """For the start-up log line: without a password an upstream URL may carry."""
+        parts = [f"{name}={url_for_log(url)}" for name, url in sorted(self.overrides.items())]
+        parts.append(
+            url_for_log(self.everything) if self.everything else "each provider's public API"
+        )
         return ", ".join(parts)

@@ -168,6 +168,7 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         deadlines=Deadlines(head=config.header_timeout, body=config.body_timeout),
         reactor=reactor,
     )
+    site.credential_headers = config.credential_headers
     return Front(engine=engine, site=site, close=pool.closeCachedConnections)
 
 

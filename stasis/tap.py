@@ -37,7 +37,7 @@ from stasis.config import (
     parse_upstream,
 )
 from stasis.keys import CredentialScope
-from stasis.log import LOG_LEVELS, logger, set_log_level
+from stasis.log import LOG_LEVELS, logger, set_log_format, set_log_level, writes_directly
 from stasis.modes import Mode
 from stasis.open_files import raise_open_files_limit
 from stasis.service import StartupError, StasisService, Worker
@@ -58,6 +58,7 @@ _OPTION_FOR_FIELD = {
     "db": "--db",
     "mode": "--mode",
     "log_level": "--log-level",
+    "log_format": "--log-format",
     "upstream_timeout": "--upstream-timeout",
     "header_timeout": "--header-timeout",
     "body_timeout": "--body-timeout",
@@ -167,6 +168,13 @@ class Options(usage.Options):
             f"Default cache mode for requests without X-Stasis-Mode: {', '.join(Mode.names())}.",
         ],
         ["log-level", "l", "info", f"Log level: {', '.join(LOG_LEVELS)}."],
+        [
+            "log-format",
+            None,
+            "text",
+            "Log format: text, or json (one JSON object a line, for log shippers; under "
+            "twistd with --logger stasis.log.observer).",
+        ],
         [
             "upstream-timeout",
             None,
@@ -360,6 +368,7 @@ class Options(usage.Options):
                 db=self["db"],
                 mode=self["mode"],
                 log_level=self["log-level"],
+                log_format=self["log-format"],
                 upstream_timeout=self["upstream-timeout"],
                 header_timeout=self["header-timeout"],
                 body_timeout=self["body-timeout"],
@@ -473,6 +482,11 @@ class _OnTheCommandLine(Service):
     def privilegedStartService(self) -> None:
         this = cast(_Listening, self)
         set_log_level(this.config.log_level)
+        if this.config.log_format == "json" and not writes_directly():
+            log.warn(
+                "--log-format json needs stasis's log observer: "
+                "twistd --logger stasis.log.observer -n stasis … (stasis start uses it)"
+            )
         _allow_open_files(this.reactor)
         try:
             super().privilegedStartService()  # type: ignore[no-untyped-call]
@@ -571,6 +585,9 @@ def makeService(options: Options) -> IService:
     supervisor of N processes each running it (:mod:`stasis.workers`).
     """
     config = options.config
+    # Before twistd starts logging, which it does once the service is made:
+    # the observer it then asks stasis.log for writes this format.
+    set_log_format(config.log_format)
     if config.workers > 1:
         supervisor: IService = _CommandLineSupervisor(config)
         return supervisor

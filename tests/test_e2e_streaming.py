@@ -649,8 +649,10 @@ def test_an_upstream_silent_mid_stream_is_cut_off_and_not_stored(
     # stasis closed the upstream connection: the fake's next writes fail.
     assert upstream.client_went_away.wait(DEADLINE)
     assert daemon.get_json("/stats")["totalEntries"] == 0
-    # An answer cut short leaves its access log line all the same.
-    daemon.wait_for_log(r"POST /v1/chat/completions 200 MISS [0-9.]+ms \(cut short\)")
+    # An answer cut short leaves its access log line all the same, saying why.
+    daemon.wait_for_log(
+        r"POST /v1/chat/completions 200 MISS [0-9.]+ms \(upstream-body-broken; cut short\)$"
+    )
 
 
 # --- replay pace -------------------------------------------------------------------

@@ -62,7 +62,7 @@ from stasis.keys import (
     scoped_keys,
     stored_request,
 )
-from stasis.log import RateLimitedWarning, logger
+from stasis.log import RateLimitedWarning, debugging, logger, url_for_log
 from stasis.model import Change, Entry
 from stasis.modes import BadDirective, Directives, Mode, parse_directives, split_directive_prefix
 from stasis.providers import Provider, RequestView, identify
@@ -343,6 +343,9 @@ class CacheEngine:
         entry = self.hot.get(key)
         if entry is None or not entry.is_fresh(self.clock.seconds()):
             return fingerprint, None
+        if debugging():
+            # The full path, which says at debug level what it did (_log_call).
+            return fingerprint, None
         return fingerprint, entry
 
     def count_hit(self, entry: Entry) -> int:
@@ -427,6 +430,8 @@ class CacheEngine:
         mode = call.directives.mode
         if mode is Mode.BYPASS or not call.provider.is_cacheable(call.method, call.path):
             self.counters.bypasses += 1
+            if debugging():
+                self._log_call(call)
             return await self._forward(call, record=False, flight=None)
 
         keys = call.base_keys = await self._derive_keys(call)
@@ -435,6 +440,8 @@ class CacheEngine:
             call.sample = self.rotation.next(keys.own) % samples
         keys = call.keys = _sampled(keys, call.sample)
         key = keys.own
+        if debugging():
+            self._log_call(call)
         call.outcome = CacheOutcome(Status.MISS, forward=b"uri-miss")
 
         if mode is Mode.FRESH:
@@ -457,6 +464,28 @@ class CacheEngine:
         call.outcome = CacheOutcome(Status.MISS, detail=b"replay-miss")
         message, details = explain(key, await self._nearest(call), self.clock.seconds())
         raise ReplayMiss(message, **details)
+
+    def _log_call(self, call: _Call) -> None:
+        """
+        ``-l debug``: where a request goes and what it is, before it is
+        answered: the upstream URL exactly as it would be fetched (a doubled
+        ``/v1/v1`` shows here), without its query or userinfo; the model, the
+        namespace, the key.
+        """
+        try:
+            upstream = url_for_log(self.routes.url_for(call.provider, call.view))
+        except Exception:
+            upstream = "-"  # no upstream for this provider: replay mode may still answer
+        document = call.parsed.document if call.parsed is not None else _json_or_none(call.body)
+        log.debug(
+            "{method} {path} upstream={upstream} model={model} namespace={namespace} key={key}",
+            method=call.method,
+            path=call.path,
+            upstream=upstream,
+            model=call.provider.model(call.path, document) or "-",
+            namespace=call.directives.namespace or "-",
+            key=call.key or "-",
+        )
 
     async def _cached(self, call: _Call, keys: ScopedKeys, flight: Flight | None = None) -> Answer:
         """
@@ -756,7 +785,12 @@ class CacheEngine:
             response.deliver(_DISCARD)
             raise _UpstreamFailed(
                 response.code,
-                UpstreamUnreachable(f"the upstream answered {response.code}", upstream=url),
+                UpstreamUnreachable(
+                    f"the upstream answered {response.code}",
+                    log_reason=f"upstream-answered-{response.code}",
+                    # Never its query: it may carry the caller's key= to another caller.
+                    upstream=url_for_log(url),
+                ),
             )
         storable = (
             record
@@ -857,7 +891,8 @@ class CacheEngine:
                     UpstreamUnreachable(
                         f"the upstream's answer ({response.code}) broke off before its end: "
                         "its connection failed, or it sent nothing for "
-                        f"{self.upstream.timeout:g}s"
+                        f"{self.upstream.timeout:g}s",
+                        log_reason="upstream-body-broken",
                     )
                 )
             elif client.open:

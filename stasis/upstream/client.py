@@ -19,7 +19,14 @@ from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import TimeoutError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
 from twisted.internet.interfaces import (
     IConsumer,
     IProtocol,
@@ -308,6 +315,7 @@ class UpstreamClient:
             if timed_out:
                 raise UpstreamTimeout(
                     f"the upstream {where} sent no response within {self.timeout:g}s",
+                    log_reason=f"upstream-timeout after {self.timeout:g} s",
                     upstream=where,
                 )
             if _cancelled(failure):
@@ -315,10 +323,14 @@ class UpstreamClient:
                 raise CancelledError()
             if failure.check(TimeoutError):
                 raise UpstreamTimeout(
-                    f"connecting to the upstream {where} timed out", upstream=where
+                    f"connecting to the upstream {where} timed out",
+                    log_reason=f"upstream-timeout connecting to {where}",
+                    upstream=where,
                 )
             raise UpstreamUnreachable(
-                f"cannot reach the upstream {where}: {_describe(failure)}", upstream=where
+                f"cannot reach the upstream {where}: {_describe(failure)}",
+                log_reason=f"upstream {_kind(failure)} {where}",
+                upstream=where,
             )
 
         d.addBoth(settle)
@@ -327,9 +339,37 @@ class UpstreamClient:
 
 
 def _origin(url: str) -> str:
-    """The scheme and authority of ``url``: what an error may name without leaking a path."""
-    text: str = EncodedURL.from_text(url).replace(path=(), query=(), fragment="").to_text()
+    """
+    The scheme, host and port of ``url``: what an error may name without
+    leaking a path, a query (``key=``) or a password (``user:secret@``).
+    """
+    text: str = (
+        EncodedURL.from_text(url).replace(path=(), query=(), fragment="", userinfo="").to_text()
+    )
     return text
+
+
+#: How a transport failure is named in the log line, by its innermost cause.
+_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionRefusedError, "refused"),
+    (DNSLookupError, "dns-failure"),
+    (ConnectionLost, "reset"),
+    (ConnectionDone, "reset"),
+    (ConnectError, "connect-failure"),
+)
+
+
+def _kind(failure: Failure) -> str:
+    """A word for what went wrong (``refused``, ``reset``, ``tls-failure``), for the log line."""
+    reasons: list[Failure] = getattr(failure.value, "reasons", None) or []
+    if reasons:
+        return _kind(reasons[0])
+    for kind, word in _KINDS:
+        if failure.check(kind):
+            return word
+    if type(failure.value).__module__.startswith("OpenSSL"):
+        return "tls-failure"
+    return "unreachable"
 
 
 def _cancelled(failure: Failure) -> bool:

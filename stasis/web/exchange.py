@@ -108,6 +108,8 @@ class Exchange:
             return
         request = self.request
         if request.startedWriting:
+            # Its access line says why it was cut short.
+            request.stasis_reason = error.log_reason.encode("utf-8", "replace")  # type: ignore[attr-defined]
             self.abort()
             return
         kept = {

@@ -28,7 +28,7 @@ from twisted.web.resource import IResource
 
 from stasis.cache_status import noted_status
 from stasis.errors import BadRequest, BodyTooLarge, InternalError, RequestTimeout, StasisError
-from stasis.log import enabled, logger, request_line
+from stasis.log import enabled, logger, masked_headers, request_line, tracing
 from stasis.web.channel import StasisChannel, peer_text
 from stasis.web.deadlines import Deadline, Deadlines
 
@@ -136,6 +136,8 @@ _SERVER_LINE = b"Server: " + server.version + b"\r\n"
 def write_error(request: server.Request, error: StasisError) -> None:
     """Answer ``request`` with ``error`` (see :func:`error_answer`) and finish it."""
     answer = error_answer(error)
+    # For the access line, written as it finishes: which 504 this is.
+    request.stasis_reason = error.log_reason.encode("utf-8", "replace")  # type: ignore[attr-defined]
     request.setResponseCode(answer.status, answer.reason)
     for name, value in answer.headers:
         request.setHeader(name, value)
@@ -143,11 +145,19 @@ def write_error(request: server.Request, error: StasisError) -> None:
     request.finish()
 
 
+#: The status an access line gives a request whose client left before its
+#: answer (nginx's): it was never sent.
+CLIENT_GONE = 499
+
+
 class StasisRequest(server.Request):
     """
     A request that enforces a body size limit and a single Host header, and
     over HTTP/2 a deadline for its body (see :meth:`gotLength`).
     """
+
+    #: Set once it is processed: a request lost from then on leaves an access line.
+    _processed = False
 
     #: The proxy relays the upstream's Content-Type, or none at all.
     defaultContentType = None
@@ -178,6 +188,8 @@ class StasisRequest(server.Request):
         self._lost = False
         #: An HTTP/2 stream's body deadline, while its body arrives.
         self._body_deadline: Deadline | None = None
+        #: Whether its access line was written without its finishing (cut short).
+        self.logged_unfinished = False
 
     @property
     def body_received(self) -> int:
@@ -272,6 +284,7 @@ class StasisRequest(server.Request):
             # All of an HTTP/2 stream's body arrived in time.
             self._body_deadline.cancel()
             self._body_deadline = None
+        self._processed = True
         if self._refused:
             if self.channel.transport is None:
                 # HTTP/2: the stream is answered now, its siblings go on.
@@ -279,6 +292,10 @@ class StasisRequest(server.Request):
                 write_error(self, self._too_large())
                 return
             # Answered 413 as its body arrived; the connection ends here.
+            self.code = 413
+            self.stasis_reason = BodyTooLarge.reason.encode("ascii")
+            self.logged_unfinished = True
+            self._counted_by.log(self)
             self.channel.loseConnection()
             return
         hosts = self.requestHeaders.getRawHeaders(b"host", [])
@@ -338,7 +355,28 @@ class StasisRequest(server.Request):
             self._body_deadline.cancel()
             self._body_deadline = None
         self._counted_by.request_done(self)
+        if not self.finished and not self.logged_unfinished and self._processed:
+            self._log_gone(reason)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+    def _log_gone(self, reason: Failure) -> None:
+        """
+        The access line of a request whose client left before its answer was
+        complete (twisted.web logs only the requests it finishes): nginx's
+        ``499``, with how long the client waited, so that an operator sees a
+        client that gave up on a slow upstream.
+        """
+        if reason.check(RequestTimeout):
+            # An HTTP/2 stream reset for a late body (see _stream_too_slow).
+            self.code = 408
+            self.stasis_reason = RequestTimeout.reason.encode("ascii")
+            why = b""
+        else:
+            self.code = CLIENT_GONE
+            why = b"client gone"
+        self.logged_unfinished = True
+        site = self._counted_by
+        site.log(self, why)
 
     def processingFailed(self, reason: Failure) -> None:
         log.failure("unexpected error serving {path}", reason, path=self.path.decode("latin-1"))
@@ -382,6 +420,8 @@ class StasisSite(server.Site):
         self.max_body_bytes = max_body_bytes
         self.deadlines = deadlines or Deadlines()
         self.upstream = upstream
+        #: Headers masked at ``-l trace`` besides the usual ones (``--credential-header``).
+        self.credential_headers: tuple[str, ...] = ()
         #: Requests begun and neither finished nor lost.
         self.in_flight: set[StasisRequest] = set()
         #: Set by :meth:`when_idle`: each request from then on is its connection's last.
@@ -427,23 +467,46 @@ class StasisSite(server.Site):
         return d
 
     def log(self, request: Any, ending: bytes = b"") -> None:
-        """One access log line for ``request``; ``ending`` says why it did not end properly."""
+        """
+        One access log line for ``request``; ``ending`` says why it did not
+        end properly. An error stasis made names its reason
+        (:attr:`stasis.errors.StasisError.log_reason`), set by :func:`write_error`.
+        """
         if not enabled("stasis.http", LogLevel.info):
             return
         status = noted_status(request)
-        elapsed = (time.perf_counter() - request.started) * 1000
-        # Formatted here, once: observers then format only "{line}", which
-        # costs a busy daemon far less than re-parsing a five-field format.
-        line = b"%s %s %d %s %.1fms" % (
-            request.method,
-            request.path,
-            request.code,
-            b"-" if status is None else status.value,
-            elapsed,
+        reason: bytes | None = getattr(request, "stasis_reason", None)
+        if reason is not None:
+            ending = reason + b"; " + ending if ending else reason
+        request_line(
+            (
+                time.time(),
+                request.method,
+                request.path,
+                request.code,
+                b"-" if status is None else status.value,
+                (time.perf_counter() - request.started) * 1000,
+                ending,
+            )
         )
-        if ending:
-            line += b" (" + ending + b")"
-        request_line(line, time.time())
+        if tracing():
+            self._trace(request)
+
+    def _trace(self, request: Any) -> None:
+        """``-l trace``: the request's and its answer's headers, credentials masked."""
+        also = self.credential_headers
+        log.debug(
+            "{method} {path} request headers: {request_headers}",
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            request_headers=masked_headers(request.requestHeaders.getAllRawHeaders(), also),
+        )
+        log.debug(
+            "{method} {path} response headers: {response_headers}",
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            response_headers=masked_headers(request.responseHeaders.getAllRawHeaders(), also),
+        )
 
 
 #: twisted.web's per-connection protocol, bound at import: twisted.web.http is a
@@ -458,4 +521,6 @@ def log_unfinished(request: server.Request, why: str) -> None:
     """
     site = getattr(request.channel, "site", None)
     if isinstance(site, StasisSite):
+        if isinstance(request, StasisRequest):
+            request.logged_unfinished = True
         site.log(request, why.encode("ascii"))

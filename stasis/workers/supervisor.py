@@ -163,6 +163,10 @@ _LOG_LINE = re.compile(r"\S+ \[([^\]]*)\] (.*)")
 
 def _relay(line: str) -> None:
     """Log a line a worker wrote, under its own system rather than with two timestamps."""
+    if line.startswith("{"):
+        # --log-format json: the worker's line is whole as it is (see stasis.log).
+        log.info("{line}", line=line, relayed_json=True)
+        return
     match = _LOG_LINE.fullmatch(line)
     if match is None:
         log.info("{line}", line=line)

@@ -74,6 +74,7 @@ def main() -> None:
         sys.stderr.write(f"stasis worker: {e}\n")
         raise SystemExit(2) from None
 
+    logs.set_log_format(seat.config.log_format)
     globalLogBeginner.beginLoggingTo([logs.observer()])
     tally = Tally.map(TALLY_FD, seat.workers)
     os.close(TALLY_FD)
