@@ -18,14 +18,15 @@ import enum
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from json.encoder import encode_basestring_ascii
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from attrs import field, frozen
 
+from stasis.canonical import MAX_JSON_DEPTH, canonical_into, canonical_json
+from stasis.canonical import Constant as _Constant
 from stasis.ignore import IgnorePath, dropped, parse_ignore
 from stasis.model import StoredRequest
 from stasis.sigv4 import parse_authorization
@@ -56,10 +57,6 @@ KEY_VERSION = b"stasis-key-1"
 
 #: Media types in ``Accept`` that ask for a streamed answer.
 STREAM_MEDIA_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
-
-#: JSON bodies nesting arrays and objects deeper than this are hashed raw: a fixed
-#: bound, so that the key never depends on how deep the caller's stack happens to be.
-MAX_JSON_DEPTH = 128
 
 
 class CredentialScope(enum.Enum):
@@ -170,81 +167,6 @@ class KeyRequest:
     ignore: tuple[IgnorePath, ...] = ()
 
 
-class _Constant(str):
-    """A JSON ``NaN``/``Infinity`` literal, kept apart from the string of that name."""
-
-
-class _TooDeep(ValueError):
-    """A JSON value nests deeper than :data:`MAX_JSON_DEPTH`."""
-
-
-def _canonical_number(value: Decimal) -> str:
-    sign, digits, exponent = value.as_tuple()
-    if not isinstance(exponent, int):  # NaN/Infinity cannot come from json's number grammar
-        return str(value)
-    trimmed = list(digits)
-    while len(trimmed) > 1 and trimmed[0] == 0:
-        trimmed.pop(0)
-    if trimmed == [0]:
-        return "0"
-    while trimmed[-1] == 0:
-        trimmed.pop()
-        exponent += 1
-    return f"{'-' if sign else ''}{''.join(map(str, trimmed))}e{exponent}"
-
-
-#: ``json.dumps`` of a string, without the encoder set up around it per call.
-_quoted: Callable[[str], str] = encode_basestring_ascii
-
-
-def _canonical(value: Any, out: list[str], room: int | None = None) -> None:
-    # room: how many more arrays/objects may open (None: no limit).
-    if room is not None and isinstance(value, (dict, list)):
-        if room == 0:
-            raise _TooDeep
-        room -= 1
-    if isinstance(value, dict):
-        out.append("{")
-        for i, name in enumerate(sorted(value)):
-            if i:
-                out.append(",")
-            out.append(_quoted(name))
-            out.append(":")
-            _canonical(value[name], out, room)
-        out.append("}")
-    elif isinstance(value, list):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _canonical(item, out, room)
-        out.append("]")
-    elif isinstance(value, _Constant):
-        out.append(str.__str__(value))
-    elif isinstance(value, str):
-        out.append(_quoted(value))
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif value is None:
-        out.append("null")
-    elif isinstance(value, Decimal):
-        out.append(_canonical_number(value))
-    else:  # pragma: no cover - json.loads produces nothing else with our hooks
-        raise TypeError(f"unexpected JSON value {value!r}")
-
-
-def canonical_json(value: Any) -> str:
-    """
-    One spelling for every JSON value that means the same thing.
-
-    ``value`` must come from :func:`parse_json` (numbers as ``Decimal``).
-    """
-    out: list[str] = []
-    _canonical(value, out)
-    return "".join(out)
-
 
 def parse_json(body: bytes) -> Any:
     """Parse JSON with exact numbers; raises ``ValueError`` for anything else."""
@@ -288,7 +210,7 @@ def parse_body(body: bytes, ignore: tuple[IgnorePath, ...] = ()) -> ParsedBody:
             object_pairs_hook=_unique_object,
         )
         out: list[str] = []
-        _canonical(dropped(value, ignore), out, MAX_JSON_DEPTH)
+        canonical_into(dropped(value, ignore), out, MAX_JSON_DEPTH)
         return ParsedBody(value, b"json:" + "".join(out).encode("ascii"), ignore)
     except (ValueError, RecursionError, InvalidOperation):
         return ParsedBody(None, b"raw:" + body, ignore)

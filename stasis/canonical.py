@@ -1,0 +1,108 @@
+"""
+The canonical spelling of JSON: one text for every JSON value that means the same thing.
+
+Keys are made of it (:mod:`stasis.keys`), so it must never move: objects'
+members sorted by name, no whitespace, strings as ``json.dumps`` quotes them
+(ASCII, ``\\uXXXX`` escapes), numbers as their exact decimal value
+(``1``, ``1.0`` and ``10e-1`` are ``1e0``), ``NaN`` and ``Infinity`` as
+written. :func:`canonical_json` spells a parsed document;
+:mod:`stasis.canonical_stream` spells a large body straight from its bytes,
+with these same functions, to the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from json.encoder import encode_basestring_ascii
+from typing import Any
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "Constant",
+    "TooDeep",
+    "canonical_into",
+    "canonical_json",
+    "canonical_number",
+    "quoted",
+]
+
+#: JSON bodies nesting arrays and objects deeper than this are hashed raw: a fixed
+#: bound, so that the key never depends on how deep the caller's stack happens to be.
+MAX_JSON_DEPTH = 128
+
+
+class Constant(str):
+    """A JSON ``NaN``/``Infinity`` literal, kept apart from the string of that name."""
+
+
+class TooDeep(ValueError):
+    """A JSON value nests deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def canonical_number(value: Decimal) -> str:
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN/Infinity cannot come from json's number grammar
+        return str(value)
+    trimmed = list(digits)
+    while len(trimmed) > 1 and trimmed[0] == 0:
+        trimmed.pop(0)
+    if trimmed == [0]:
+        return "0"
+    while trimmed[-1] == 0:
+        trimmed.pop()
+        exponent += 1
+    return f"{'-' if sign else ''}{''.join(map(str, trimmed))}e{exponent}"
+
+
+#: ``json.dumps`` of a string, without the encoder set up around it per call.
+quoted: Callable[[str], str] = encode_basestring_ascii
+
+
+def canonical_into(value: Any, out: list[str], room: int | None = None) -> None:
+    # room: how many more arrays/objects may open (None: no limit).
+    if room is not None and isinstance(value, (dict, list)):
+        if room == 0:
+            raise TooDeep
+        room -= 1
+    if isinstance(value, dict):
+        out.append("{")
+        for i, name in enumerate(sorted(value)):
+            if i:
+                out.append(",")
+            out.append(quoted(name))
+            out.append(":")
+            canonical_into(value[name], out, room)
+        out.append("}")
+    elif isinstance(value, list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            canonical_into(item, out, room)
+        out.append("]")
+    elif isinstance(value, Constant):
+        out.append(str.__str__(value))
+    elif isinstance(value, str):
+        out.append(quoted(value))
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif value is None:
+        out.append("null")
+    elif isinstance(value, Decimal):
+        out.append(canonical_number(value))
+    else:  # pragma: no cover - json.loads produces nothing else with our hooks
+        raise TypeError(f"unexpected JSON value {value!r}")
+
+
+def canonical_json(value: Any) -> str:
+    """
+    One spelling for every JSON value that means the same thing.
+
+    ``value`` must come from :func:`parse_json` (numbers as ``Decimal``).
+    """
+    out: list[str] = []
+    canonical_into(value, out)
+    return "".join(out)
