@@ -12,7 +12,6 @@ with these same functions, to the same bytes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from json.encoder import encode_basestring_ascii
@@ -59,36 +58,36 @@ def canonical_number(value: Decimal) -> str:
     return f"{'-' if sign else ''}{''.join(map(str, trimmed))}e{exponent}"
 
 
-_NUMBER = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
-
-
 def number_spelling(text: str) -> str:
     """
-    ``canonical_number(Decimal(text))`` for a JSON number literal, from its text:
-    the same spelling at a fraction of the cost (no tuple of digits, no
-    ``Decimal`` unless its exponent is near what one holds). ``ValueError``
-    for an exponent beyond that, as ``Decimal`` refuses it.
+    ``canonical_number(Decimal(text))`` for a JSON number literal (as json's
+    grammar has it: no leading zero, digits after a point), from its text: the
+    same spelling at a fraction of the cost (no tuple of digits, no ``Decimal``
+    unless the exponent is near what one holds). ``ValueError`` for an
+    exponent beyond that, which ``Decimal`` refuses.
     """
-    digits = text[1:] if text[0] == "-" else text
-    if digits.isdigit():  # an integer (json allows no leading zero)
+    negative = text[0] == "-"
+    digits = text[1:] if negative else text
+    if digits.isdigit():  # an integer
         if digits == "0":
             return "0"
         kept = digits.rstrip("0")
-        return f"{text[: len(text) - len(digits)]}{kept}e{len(digits) - len(kept)}"
-    match = _NUMBER.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a JSON number: {text!r}")
-    sign, whole, fraction, exponent = match.groups("")
+        return f"{'-' if negative else ''}{kept}e{len(digits) - len(kept)}"
+    mantissa, marked, exponent = digits.partition("e")
+    if not marked:
+        mantissa, _, exponent = digits.partition("E")
     if len(exponent.lstrip("+-")) > 17:
         try:
             Decimal(text)
-        except InvalidOperation:  # an ArithmeticError
+        except InvalidOperation:  # an ArithmeticError, not a ValueError
             raise ValueError("JSON number out of range") from None
-    digits = (whole + fraction).lstrip("0")
-    if not digits:
+    whole, _, fraction = mantissa.partition(".")
+    significant = (whole + fraction).lstrip("0")
+    if not significant:
         return "0"
-    kept = digits.rstrip("0")
-    return f"{sign}{kept}e{int(exponent or 0) - len(fraction) + len(digits) - len(kept)}"
+    kept = significant.rstrip("0")
+    power = (int(exponent) if exponent else 0) - len(fraction) + len(significant) - len(kept)
+    return f"{'-' if negative else ''}{kept}e{power}"
 
 
 class Spelled:

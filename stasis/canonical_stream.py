@@ -54,6 +54,8 @@ _PIECE = 64 * 1024
 _WINDOW = 1024 * 1024
 #: A string spelled in one piece up to this many bytes; a longer one in slices.
 _SLICE = 256 * 1024
+#: A member name longer than this puts a body over budget: names are held whole.
+_MAX_NAME = 64 * 1024
 #: A plain ASCII string (written back unchanged) is looked for up to this length.
 _SHORT = 4096
 #: An array or object up to this many bytes is read by json's own scanner, in C,
@@ -124,32 +126,39 @@ class Streamed:
     head: dict[str, Any] | None
 
 
-# A token, but the rest of a string: whitespace, then a structural character
-# or a string's opening quote, a number (json's grammar), or a literal.
-_TOKEN = re.compile(
-    rb"[ \t\n\r]*(?:"
-    rb'([\[\]{},:"])'
-    rb"|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
-    rb"|(true|false|null|NaN|Infinity|-Infinity))"
-)
 _SPACE = re.compile(rb"[ \t\n\r]*")
+# A number, as json's grammar has it.
+_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+# Numbers each followed by a comma: most of an array of numbers, read at once.
+_NUMBERS = re.compile(
+    rb"(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?[ \t\n\r]*,[ \t\n\r]*)+"
+)
 # The rest of a string json.dumps writes back unchanged: printable ASCII but
 # for the quote and the backslash.
 _PLAIN_REST = re.compile(rb'[ !#-\[\]-~]*"')
 # A string's content up to its closing quote (or as far as the window goes).
 _CONTENT = re.compile(rb'[^"\\]*(?:\\[\s\S][^"\\]*)*')
 
-_LITERALS: dict[bytes, tuple[bytes, Any]] = {
-    b"true": (b"true", True),
-    b"false": (b"false", False),
-    b"null": (b"null", None),
-    b"NaN": (b"NaN", Constant("NaN")),
-    b"Infinity": (b"Infinity", Constant("Infinity")),
-    b"-Infinity": (b"-Infinity", Constant("-Infinity")),
+#: Literals by their first byte: the text, and the value json.loads reads.
+_LITERALS: dict[int, tuple[bytes, Any]] = {
+    ord("t"): (b"true", True),
+    ord("f"): (b"false", False),
+    ord("n"): (b"null", None),
+    ord("N"): (b"NaN", Constant("NaN")),
+    ord("I"): (b"Infinity", Constant("Infinity")),
 }
+_MINUS_INFINITY = (b"-Infinity", Constant("-Infinity"))
 
-_QUOTE, _COMMA, _COLON = ord('"'), ord(","), ord(":")
-_OPEN_ARRAY, _CLOSE_ARRAY, _OPEN_OBJECT = ord("["), ord("]"), ord("{")
+# What a byte begins (0: nothing JSON has there).
+_WS, _STR, _NUM, _LIT, _COMMA, _COLON, _OPEN_A, _CLOSE_A, _OPEN_O, _CLOSE_O = range(1, 11)
+_BEGINS = bytearray(256)
+for _byte, _kind in [(b" \t\n\r", _WS), (b'"', _STR), (b"-0123456789", _NUM), (b"tfnNI", _LIT)]:
+    for _each in _byte:
+        _BEGINS[_each] = _kind
+for _byte, _kind in [(b",", _COMMA), (b":", _COLON), (b"[", _OPEN_A), (b"]", _CLOSE_A)]:
+    _BEGINS[_byte[0]] = _kind
+_BEGINS[ord("{")], _BEGINS[ord("}")] = _OPEN_O, _CLOSE_O
+_QUOTE = ord('"')
 
 # What the reader expects next.
 _VALUE = 0  # a value: at the top, after an array's ',', after ':'
@@ -233,7 +242,7 @@ def _below(rules: _Rules, step: str | int) -> tuple[bool, _Rules]:
     below: list[tuple[Step, ...]] = []
     for steps in rules:
         first = steps[0]
-        if first is EVERY or (type(first) is type(step) and first == step):
+        if first is EVERY or first == step:  # a name never equals an index
             if len(steps) == 1:
                 dropped = True
             else:
@@ -273,11 +282,12 @@ def _slices(text: bytes, start: int, stop: int) -> list[bytes]:
     return out
 
 
-def _string(text: bytes, start: int, want: bool) -> tuple[int, _Text, str | None]:
+def _string(text: bytes, start: int, want: bool, whole: int) -> tuple[int, _Text, str | None]:
     """
     The string whose content begins at ``start`` (after its opening quote):
     where it ends (after its closing quote), its canonical text and, when
-    ``want``, its value (never that of one longer than _SLICE bytes).
+    ``want``, its value: never for one longer than ``whole`` bytes, which is
+    spelled in slices.
     """
     end = len(text)
     plain = _PLAIN_REST.match(text, start, min(end, start + _SHORT))
@@ -294,17 +304,27 @@ def _string(text: bytes, start: int, want: bool) -> tuple[int, _Text, str | None
         if limit == end:
             raise NotCanonical("a string without its closing quote")
         at = reached
-    if reached - start > _SLICE:
+    if reached - start > whole:
         return reached + 1, _slices(text, start, reached), None
     value, _ = scanstring(text[start : reached + 1].decode("utf-8", "surrogatepass"), 0, True)
     return reached + 1, quoted(value).encode("ascii"), value
 
 
-def _number(token: bytes) -> bytes:
-    try:
-        return number_spelling(token.decode("ascii")).encode("ascii")
-    except ValueError:  # an exponent beyond what Decimal holds: json.loads fails too
-        raise NotCanonical("a JSON number out of range") from None
+#: Spellings remembered, by their text, per body (bounded: ~10 MB of them at most).
+_REMEMBERED = 1 << 15
+
+
+class _Numbers(dict[bytes, bytes]):
+    """Numbers' canonical spellings by their text (a lookup in C when known)."""
+
+    def __missing__(self, text: bytes) -> bytes:
+        try:
+            spelled = number_spelling(text.decode("ascii")).encode("ascii")
+        except ValueError:  # an exponent beyond what Decimal holds: json.loads fails too
+            raise NotCanonical("a JSON number out of range") from None
+        if len(self) < _REMEMBERED:
+            self[text] = spelled
+        return spelled
 
 
 class _Spellings(dict[str, Spelled]):
@@ -312,7 +332,7 @@ class _Spellings(dict[str, Spelled]):
 
     def __missing__(self, text: str) -> Spelled:
         spelled = Spelled(number_spelling(text))
-        if len(self) < 4096:
+        if len(self) < _REMEMBERED:
             self[text] = spelled
         return spelled
 
@@ -415,7 +435,7 @@ class _Reader:
         self.text = text
         self.rules = rules
         self.budget = budget
-        self.numbers: dict[bytes, bytes] = {}
+        self.numbers = _Numbers()
         self.scanner = _Scanner()
         self.held = 0
         self.head: dict[str, Any] | None = None
@@ -423,7 +443,7 @@ class _Reader:
     def read(self, pos: int) -> Streamed:
         text = self.text
         end = len(text)
-        match = _TOKEN.match
+        begins = _BEGINS
         numbers = self.numbers
         stack: list[_Open] = []
         top: _Open | None = None  # the innermost open container
@@ -431,150 +451,173 @@ class _Reader:
         state = _VALUE
         depth = 0  # open containers whose text is kept
         while True:
-            token = match(text, pos)
-            if token is None:
-                if (
-                    state == _AFTER and top is None and _SPACE.match(text, pos).end() == end  # type: ignore[union-attr]
-                ):
+            if pos >= end:
+                if state == _AFTER and top is None:
                     break
-                raise NotCanonical("not JSON")
-            pos = token.end()
-            kind = token.lastindex
+                raise NotCanonical("the body ends before its JSON does")
+            kind = begins[text[pos]]
             canon: _Text
             value: Any = _UNSEEN
-            if kind == 2:  # a number
+            if kind == _WS:
+                pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # matches ""
+                continue
+            if kind == _NUM:
                 if state > _VALUE_OR_END:
                     raise NotCanonical("a number where it cannot be")
-                number = token.group(2)
-                found = numbers.get(number)
-                if found is None:
-                    found = _number(number)
-                    if len(numbers) < 4096:
-                        numbers[number] = found
-                canon = found
-                if not stack and self.head is not None:
-                    value = Spelled(found.decode("ascii"))
-            elif kind == 3:  # a literal
+                if top is not None and top.array and not top.rules:
+                    run = _NUMBERS.match(text, pos, min(end, pos + _WINDOW))
+                    if run is not None:  # numbers each followed by a comma, read at once
+                        stop = run.end()
+                        found = text[pos:stop].translate(None, b" \t\n\r").split(b",")
+                        found.pop()  # after the last comma
+                        spelled = b",".join(map(numbers.__getitem__, found))
+                        out = top.out
+                        if out is not None:
+                            if top.count:
+                                out.write(b",")
+                            out.write(spelled)  # the comma after it: the next element's
+                        top.count += len(found)
+                        pos = stop
+                        state = _VALUE
+                        continue
+                number = _NUMBER.match(text, pos)
+                if number is None:
+                    if not text.startswith(b"-Infinity", pos):
+                        raise NotCanonical("not a JSON number")
+                    canon, value = _MINUS_INFINITY
+                    pos += len(canon)
+                else:
+                    pos = number.end()
+                    canon = numbers[number.group()]
+                    if not stack and self.head is not None:
+                        value = Spelled(canon.decode("ascii"))
+            elif kind == _STR:
+                pos += 1
+                if state in (_NAME, _NAME_OR_END):
+                    assert top is not None
+                    pos, canon, name = _string(text, pos, True, _MAX_NAME)
+                    if name is None or not isinstance(canon, bytes):
+                        raise OverBudget("a member name too long")
+                    if top.rules:
+                        top.member = (name, canon, *_below(top.rules, name))
+                    else:
+                        top.member = (name, canon, False, ())
+                    state = _COLON_NEXT
+                    continue
+                if state > _VALUE_OR_END:
+                    raise NotCanonical("a string where it cannot be")
+                in_head = not stack and self.head is not None
+                pos, canon, text_value = _string(text, pos, in_head, _SLICE)
+                if text_value is not None and len(text_value) <= _HEAD_TEXT:
+                    value = text_value
+            elif kind == _LIT:
                 if state > _VALUE_OR_END:
                     raise NotCanonical("a literal where it cannot be")
-                canon, value = _LITERALS[token.group(3)]
-            else:
-                char = text[pos - 1]
-                if char == _QUOTE:
-                    if state in (_NAME, _NAME_OR_END):
-                        assert top is not None
-                        pos, canon, name = _string(text, pos, True)
-                        if name is None or not isinstance(canon, bytes):
-                            raise OverBudget("a member name too long")
-                        if top.rules:
-                            top.member = (name, canon, *_below(top.rules, name))
-                        else:
-                            top.member = (name, canon, False, ())
-                        state = _COLON_NEXT
-                        continue
-                    if state > _VALUE_OR_END:
-                        raise NotCanonical("a string where it cannot be")
-                    in_head = not stack and self.head is not None
-                    pos, canon, text_value = _string(text, pos, in_head)
-                    if text_value is not None and len(text_value) <= _HEAD_TEXT:
-                        value = text_value
-                elif char == _COMMA:
-                    if state != _AFTER or top is None:
-                        raise NotCanonical("a misplaced ','")
-                    state = _VALUE if top.array else _NAME
-                    continue
-                elif char == _COLON:
-                    if state != _COLON_NEXT:
-                        raise NotCanonical("a misplaced ':'")
-                    state = _VALUE
-                    continue
-                elif char in (_OPEN_ARRAY, _OPEN_OBJECT):
-                    if state > _VALUE_OR_END:
-                        raise NotCanonical("a misplaced array or object")
-                    if top is None:
-                        opened = _Open(char == _OPEN_ARRAY, self.rules, False, False)
-                        if not opened.array:
-                            self.head = {}
-                    else:
-                        dropped, below = self._value_rules(top)
-                        sink = dropped or top.sink
-                        small = self.scanner.read(text, pos - 1)
-                        if small is not None:
-                            document, pos = small
-                            if sink:
-                                canon = b""
-                            else:
-                                if below:
-                                    document = _dropped(document, below)
-                                out: list[str] = []
-                                canonical_into(document, out, MAX_JSON_DEPTH - depth)
-                                canon = "".join(out).encode("ascii")
-                            self._add(top, canon, dropped)
-                            state = _AFTER
-                            continue
-                        if len(stack) + 1 >= _MAX_OPEN:
-                            raise NotCanonical("nested too deep")
-                        stack.append(top)
-                        opened = _Open(char == _OPEN_ARRAY, below, dropped, sink)
-                    if not opened.sink:
-                        depth += 1
-                        if depth > MAX_JSON_DEPTH:
-                            raise NotCanonical("nested too deep")
-                    if opened.out is not None:
-                        opened.out.write(b"[")
-                    top = opened
-                    state = _VALUE_OR_END if opened.array else _NAME_OR_END
-                    continue
-                else:  # ']' or '}'
-                    closing_array = char == _CLOSE_ARRAY
-                    if (
-                        top is None
-                        or top.array != closing_array
-                        or (
-                            state != _AFTER
-                            and state != (_VALUE_OR_END if closing_array else _NAME_OR_END)
-                        )
-                    ):
-                        raise NotCanonical("a misplaced ']' or '}'")
-                    closed = top
-                    top = stack.pop() if stack else None
-                    if not closed.sink:
-                        depth -= 1
-                    if closed.array:
-                        out_ = closed.out
-                        if out_ is None:
+                canon, value = _LITERALS[text[pos]]
+                if not text.startswith(canon, pos):
+                    raise NotCanonical("not a JSON literal")
+                pos += len(canon)
+            elif kind == _COMMA:
+                if state != _AFTER or top is None:
+                    raise NotCanonical("a misplaced ','")
+                pos += 1
+                state = _VALUE if top.array else _NAME
+                continue
+            elif kind == _COLON:
+                if state != _COLON_NEXT:
+                    raise NotCanonical("a misplaced ':'")
+                pos += 1
+                state = _VALUE
+                continue
+            elif kind in (_OPEN_A, _OPEN_O):
+                if state > _VALUE_OR_END:
+                    raise NotCanonical("a misplaced array or object")
+                array = kind == _OPEN_A
+                if top is None:
+                    opened = _Open(array, self.rules, False, False)
+                    if not array:
+                        self.head = {}
+                else:
+                    dropped, below = self._value_rules(top)
+                    sink = dropped or top.sink
+                    small = self.scanner.read(text, pos)
+                    if small is not None:
+                        document, pos = small
+                        if sink:
                             canon = b""
                         else:
-                            out_.write(b"]")
-                            canon = out_.done()
+                            if below:
+                                document = _dropped(document, below)
+                            parts: list[str] = []
+                            canonical_into(document, parts, MAX_JSON_DEPTH - depth)
+                            canon = "".join(parts).encode("ascii")
+                        self._add(top, canon, dropped)
+                        state = _AFTER
+                        continue
+                    if len(stack) + 1 >= _MAX_OPEN:
+                        raise NotCanonical("nested too deep")
+                    stack.append(top)
+                    opened = _Open(array, below, dropped, sink)
+                pos += 1
+                if not opened.sink:
+                    depth += 1
+                    if depth > MAX_JSON_DEPTH:
+                        raise NotCanonical("nested too deep")
+                if opened.out is not None:
+                    opened.out.write(b"[")
+                top = opened
+                state = _VALUE_OR_END if array else _NAME_OR_END
+                continue
+            elif kind in (_CLOSE_A, _CLOSE_O):
+                array = kind == _CLOSE_A
+                if (
+                    top is None
+                    or top.array != array
+                    or (state != _AFTER and state != (_VALUE_OR_END if array else _NAME_OR_END))
+                ):
+                    raise NotCanonical("a misplaced ']' or '}'")
+                pos += 1
+                closed = top
+                top = stack.pop() if stack else None
+                if not closed.sink:
+                    depth -= 1
+                if closed.array:
+                    out = closed.out
+                    if out is None:
+                        canon = b""
                     else:
-                        canon = _object_text(closed)
-                        self.held -= closed.held
-                    if top is None:
-                        result = canon
-                    else:
-                        self._add(top, canon, closed.dropped)
-                    state = _AFTER
-                    continue
+                        out.write(b"]")
+                        canon = out.done()
+                else:
+                    canon = _object_text(closed)
+                    self.held -= closed.held
+                if top is None:
+                    result = canon
+                else:
+                    self._add(top, canon, closed.dropped)
+                state = _AFTER
+                continue
+            else:
+                raise NotCanonical("not JSON")
             # A scalar ends here.
             if top is None:
                 result = canon
             elif top.array:
                 if top.rules:
                     self._add(top, canon, _below(top.rules, top.count)[0])
-                else:  # _add, inlined: most values are an array's scalars
-                    out_ = top.out
-                    if out_ is not None:
-                        tail = out_.tail
+                else:  # _add, inlined: most values are an array's
+                    out = top.out
+                    if out is not None:
+                        tail = out.tail
                         if top.count:
                             tail += b","
                         if isinstance(canon, bytes):
                             tail += canon
                             if len(tail) >= _PIECE:
-                                out_.pieces.append(bytes(tail))
+                                out.pieces.append(bytes(tail))
                                 tail.clear()
                         else:
-                            out_.write_text(canon)
+                            out.write_text(canon)
                     top.count += 1
             else:
                 member = top.member

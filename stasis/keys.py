@@ -220,6 +220,11 @@ def parse_body(body: bytes, ignore: tuple[IgnorePath, ...] = ()) -> ParsedBody:
         except NotCanonical:
             return ParsedBody(None, (b"raw:", body), ignore)
         return ParsedBody(None, (b"json:", *streamed.parts), ignore, streamed.head)
+    return _parsed_whole(body, ignore)
+
+
+def _parsed_whole(body: bytes, ignore: tuple[IgnorePath, ...]) -> ParsedBody:
+    """:func:`parse_body` by parsing the whole document (any size: the tests compare)."""
     try:
         value = json.loads(
             body,
