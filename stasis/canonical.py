@@ -73,6 +73,14 @@ def number_spelling(text: str) -> str:
             return "0"
         kept = digits.rstrip("0")
         return f"{'-' if negative else ''}{kept}e{len(digits) - len(kept)}"
+    if "e" not in digits and "E" not in digits:  # a decimal fraction (as floats' repr has)
+        whole, _, fraction = digits.partition(".")
+        significant = (whole + fraction).lstrip("0")
+        if not significant:
+            return "0"
+        kept = significant.rstrip("0")
+        power = len(significant) - len(kept) - len(fraction)
+        return f"{'-' if negative else ''}{kept}e{power}"
     mantissa, marked, exponent = digits.partition("e")
     if not marked:
         mantissa, _, exponent = digits.partition("E")

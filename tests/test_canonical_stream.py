@@ -17,6 +17,7 @@ import json
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from unittest import mock
 
@@ -25,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stasis.canonical_stream as stream
+from stasis.canonical import canonical_number, number_spelling
 from stasis.canonical_stream import Budget, NotCanonical, OverBudget, canonical_parts
 from stasis.ignore import IgnorePath, parse_ignore
 from stasis.keys import WHOLE_BODY_BYTES, KeyRequest, _parsed_whole, derive_key, parse_body
@@ -230,6 +232,38 @@ def test_hostile_bodies_are_judged_as_the_whole_document_code_judges_them(
     rules = (parse_ignore("deep"),)
     assert streamed(body, name=name) == whole(body)
     assert streamed(body, rules, name) == whole(body, rules)
+
+
+def _literal(sign: str, whole: int, fraction: str | None, exponent: tuple[str, ...] | None) -> str:
+    return sign + str(whole) + ("." + fraction if fraction else "") + "".join(exponent or ())
+
+
+number_literals = st.builds(
+    _literal,
+    st.sampled_from(["", "-"]),
+    st.integers(0, 10**30) | st.sampled_from([0, 1, 10, 100]),
+    st.none() | st.text("0123456789", min_size=1, max_size=25),
+    st.none()
+    | st.tuples(
+        st.sampled_from("eE"),
+        st.sampled_from(["", "+", "-"]),
+        st.text("0123456789", min_size=1, max_size=22),
+    ),
+)
+
+
+@settings(max_examples=2000)
+@given(number_literals)
+def test_a_number_is_spelled_from_its_text_as_from_its_decimal(text: str) -> None:
+    try:
+        expected: str | None = canonical_number(Decimal(text))
+    except InvalidOperation:  # beyond what Decimal holds: the body is keyed raw
+        expected = None
+    try:
+        spelled: str | None = number_spelling(text)
+    except ValueError:
+        spelled = None
+    assert spelled == expected
 
 
 # --- the budget --------------------------------------------------------------------

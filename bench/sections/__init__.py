@@ -7,8 +7,18 @@ selects by key.
 
 from __future__ import annotations
 
-from bench.sections import eviction, growth, hits, memory, misses, shared, streaming, workers
+from bench.sections import (
+    eviction,
+    growth,
+    hits,
+    keying,
+    memory,
+    misses,
+    shared,
+    streaming,
+    workers,
+)
 
 __all__ = ["ALL"]
 
-ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared)
+ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared, keying)
