@@ -48,10 +48,11 @@ __all__ = ["Budget", "NotCanonical", "OverBudget", "Streamed", "canonical_parts"
 
 #: Output is written into pieces of about this many bytes.
 _PIECE = 64 * 1024
-#: The most one call into C given a string's content at once (a regular
-#: expression, a decode): the thread keying a body hands the interpreter back
-#: to the reactor between calls.
-_WINDOW = 1024 * 1024
+#: The most one call into C is given at once (a regular expression, a decode):
+#: the thread keying a body hands the interpreter back to the reactor between
+#: calls, and a regular expression repeating a group keeps a little state per
+#: repetition (a 1 MiB window of numbers took six times its size).
+_WINDOW = 64 * 1024
 #: A string spelled in one piece up to this many bytes; a longer one in slices.
 _SLICE = 256 * 1024
 #: A member name longer than this puts a body over budget: names are held whole.
