@@ -170,8 +170,8 @@ def _measure(path: Path, keys_file: Path | None) -> dict[str, Any]:
     keys.scoped_keys(request, SECRET)
     seconds = time.perf_counter() - started
     peak = _status("VmHWM")
-    parts = getattr(parsed, "parts", None)
-    form = (parts[0] if parts else parsed.normalized)[:5].decode("latin-1").rstrip(":")
+    parts = getattr(parsed, "parts", None)  # c957452's normalized is one bytes object
+    form = (parts[0] if parts else parsed.normalized).split(b":")[0].decode("latin-1")
     return {"bytes": len(body), "seconds": seconds, "growth": peak - before, "form": form}
 
 

@@ -96,10 +96,13 @@ def _cells(result: Any, size: int) -> list[str]:
     return [result["form"], f"{result['seconds']:.2f}", f"{result['growth'] / size:.2f}"]
 
 
-def _ratio(old: Any, new: Any, field: str) -> str:
-    if isinstance(old, str) or isinstance(new, str) or not new[field]:
+def _ratio(old: Any, new: Any, field: str, size: int) -> str:
+    if isinstance(old, str) or isinstance(new, str):
         return ""
-    return f"{old[field] / new[field]:,.0f}"
+    if field == "growth" and new[field] < size / 100:
+        return "new ~0"  # below 1% of the body: pages the kernel counts, not keying
+    value = old[field] / new[field]
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def run(ctx: Context) -> Section:
@@ -131,8 +134,8 @@ def run(ctx: Context) -> Section:
                 shape,
                 *_cells(new, actual),
                 *_cells(old, actual),
-                _ratio(old, new, "seconds"),
-                _ratio(old, new, "growth"),
+                _ratio(old, new, "seconds", actual),
+                _ratio(old, new, "growth", actual),
             ]
         )
         data[shape] = {"bytes": actual, "new": new, "old": old}
