@@ -11,12 +11,18 @@ are what canonical order needs, the members of the objects still open (sorted
 when they close). The memory is the canonical text (about the body's size; up
 to three times it for text that becomes ``\\uXXXX`` escapes) and those members.
 
-A body is *over budget* when it holds more values than :class:`Budget` allows
-for its size, or its open objects more members, names and nesting than that:
-it is keyed by its bytes instead (``raw:``), as a body that is not JSON is.
-The budget depends on nothing but the bytes, so a body always gets the same
-key, and a raw key never equals a canonical one, so an over-budget body shares
-an answer only with the same bytes.
+Arrays and objects up to 64 KiB are read by json's own scanner, in C, and
+spelled by :func:`~stasis.canonical.canonical_into` as a small body is: most
+of a body's values go that way, at the speed of the whole-document code.
+
+A body is *over budget* when it has more structural bytes (``,`` ``:`` ``[``
+``{``, which bound its values, and so the time) than :class:`Budget` allows
+for its size, or its open objects hold more members than the body's size in
+Python objects, or a member name is over 64 KiB: it is keyed by its bytes
+instead (``raw:``), as a body that is not JSON is. The budget depends on
+nothing but the bytes, so a body always gets the same key, and a raw key
+never equals a canonical one, so an over-budget body shares an answer only
+with the same bytes.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ _SHORT = 4096
 #: into a document spelled by canonical_into (~100 bytes of objects per value,
 #: for a moment); a larger one token by token here.
 _SCAN_MAX = 64 * 1024
+#: The first window the scanner is given (then eight times larger, up to _SCAN_MAX).
 _SCAN_MIN = 512
 #: Arrays and objects open at once, counting those an ignore rule leaves out
 #: (whose nesting MAX_JSON_DEPTH does not bound): where ``json.loads`` runs out
