@@ -23,20 +23,23 @@ from tests.fake_upstream import FakeUpstream
 
 HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-big"}
 PATH = "/v1/embeddings"
+CHAT = "/v1/chat/completions"
 #: Generous: parsing the dense body below whole held the interpreter for ~6 s here.
 PROMPT = 2.0
 
 
-def _health_while(daemon: Daemon, until: Callable[[], bool]) -> float:
-    """Ask /health again and again until ``until()`` holds: its longest wait."""
+def _health_while(daemon: Daemon, until: Callable[[], bool], once: bool = False) -> float:
+    """Ask /health again and again until ``until()`` holds (or ``once``): its longest wait."""
     worst = 0.0
     deadline = time.monotonic() + 120
-    while not until():
+    while once or not until():
         assert time.monotonic() < deadline, "the large request did not get there"
         asked = time.monotonic()
         status, _, _ = daemon.request("GET", "/health")
         assert status == 200
         worst = max(worst, time.monotonic() - asked)
+        if once:
+            break
     return worst
 
 
@@ -101,3 +104,34 @@ def test_a_large_body_keyed_canonically_is_a_hit_in_another_spelling(
     # The model is read from a large body too, after the array it follows.
     with sqlite3.connect(f"file:{daemon.db}?mode=ro", uri=True) as db:
         assert db.execute("SELECT model FROM entries").fetchall() == [("text-embedding-3-small",)]
+
+
+def _conversation(size: int) -> bytes:
+    rnd = random.Random(9)
+    words = ["the", "cache", "keeps", "every", "answer", "it", "was", "given", "café", "東京"]
+    messages: list[dict[str, str]] = []
+    while len(messages) * 400 < size:
+        text = " ".join(rnd.choice(words) for _ in range(70))
+        messages.append({"role": ("user", "assistant")[len(messages) % 2], "content": text})
+    return json.dumps({"model": "gpt-4o-mini", "messages": messages}).encode()
+
+
+def test_the_whole_miss_of_a_large_body_leaves_health_prompt(
+    daemon: Daemon, upstream: FakeUpstream
+) -> None:
+    # Keyed, forwarded, and stored: /health waits for a pending commit, and the
+    # stored request is compressed in it (at deflate's level 9, 12 MB of chat
+    # text took ~4 s; 60 MB, 19 s).
+    body = _conversation(12_000_000)
+    answers: list[int] = []
+    sender = threading.Thread(
+        target=lambda: answers.append(daemon.request("POST", CHAT, body, HEADERS)[0])
+    )
+    sender.start()
+    worst = _health_while(daemon, lambda: not sender.is_alive())
+    sender.join()
+    worst = max(worst, _health_while(daemon, lambda: False, once=True))
+    assert answers == [200]
+    assert worst < PROMPT, f"/health waited {worst:.1f}s"
+    status, headers, _ = daemon.request("POST", CHAT, body, HEADERS)
+    assert (status, headers["x-stasis-status"]) == (200, "HIT")
