@@ -69,8 +69,6 @@ _SHORT = 4096
 #: into a document spelled by canonical_into (~100 bytes of objects per value,
 #: for a moment); a larger one token by token here.
 _SCAN_MAX = 64 * 1024
-#: The first window the scanner is given (then eight times larger, up to _SCAN_MAX).
-_SCAN_MIN = 512
 #: Arrays and objects open at once, counting those an ignore rule leaves out
 #: (whose nesting MAX_JSON_DEPTH does not bound): where ``json.loads`` runs out
 #: of stack (the interpreter's default recursion limit).
@@ -144,6 +142,11 @@ _NUMBERS = re.compile(
 # The rest of a string json.dumps writes back unchanged: printable ASCII but
 # for the quote and the backslash.
 _PLAIN_REST = re.compile(rb'[ !#-\[\]-~]*"')
+# What may follow a number in an array: a number followed by anything else, or
+# by the window's end, may be the start of a longer one.
+_ENDS_NUMBER = frozenset(" \t\n\r,]")
+# What goes between two values of an array (in a decoded window: a str).
+_SEPARATOR = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
 # A string's content up to its closing quote (or as far as the window goes).
 _CONTENT = re.compile(rb'[^"\\]*(?:\\[\s\S][^"\\]*)*')
 
@@ -180,6 +183,9 @@ _AFTER = 5  # after a value: ',' or the container's end (at the top: the body's 
 _Text: TypeAlias = bytes | list[bytes]
 #: The rules still to match below a container: what remains of each rule's steps.
 _Rules: TypeAlias = tuple[tuple[Step, ...], ...]
+#: Values of an array read at once: their text, how many, where they end, and
+#: whether a comma follows.
+_Run: TypeAlias = tuple[bytes, int, int, bool]
 #: What the reader expects of a member being read: its name, that name quoted,
 #: whether a rule drops it, the rules below it.
 _Member: TypeAlias = tuple[str, bytes, bool, _Rules]
@@ -349,6 +355,10 @@ class _Scanner:
     """
     Reads a small array or object with json's scanner, as ``json.loads`` does
     (duplicate names refused), numbers as :class:`Spelled`.
+
+    The body is decoded a window (_SCAN_MAX bytes) at a time, and the values
+    in a window are all read from that one decoding: a body's bytes are
+    decoded about once, not once per value.
     """
 
     def __init__(self) -> None:
@@ -360,8 +370,14 @@ class _Scanner:
             object_pairs_hook=unique_object,
         )
         self._scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
-        #: The window tried first: twice what the last one read took.
-        self._guess = _SCAN_MIN
+        #: The window decoded, and the bytes of the body it covers.
+        self._chars = ""
+        self._end = 0
+        #: Whether it is all ASCII (a byte's offset is then its character's).
+        self._ascii = True
+        #: A byte offset in the window's bytes and its character's index in ``_chars``.
+        self._byte = 0
+        self._char = 0
 
     def read(self, text: bytes, at: int) -> tuple[Any, int] | None:
         """
@@ -369,23 +385,84 @@ class _Scanner:
         None when it is larger than ``_SCAN_MAX`` bytes or is not JSON (the
         reader then finds what is wrong itself).
         """
-        limit = _SCAN_MAX
-        size = min(self._guess, limit)
-        while size:
-            window = text[at : at + size]
+        index = self._index(text, at)
+        if index is not None:
             try:
-                chars, _ = codecs.utf_8_decode(window, "surrogatepass", False)
-                value, stop = self._scan(chars, 0)
+                value, stop = self._scan(self._chars, index)
             except (StopIteration, ValueError, RecursionError):
-                if size >= limit or at + size >= len(text):
-                    return None
-                size = min(size * 8, limit)
-                continue
-            if len(chars) != len(window):  # not all ASCII: count the bytes read
-                stop = len(chars[:stop].encode("utf-8", "surrogatepass"))
-            self._guess = min(max(2 * stop, _SCAN_MIN), limit)
-            return value, at + stop
-        return None
+                pass  # it goes on past the window (or is not JSON): a window of its own
+            else:
+                return value, self._advance(at, index, stop)
+        if not _SCAN_MAX:
+            return None
+        window = text[at : at + _SCAN_MAX]
+        try:
+            chars, taken = codecs.utf_8_decode(window, "surrogatepass", False)
+            value, stop = self._scan(chars, 0)
+        except (StopIteration, ValueError, RecursionError):
+            return None
+        self._chars, self._end, self._ascii = chars, at + taken, len(chars) == taken
+        return value, self._advance(at, 0, stop)
+
+    def run(self, text: bytes, at: int, room: int, sink: bool) -> _Run | None:
+        """
+        The values of an array from ``text[at]`` on, as many as one window
+        holds: their canonical text (commas between), how many, where they
+        end, and whether a comma follows the last (else what follows is left
+        to the reader: the array's end, or what is wrong). ``room``: arrays
+        and objects that may still open. None when the first cannot be read.
+        """
+        first = self.read(text, at)
+        if first is None:
+            return None
+        value, end = first
+        parts: list[str] = []
+        if not sink:
+            canonical_into(value, parts, room)
+        count = 1
+        chars, scan, separator = self._chars, self._scan, _SEPARATOR.match
+        start = index = self._char
+        more = False
+        while True:
+            comma = separator(chars, index)
+            if comma is None:
+                break
+            after = comma.end()
+            try:
+                value, stop = scan(chars, after)
+            except (StopIteration, ValueError, RecursionError):
+                stop = 0
+            if not stop or (
+                type(value) is Spelled and (stop == len(chars) or chars[stop] not in _ENDS_NUMBER)
+            ):
+                # Not read, or a number the window may have cut short ("-1" of
+                # "-10", "1.5" of "1.5e+3"): the next value is the reader's.
+                index, more = after, True
+                break
+            if not sink:
+                parts.append(",")
+                canonical_into(value, parts, room)
+            count += 1
+            index = stop
+        return "".join(parts).encode("ascii"), count, self._advance(end, start, index), more
+
+    def _index(self, text: bytes, at: int) -> int | None:
+        """Where the byte ``at`` is in the window decoded, if it is there."""
+        if not self._byte <= at < self._end:
+            return None
+        if self._ascii:
+            return self._char + at - self._byte
+        between = text[self._byte : at]  # what the reader went over since: often ", "
+        return self._char + len(between) if between.isascii() else None
+
+    def _advance(self, at: int, index: int, stop: int) -> int:
+        """Past a value read from ``_chars[index:stop]``, at the body's byte ``at``."""
+        if self._ascii:
+            end = at + stop - index
+        else:
+            end = at + len(self._chars[index:stop].encode("utf-8", "surrogatepass"))
+        self._byte, self._char = end, stop
+        return end
 
 
 def _utf8(body: bytes) -> tuple[bytes, int]:
@@ -469,6 +546,24 @@ class _Reader:
             if kind == _WS:
                 pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # matches ""
                 continue
+            if (
+                kind in (_OPEN_A, _OPEN_O, _STR)
+                and state <= _VALUE_OR_END
+                and top is not None
+                and top.array
+                and not top.rules
+            ):  # the values of an array, as many at once as json's scanner reads
+                taken = self.scanner.run(text, pos, MAX_JSON_DEPTH - depth, top.sink)
+                if taken is not None:
+                    spelled, count, pos, more = taken
+                    out = top.out
+                    if out is not None:
+                        if top.count:
+                            out.write(b",")
+                        out.write(spelled)
+                    top.count += count
+                    state = _VALUE if more else _AFTER
+                    continue
             if kind == _NUM:
                 if state > _VALUE_OR_END:
                     raise NotCanonical("a number where it cannot be")
