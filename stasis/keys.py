@@ -18,14 +18,16 @@ import enum
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from json.encoder import encode_basestring_ascii
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from attrs import field, frozen
 
+from stasis.canonical import MAX_JSON_DEPTH, canonical_into, canonical_json, unique_object
+from stasis.canonical import Constant as _Constant
+from stasis.canonical_stream import NotCanonical, canonical_parts
 from stasis.ignore import IgnorePath, dropped, parse_ignore
 from stasis.model import StoredRequest
 from stasis.sigv4 import parse_authorization
@@ -34,6 +36,7 @@ __all__ = [
     "CREDENTIAL_HEADERS",
     "CREDENTIAL_QUERY_PARAMS",
     "KEY_VERSION",
+    "WHOLE_BODY_BYTES",
     "CredentialScope",
     "KeyPolicy",
     "KeyRequest",
@@ -54,12 +57,13 @@ __all__ = [
 #: Bumped whenever the derivation changes, so old entries simply stop matching.
 KEY_VERSION = b"stasis-key-1"
 
+#: Bodies up to this size are parsed whole to be keyed (~100 bytes of Python
+#: objects a value, for a moment: a few MB at most); larger ones are spelled in
+#: a stream (:mod:`stasis.canonical_stream`), in memory about their own size.
+WHOLE_BODY_BYTES = 64 * 1024
+
 #: Media types in ``Accept`` that ask for a streamed answer.
 STREAM_MEDIA_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
-
-#: JSON bodies nesting arrays and objects deeper than this are hashed raw: a fixed
-#: bound, so that the key never depends on how deep the caller's stack happens to be.
-MAX_JSON_DEPTH = 128
 
 
 class CredentialScope(enum.Enum):
@@ -127,14 +131,23 @@ class ParsedBody:
     A request body read once, for both its key and what is stored beside the answer.
 
     ``document`` is the parsed JSON (numbers as ``Decimal``), whole, or None
-    when the body is hashed raw; ``normalized`` is what takes part in the key:
-    the document less what ``ignore`` names.
+    when the body is hashed raw or too large to hold parsed (over
+    :data:`WHOLE_BODY_BYTES`); ``parts`` is what takes part in the key, in
+    pieces (see :attr:`normalized`): the document less what ``ignore`` names.
     """
 
     document: Any
-    normalized: bytes
-    #: The rules ``normalized`` was made under.
+    parts: tuple[bytes, ...]
+    #: The rules ``parts`` was made under.
     ignore: tuple[IgnorePath, ...] = ()
+    #: What the model is read from: the document, or for a large body the
+    #: top-level object's scalar members (numbers as ``Spelled``).
+    head: Any = None
+
+    @property
+    def normalized(self) -> bytes:
+        """What takes part in the key, in one piece (``json:…``, ``raw:…`` or ``empty:``)."""
+        return b"".join(self.parts)
 
 
 @frozen
@@ -170,96 +183,12 @@ class KeyRequest:
     ignore: tuple[IgnorePath, ...] = ()
 
 
-class _Constant(str):
-    """A JSON ``NaN``/``Infinity`` literal, kept apart from the string of that name."""
-
-
-class _TooDeep(ValueError):
-    """A JSON value nests deeper than :data:`MAX_JSON_DEPTH`."""
-
-
-def _canonical_number(value: Decimal) -> str:
-    sign, digits, exponent = value.as_tuple()
-    if not isinstance(exponent, int):  # NaN/Infinity cannot come from json's number grammar
-        return str(value)
-    trimmed = list(digits)
-    while len(trimmed) > 1 and trimmed[0] == 0:
-        trimmed.pop(0)
-    if trimmed == [0]:
-        return "0"
-    while trimmed[-1] == 0:
-        trimmed.pop()
-        exponent += 1
-    return f"{'-' if sign else ''}{''.join(map(str, trimmed))}e{exponent}"
-
-
-#: ``json.dumps`` of a string, without the encoder set up around it per call.
-_quoted: Callable[[str], str] = encode_basestring_ascii
-
-
-def _canonical(value: Any, out: list[str], room: int | None = None) -> None:
-    # room: how many more arrays/objects may open (None: no limit).
-    if room is not None and isinstance(value, (dict, list)):
-        if room == 0:
-            raise _TooDeep
-        room -= 1
-    if isinstance(value, dict):
-        out.append("{")
-        for i, name in enumerate(sorted(value)):
-            if i:
-                out.append(",")
-            out.append(_quoted(name))
-            out.append(":")
-            _canonical(value[name], out, room)
-        out.append("}")
-    elif isinstance(value, list):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _canonical(item, out, room)
-        out.append("]")
-    elif isinstance(value, _Constant):
-        out.append(str.__str__(value))
-    elif isinstance(value, str):
-        out.append(_quoted(value))
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif value is None:
-        out.append("null")
-    elif isinstance(value, Decimal):
-        out.append(_canonical_number(value))
-    else:  # pragma: no cover - json.loads produces nothing else with our hooks
-        raise TypeError(f"unexpected JSON value {value!r}")
-
-
-def canonical_json(value: Any) -> str:
-    """
-    One spelling for every JSON value that means the same thing.
-
-    ``value`` must come from :func:`parse_json` (numbers as ``Decimal``).
-    """
-    out: list[str] = []
-    _canonical(value, out)
-    return "".join(out)
-
-
 def parse_json(body: bytes) -> Any:
     """Parse JSON with exact numbers; raises ``ValueError`` for anything else."""
     try:
         return json.loads(body, parse_float=Decimal, parse_int=Decimal, parse_constant=_Constant)
     except InvalidOperation:  # an exponent beyond what Decimal holds (``1e9999999999999999999``)
         raise ValueError("JSON number out of range") from None
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object hook refusing duplicate names, whose meaning differs between parsers."""
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        raise ValueError("duplicate name in a JSON object")
-    return value
 
 
 def parse_body(body: bytes, ignore: tuple[IgnorePath, ...] = ()) -> ParsedBody:
@@ -272,26 +201,43 @@ def parse_body(body: bytes, ignore: tuple[IgnorePath, ...] = ()) -> ParsedBody:
     cannot hold, or (once ``ignore`` has dropped its fields) nesting beyond
     :data:`MAX_JSON_DEPTH` are hashed raw, whole: the rules apply to JSON only.
 
+    A body up to :data:`WHOLE_BODY_BYTES` is parsed whole, then spelled; a
+    larger one is spelled in a stream (:mod:`stasis.canonical_stream`), to the
+    same text, in memory about its own size whatever its shape, and hashed raw
+    when it is over that stream's budget (a dense mass of tiny values: more
+    than one ``,:[{`` per 12 bytes of a body with more than a million).
+
     Canonicalising costs ~20 µs a kilobyte of text and ten times that for
     arrays of numbers: the engine reads large bodies off the reactor thread.
     Dropping fields costs nothing when none is named, and one copy of the
     objects and arrays on their paths when some are.
     """
     if not body:
-        return ParsedBody(None, b"empty:", ignore)
+        return ParsedBody(None, (b"empty:",), ignore)
+    if len(body) > WHOLE_BODY_BYTES:
+        try:
+            streamed = canonical_parts(body, ignore)
+        except NotCanonical:
+            return ParsedBody(None, (b"raw:", body), ignore)
+        return ParsedBody(None, (b"json:", *streamed.parts), ignore, streamed.head)
+    return _parsed_whole(body, ignore)
+
+
+def _parsed_whole(body: bytes, ignore: tuple[IgnorePath, ...]) -> ParsedBody:
+    """:func:`parse_body` by parsing the whole document (any size: the tests compare)."""
     try:
         value = json.loads(
             body,
             parse_float=Decimal,
             parse_int=Decimal,
             parse_constant=_Constant,
-            object_pairs_hook=_unique_object,
+            object_pairs_hook=unique_object,
         )
         out: list[str] = []
-        _canonical(dropped(value, ignore), out, MAX_JSON_DEPTH)
-        return ParsedBody(value, b"json:" + "".join(out).encode("ascii"), ignore)
+        canonical_into(dropped(value, ignore), out, MAX_JSON_DEPTH)
+        return ParsedBody(value, (b"json:" + "".join(out).encode("ascii"),), ignore, value)
     except (ValueError, RecursionError, InvalidOperation):
-        return ParsedBody(None, b"raw:" + body, ignore)
+        return ParsedBody(None, (b"raw:", body), ignore)
 
 
 def normalized_body(body: bytes) -> bytes:
@@ -382,8 +328,11 @@ def _varying(request: KeyRequest, policy: KeyPolicy) -> str:
     return json.dumps(chosen)
 
 
-def _parts(request: KeyRequest, policy: KeyPolicy) -> tuple[bytes, bytes]:
-    """What a key is made of, before and after the credential's place in it."""
+def _parts(request: KeyRequest, policy: KeyPolicy) -> tuple[bytes, tuple[bytes, ...]]:
+    """
+    What a key is made of, before and after the credential's place in it; the
+    part after in pieces, so that a large body's text is hashed, not copied.
+    """
     before = (
         KEY_VERSION,
         request.method.upper().encode("ascii", "replace"),
@@ -394,18 +343,20 @@ def _parts(request: KeyRequest, policy: KeyPolicy) -> tuple[bytes, bytes]:
     parsed = request.parsed
     if parsed is None or parsed.ignore != request.ignore:
         parsed = parse_body(request.body, request.ignore)
-    after = (request.namespace.encode("utf-8", "surrogatepass"), parsed.normalized)
-    return b"".join(map(_framed, before)), b"".join(map(_framed, after))
+    size = sum(map(len, parsed.parts))
+    namespace = _framed(request.namespace.encode("utf-8", "surrogatepass"))
+    return b"".join(map(_framed, before)), (namespace, size.to_bytes(8, "big"), *parsed.parts)
 
 
 def _framed(part: bytes) -> bytes:
     return len(part).to_bytes(8, "big") + part
 
 
-def _hashed(parts: tuple[bytes, bytes], fingerprint: str) -> str:
+def _hashed(parts: tuple[bytes, tuple[bytes, ...]], fingerprint: str) -> str:
     digest = hashlib.sha256(parts[0])
     digest.update(_framed(fingerprint.encode("ascii")))
-    digest.update(parts[1])
+    for piece in parts[1]:
+        digest.update(piece)
     return digest.hexdigest()
 
 

@@ -888,9 +888,9 @@ def test_query_credential_spelling() -> None:
 @given(st.text() | st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)))
 def test_strings_are_quoted_exactly_as_json_dumps_quotes_them(text: str) -> None:
     # Keys already in databases were made with json.dumps: the spelling must not move.
-    from stasis.keys import _quoted
+    from stasis.canonical import quoted
 
-    assert _quoted(text) == json.dumps(text)
+    assert quoted(text) == json.dumps(text)
 
 
 def test_a_pinned_body_keeps_its_canonical_spelling() -> None:

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 
 from stasis.cache.memory import HotEntries, KeyFilter, RequestKeys
 from stasis.cache.memory.bloom import MAX_BITS, MIN_BITS, KeyBloom
-from stasis.model import Change, ChangeKind, Entry
+from stasis.model import Change, ChangeKind, Entry, StoredRequest
 from tests.memory_store import MemoryStore
 
 digests = st.binary(min_size=32, max_size=32)
@@ -67,6 +67,18 @@ def test_a_put_is_remembered_once_committed_and_not_if_it_failed() -> None:
     hot.putting(two)
     hot.committed(two, stored=False)
     assert hot.get(two.key) is None
+
+
+def test_an_entry_just_stored_is_kept_without_its_request() -> None:
+    # The request may be tens of MB (issue 15) that the budget does not weigh.
+    hot = HotEntries(budget=1 << 20)
+    stored = evolve(entry(1), request=StoredRequest(body=b"[1," * 1_000_000 + b"1]"))
+    hot.putting(stored)
+    hot.committed(stored, stored=True)
+    kept = hot.get(stored.key)
+    assert kept is not None and kept.request is None
+    assert (kept.body, kept.headers) == (stored.body, stored.headers)
+    assert hot.used < 1000
 
 
 def test_a_delete_or_purge_during_a_commit_is_not_undone_in_memory() -> None:

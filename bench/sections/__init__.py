@@ -12,6 +12,7 @@ from bench.sections import (
     growth,
     hits,
     hold,
+    keying,
     memory,
     misses,
     shared,
@@ -23,4 +24,17 @@ from bench.sections import (
 
 __all__ = ["ALL"]
 
-ALL = (hits, misses, streaming, growth, memory, eviction, workers, shared, hold, slowclients, soak)
+ALL = (
+    hits,
+    misses,
+    streaming,
+    growth,
+    memory,
+    eviction,
+    workers,
+    shared,
+    keying,
+    hold,
+    slowclients,
+    soak,
+)

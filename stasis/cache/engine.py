@@ -637,15 +637,16 @@ class CacheEngine:
     async def _nearest(self, call: _Call) -> Nearest | None:
         """The recorded request nearest to ``call`` (a replay miss), if any; never fails."""
         assert call.keys is not None and self.in_thread is not None
-        document = call.parsed.document if call.parsed is not None else None
+        parsed = call.parsed
         asked = Asked(
             method=call.method,
             path=call.path,
             provider=call.provider.name,
-            model=call.provider.model(call.path, document),
+            model=call.provider.model(call.path, None if parsed is None else parsed.head),
             namespace=call.directives.namespace,
             request=stored_request(self._key_request(call), self._policy(call.provider)),
-            document=document,
+            # A large body's is parsed (if it may be) off the reactor, if needed.
+            document=None if parsed is None else parsed.document,
             keys=call.keys,
             policy=self._policy(call.provider),
         )
@@ -918,7 +919,7 @@ class CacheEngine:
             usage = call.provider.usage(_json_or_none(body), header_map(response.headers))
         now = self.clock.seconds()
         ttl = call.directives.ttl if call.directives.ttl is not None else self.default_ttl
-        document = call.parsed.document if call.parsed is not None else None
+        head = call.parsed.head if call.parsed is not None else None
         assert call.keys is not None
         return Entry(
             key=call.key,
@@ -929,7 +930,7 @@ class CacheEngine:
             method=call.method,
             path=call.path,
             provider=call.provider.name,
-            model=call.provider.model(call.path, document),
+            model=call.provider.model(call.path, head),
             namespace=call.directives.namespace,
             usage=usage,
             expires_at=None if ttl is None else now + ttl,

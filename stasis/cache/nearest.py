@@ -15,6 +15,11 @@ Ignore rules count as the key counts them: a difference in a field either
 side's rules leave out is not one, and a rule only one side has is named
 (``ignored: "user" → (absent)``) when it is why the keys differ: when it
 leaves out something the other side's key holds.
+
+Bodies are compared field by field only when parsing them is cheap enough
+(:data:`DOCUMENT_BUDGET`); a larger one is compared by its length, and the
+candidates are read from the store one at a time: a recorded request may be
+tens of megabytes, and a parsed one a hundred times that.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.internet.defer import Deferred
 
 from stasis.cache.samples import sample_key
@@ -33,13 +38,17 @@ from stasis.keys import KeyPolicy, ScopedKeys, parse_json, stored_key
 from stasis.model import Entry, EntryFilter, StoredRequest
 from stasis.store import Store
 
-__all__ = ["CANDIDATES", "Asked", "Nearest", "nearest_recorded"]
+__all__ = ["CANDIDATES", "DOCUMENT_BUDGET", "Asked", "Nearest", "nearest_recorded"]
 
 #: How many of the newest matching entries are compared.
 CANDIDATES = 20
 
 #: Differences collected per candidate; more are not shown anyway.
 SHOWN = 8
+
+#: A body is parsed to be compared only when that may take at most this many
+#: bytes of Python objects, by a generous estimate (:func:`_parse_cost`).
+DOCUMENT_BUDGET = 64 * 1024 * 1024
 
 
 @frozen
@@ -52,7 +61,8 @@ class Asked:
     model: str | None
     namespace: str
     request: StoredRequest
-    #: Its body as parsed for its key; None when the body is not JSON.
+    #: Its body as parsed for its key; None when the body is not JSON, or was
+    #: keyed without being parsed whole (a large one: see :func:`_asked_document`).
     document: Any
     keys: ScopedKeys
     policy: KeyPolicy
@@ -64,13 +74,32 @@ class Nearest:
     differences: tuple[Difference, ...]
 
 
+def _parse_cost(body: bytes) -> int:
+    """
+    At most the bytes of Python objects ``parse_json(body)`` holds at once:
+    ~200 for each value (every value but the first follows a ``,`` ``:``
+    ``[`` or ``{``), and 8 for each byte (the decoded text and the strings,
+    four bytes a character at worst).
+    """
+    values = body.count(b",") + body.count(b":") + body.count(b"[") + body.count(b"{") + 1
+    return 200 * values + 8 * len(body)
+
+
 def _document(body: bytes) -> Any:
-    if not body:
+    """``body`` parsed, or None when it is not JSON or too costly to parse."""
+    if not body or _parse_cost(body) > DOCUMENT_BUDGET:
         return None
     try:
         return parse_json(body)
     except (ValueError, RecursionError):
         return None
+
+
+def _asked_document(asked: Asked) -> Asked:
+    """``asked`` with its body's document, if it was keyed without one and may be parsed."""
+    if asked.document is not None:
+        return asked
+    return evolve(asked, document=_document(asked.request.body))
 
 
 def _header_differences(
@@ -171,8 +200,12 @@ def _visible(asked: Asked, entry: Entry) -> bool:
     return sample_key(owned, entry.sample) == entry.key
 
 
-def _choose(asked: Asked, entries: list[Entry]) -> Nearest | None:
-    best: tuple[tuple[int, bool, float], Nearest] | None = None
+#: How near a candidate is: differences, another namespace, age (lower is nearer).
+_Rank = tuple[int, bool, float]
+
+
+def _ranked(asked: Asked, entries: list[Entry]) -> tuple[_Rank, Nearest] | None:
+    best: tuple[_Rank, Nearest] | None = None
     for entry in entries:
         if not _visible(asked, entry):
             continue
@@ -180,7 +213,7 @@ def _choose(asked: Asked, entries: list[Entry]) -> Nearest | None:
         rank = (len(found), entry.namespace != asked.namespace, -entry.created_at)
         if best is None or rank < best[0]:
             best = (rank, Nearest(entry, found))
-    return None if best is None else best[1]
+    return best
 
 
 async def nearest_recorded(
@@ -192,15 +225,17 @@ async def nearest_recorded(
     filters = [EntryFilter(provider=asked.provider, path=asked.path)]
     if asked.model is not None:
         filters.insert(0, EntryFilter(provider=asked.provider, path=asked.path, model=asked.model))
+    # Parsing and comparing big bodies is Python work: off the reactor thread.
+    asked = await in_thread(partial(_asked_document, asked))
     for where in filters:
         page = await store.list_entries(where, limit=CANDIDATES)
-        if not page.entries:
-            continue
-        entries = await store.get_many([info.key for info in page.entries])
-        # Comparing big bodies is Python work: off the reactor thread.
-        nearest: Nearest | None = await in_thread(partial(_choose, asked, entries))
-        if nearest is not None:
-            return nearest
+        best: tuple[_Rank, Nearest] | None = None
+        for info in page.entries:  # one at a time: a recorded request may be large
+            ranked = await in_thread(partial(_ranked, asked, await store.get_many([info.key])))
+            if ranked is not None and (best is None or ranked[0] < best[0]):
+                best = ranked
+        if best is not None:
+            return best[1]
     return None
 
 

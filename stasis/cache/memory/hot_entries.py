@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from attrs import define, field
+from attrs import define, evolve, field
 
 from stasis.model import Change, ChangeKind, Entry
 
@@ -58,7 +58,13 @@ class HotEntries:
         return entry
 
     def remember(self, entry: Entry) -> None:
-        """Keep an entry just read from the store."""
+        """Keep an entry just read from the store (or just stored), without its request."""
+        if entry.request is not None:
+            # A hit never reads the request an answer was stored for, and it
+            # may be tens of MB that the budget, which weighs answers, would
+            # not count: an entry just stored would keep it for as long as
+            # its answer is hot.
+            entry = evolve(entry, request=None)
         self.forget(entry.key)
         weight = _weight(entry)
         if weight > self.budget // 4:
