@@ -64,6 +64,10 @@ __all__ = [
 
 log = logger("stasis.service")
 
+#: How long a stop waits for the connections it aborted to be gone: one
+#: reactor turn is usually enough; this bounds a misbehaving one.
+_CUT_OFF_SECONDS = 1.0
+
 
 class StartupError(Exception):
     """The daemon cannot start: the database or the listening address is unusable."""
@@ -309,10 +313,10 @@ class StasisService(MultiService):
 
     It serves in its own process: ``config.workers`` is the daemon's to act
     on (:func:`stasis.tap.makeService`), which runs this service in each
-    worker process with ``worker`` set. ``drain_seconds`` is how long a stop
-    lets the requests in flight finish (after the port is closed) before it
-    closes the database and lets the reactor drop what is left; 0 waits for
-    none.
+    worker process with ``worker`` set. ``drain_seconds`` (default:
+    ``config.shutdown_grace``) is how long a stop lets the requests and
+    streams in flight finish (after the port is closed) before it cuts off
+    what is left and closes the database; 0 waits for none.
     """
 
     def __init__(
@@ -320,7 +324,7 @@ class StasisService(MultiService):
         config: Config,
         reactor: Any = None,
         worker: Worker | None = None,
-        drain_seconds: float = 0.0,
+        drain_seconds: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
@@ -330,7 +334,7 @@ class StasisService(MultiService):
         self.config = config
         self.reactor = reactor
         self.worker = worker
-        self.drain_seconds = drain_seconds
+        self.drain_seconds = config.shutdown_grace if drain_seconds is None else drain_seconds
         try:
             self.store = build_store(config, reactor)
         except StoreError as e:  # --db names what this installation cannot open
@@ -436,10 +440,36 @@ class StasisService(MultiService):
             await idle.addTimeout(self.drain_seconds, self.reactor)
         except DrainTimeout:
             log.warn(
-                "stopping: {count} requests still in flight after {seconds:g}s are cut off",
+                "stopping: {count} request(s) still in flight after {seconds:g}s are cut off",
                 count=len(site.in_flight),
                 seconds=self.drain_seconds,
             )
+            await self._cut_off(site)
+
+    async def _cut_off(self, site: StasisSite) -> None:
+        """
+        Abort the connections of the requests still in flight, and wait (a
+        moment) until they are gone.
+
+        Left to the reactor's own shutdown, a stream cut off only after the
+        database closed would still be relaying, and could finish into a
+        closed store; aborted now, each relay sees its client gone, cancels
+        its upstream call and stores nothing, as when a client hangs up.
+        """
+        for request in list(site.in_flight):
+            channel = request.channel
+            if channel is None:
+                continue
+            # An HTTP/2 stream aborts itself (RST_STREAM); an HTTP/1.1
+            # channel aborts its TCP connection.
+            abort = getattr(channel, "abortConnection", None)
+            if abort is None:
+                transport = channel.transport
+                abort = None if transport is None else getattr(transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+        with contextlib.suppress(DrainTimeout):
+            await site.when_idle().addTimeout(_CUT_OFF_SECONDS, self.reactor)
 
     async def _stop(self) -> None:
         # MultiService would stop the children all at once; the database must
@@ -448,8 +478,7 @@ class StasisService(MultiService):
         if self._endpoint.attempted:
             await self._listener.stopService()
         self.port = None
-        if self.drain_seconds > 0:
-            await self._drain()
+        await self._drain()
         await self._front.close()
         if self._store_service.running:
             await self._store_service.stopService()
