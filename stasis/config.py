@@ -302,7 +302,12 @@ def _listen(_: Any, attribute: Attribute[str], value: str) -> None:
     except Exception as e:  # any parser, including a plugin's, may raise anything
         if value.startswith("systemd:") and isinstance(e, IndexError | KeyError):
             # The systemd parser looks the socket up as it parses.
-            problem = f"{value!r}: systemd passed this process no such socket"
+            # Twisted finds a socket only with all three variables (a
+            # .socket unit sets them): LISTEN_FDNAMES too, since systemd 227.
+            problem = (
+                f"{value!r}: systemd passed this process no such socket (start it from a "
+                ".socket unit: it sets LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES)"
+            )
         else:
             problem = f"{value!r} is not a Twisted server endpoint ({e}); {example}"
         raise ConfigError("listen", problem) from None

@@ -39,7 +39,7 @@ def _address(daemon: Daemon) -> tuple[str, int]:
 
 @contextmanager
 def streaming(daemon: Daemon) -> Iterator[dict[str, object]]:
-    """A streamed chat call in a thread; on leaving, its outcome (``status``, ``body`` or ``error``)."""
+    """A streamed chat call in a thread; on leaving, its outcome (status, body or error)."""
     outcome: dict[str, object] = {}
 
     def call() -> None:
