@@ -101,12 +101,14 @@ def test_sigterm_lets_a_stream_in_flight_finish_and_store_then_exits_0(
     assert "cut off" not in daemon.log
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_stream_longer_than_the_grace_is_cut_at_the_grace_and_the_daemon_exits_0(
-    start: Callable[..., Daemon], upstream: FakeUpstream
+    start: Callable[..., Daemon], upstream: FakeUpstream, workers: str
 ) -> None:
+    """With ``--workers`` too: each worker drains within the grace, not a fixed 25 s."""
     upstream.gate = threading.Event()  # never set: the stream would last gate_timeout
     upstream.gate_timeout = 30.0
-    daemon = start("--shutdown-grace", "1")
+    daemon = start("--shutdown-grace", "1", "--workers", workers)
     with streaming(daemon) as outcome:
         assert upstream.first_event_sent.wait(10)
         signalled = time.monotonic()
