@@ -335,6 +335,8 @@ class StasisService(MultiService):
         self.reactor = reactor
         self.worker = worker
         self.drain_seconds = config.shutdown_grace if drain_seconds is None else drain_seconds
+        #: While a stop waits for the requests in flight: what :meth:`hurry` cancels.
+        self._draining: Deferred[None] | None = None
         try:
             self.store = build_store(config, reactor)
         except StoreError as e:  # --db names what this installation cannot open
@@ -436,8 +438,9 @@ class StasisService(MultiService):
             log.info(
                 "stopping: letting {count} request(s) in flight finish", count=len(site.in_flight)
             )
+        self._draining = idle.addTimeout(self.drain_seconds, self.reactor)
         try:
-            await idle.addTimeout(self.drain_seconds, self.reactor)
+            await self._draining
         except DrainTimeout:
             log.warn(
                 "stopping: {count} request(s) still in flight after {seconds:g}s are cut off",
@@ -445,6 +448,23 @@ class StasisService(MultiService):
                 seconds=self.drain_seconds,
             )
             await self._cut_off(site)
+        except CancelledError:  # hurry()
+            log.warn(
+                "stopping now: {count} request(s) still in flight are cut off",
+                count=len(site.in_flight),
+            )
+            await self._cut_off(site)
+        finally:
+            self._draining = None
+
+    def hurry(self) -> None:
+        """
+        Cut off the requests still in flight now, not at the end of the
+        grace: a stop under way then finishes at once (the daemon calls it
+        on a second Ctrl-C or SIGTERM). Does nothing unless a stop waits.
+        """
+        if self._draining is not None:
+            self._draining.cancel()
 
     async def _cut_off(self, site: StasisSite) -> None:
         """

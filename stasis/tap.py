@@ -10,8 +10,10 @@ into the option names a user typed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from typing import IO, Any, NoReturn, Protocol, cast
@@ -476,6 +478,8 @@ class _Listening(Protocol):
 
     def when_listening(self) -> Deferred[Any]: ...
 
+    def hurry(self) -> None: ...
+
 
 class _OnTheCommandLine(Service):
     """
@@ -525,6 +529,8 @@ class _OnTheCommandLine(Service):
         """
         this = cast(_Listening, self)
         notify("STOPPING=1", "STATUS=stopping: letting the requests in flight finish")
+        if getattr(this.reactor, "_exitSignal", None) is not None:
+            _hurry_on_another_signal(this)
         stopped: Deferred[None] = maybeDeferred(super().stopService)
 
         def clean(result: None) -> None:
@@ -576,6 +582,28 @@ class _CommandLineSupervisor(_OnTheCommandLine, Supervisor):
     ) -> None:
         Supervisor.__init__(self, config, reactor)
         self._command_line = _CommandLine(stderr, exit_status)
+
+
+def _hurry_on_another_signal(service: _Listening) -> None:
+    """
+    Make a second Ctrl-C or SIGTERM, during a stop a signal began, cut off
+    what is in flight at once (:meth:`StasisService.hurry`).
+
+    The reactor's own handlers would call ``reactor.stop()`` again, which
+    only logs a ``ReactorNotRunning`` traceback and leaves the user waiting
+    out the whole grace.
+    """
+
+    def again(number: int, frame: object) -> None:
+        log.info(
+            "received {signal} again: cutting off what is in flight",
+            signal=signal.Signals(number).name,
+        )
+        service.reactor.callFromThread(service.hurry)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: the reactor's stay
+            signal.signal(number, again)
 
 
 #: An open-file limit below this is worth a word at start-up.

@@ -145,3 +145,26 @@ def test_a_bad_shutdown_grace_is_one_line_and_exit_status_2(tmp_path: Path) -> N
     assert result.stderr == (
         "stasis: error: --shutdown-grace must be 0 or more seconds, not -1.0 (see --help)\n"
     )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_ctrl_c_cuts_off_what_is_in_flight_at_once(
+    start: Callable[..., Daemon], upstream: FakeUpstream, workers: str
+) -> None:
+    """Not a ReactorNotRunning traceback, and not the whole grace waited out."""
+    upstream.gate = threading.Event()
+    upstream.gate_timeout = 30.0
+    daemon = start("--shutdown-grace", "60", "--workers", workers)
+    with streaming(daemon) as outcome:
+        assert upstream.first_event_sent.wait(10)
+        daemon.process.send_signal(signal.SIGINT)
+        daemon.wait_for_log(r"stopping: letting 1 request\(s\) in flight finish")
+        signalled = time.monotonic()
+        daemon.process.send_signal(signal.SIGINT)
+        assert daemon.process.wait(10) == 0
+        assert time.monotonic() - signalled < 5.0
+    upstream.gate.set()
+    daemon.wait_for_log(r"stopping now: 1 request\(s\) still in flight are cut off")
+    assert b"[DONE]" not in outcome.get("body", b""), outcome  # type: ignore[operator]
+    assert "ReactorNotRunning" not in daemon.log
+    assert _entries(daemon.db) == 0
