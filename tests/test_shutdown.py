@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from stasis.config import Config, ConfigError, ConfigTypeError
 from tests.daemon import Daemon
 from tests.fake_upstream import FakeUpstream
 
@@ -168,3 +169,25 @@ def test_a_second_ctrl_c_cuts_off_what_is_in_flight_at_once(
     assert b"[DONE]" not in outcome.get("body", b""), outcome  # type: ignore[operator]
     assert "ReactorNotRunning" not in daemon.log
     assert _entries(daemon.db) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (-1, ConfigError, "shutdown_grace must be 0 or more seconds, not -1"),
+        (float("inf"), ConfigError, "shutdown_grace must be 0 or more seconds, not inf"),
+        (True, ConfigTypeError, "shutdown_grace must be a number of seconds, not True"),
+        ("10", ConfigTypeError, "shutdown_grace must be a number of seconds, not '10'"),
+    ],
+)
+def test_a_config_refuses_a_grace_that_cannot_work(
+    value: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as raised:
+        Config(shutdown_grace=value)  # type: ignore[arg-type]
+    assert str(raised.value) == message
+
+
+def test_the_grace_defaults_to_10_seconds_and_0_is_allowed() -> None:
+    assert Config().shutdown_grace == 10.0
+    assert Config(shutdown_grace=0).shutdown_grace == 0
