@@ -110,6 +110,7 @@ def test_a_stream_longer_than_the_grace_is_cut_at_the_grace_and_the_daemon_exits
     upstream.gate = threading.Event()  # never set: the stream would last gate_timeout
     upstream.gate_timeout = 30.0
     daemon = start("--shutdown-grace", "1", "--workers", workers)
+    daemon.wait_for_log("stasis listening on")  # with workers, once all serve
     with streaming(daemon) as outcome:
         assert upstream.first_event_sent.wait(10)
         signalled = time.monotonic()
@@ -156,6 +157,7 @@ def test_a_second_ctrl_c_cuts_off_what_is_in_flight_at_once(
     upstream.gate = threading.Event()
     upstream.gate_timeout = 30.0
     daemon = start("--shutdown-grace", "60", "--workers", workers)
+    daemon.wait_for_log("stasis listening on")  # with workers, once all serve
     with streaming(daemon) as outcome:
         assert upstream.first_event_sent.wait(10)
         daemon.process.send_signal(signal.SIGINT)
@@ -191,3 +193,21 @@ def test_a_config_refuses_a_grace_that_cannot_work(
 def test_the_grace_defaults_to_10_seconds_and_0_is_allowed() -> None:
     assert Config().shutdown_grace == 10.0
     assert Config(shutdown_grace=0).shutdown_grace == 0
+
+
+def test_a_worker_ready_only_after_the_stop_began_is_no_traceback() -> None:
+    """
+    SIGTERM while ``--workers`` start: the supervisor has closed its port
+    when a worker's "ready" arrives. It once asserted the port was there (an
+    ``Unhandled Error`` traceback); a stopping daemon is not ready.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    from stasis.workers.supervisor import Supervisor
+
+    supervisor = Supervisor(Config(workers=2), MemoryReactorClock())
+    ready = supervisor.when_listening()
+    supervisor.stopService()  # nothing was started: no port, no workers
+    for slot in supervisor._slots:
+        supervisor._reported(slot, "ready\t/tmp/c.db")
+    assert not ready.called

@@ -298,6 +298,10 @@ class Supervisor(Service):
             slot.failure = detail
         elif kind == READY:
             slot.ready = True
+            # A stop begun meanwhile (SIGTERM during the start-up) closed the
+            # port: the daemon is not ready, and never will be.
+            if self._stopping:
+                return
             if self._outcome is None and all(s.ready for s in self._slots):
                 self._serving(location=detail)
 
