@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_DB",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_PORT",
+    "DEFAULT_SHUTDOWN_GRACE",
     "PROVIDER_NAMES",
     "Config",
     "ConfigError",
@@ -48,6 +49,9 @@ DEFAULT_HEADER_TIMEOUT = 15.0
 DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MEMORY_CACHE_BYTES = 64 * 1024 * 1024
+#: Seconds a stop lets the requests and streams in flight finish: a chat
+#: answer streams for a few seconds, and systemd's own stop timeout is 90 s.
+DEFAULT_SHUTDOWN_GRACE = 10.0
 
 #: The names ``--upstream NAME=URL`` accepts.
 PROVIDER_NAMES = [provider.name for provider in PROVIDERS]
@@ -203,6 +207,13 @@ def _seconds(_: Any, attribute: Attribute[float], value: float) -> None:
         raise ConfigError(attribute.name, f"must be greater than 0, not {value}")
 
 
+def _grace(_: Any, attribute: Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigTypeError(attribute.name, f"must be a number of seconds, not {value!r}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(attribute.name, f"must be 0 or more seconds, not {value}")
+
+
 def _optional(check: Any) -> Any:
     def optional(instance: Any, attribute: Attribute[Any], value: Any) -> None:
         if value is not None:
@@ -297,7 +308,12 @@ def _listen(_: Any, attribute: Attribute[str], value: str) -> None:
     except Exception as e:  # any parser, including a plugin's, may raise anything
         if value.startswith("systemd:") and isinstance(e, IndexError | KeyError):
             # The systemd parser looks the socket up as it parses.
-            problem = f"{value!r}: systemd passed this process no such socket"
+            # Twisted finds a socket only with all three variables (a
+            # .socket unit sets them): LISTEN_FDNAMES too, since systemd 227.
+            problem = (
+                f"{value!r}: systemd passed this process no such socket (start it from a "
+                ".socket unit: it sets LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES)"
+            )
         else:
             problem = f"{value!r} is not a Twisted server endpoint ({e}); {example}"
         raise ConfigError("listen", problem) from None
@@ -378,6 +394,10 @@ class Config:
     #: Processes accepting on the one listening socket, sharing one cache
     #: (``--workers``); 1 serves in the daemon's own process.
     workers: int = field(default=1, validator=_workers)
+    #: Seconds a stop (SIGTERM, Ctrl-C, ``stopService``) lets the requests and
+    #: streams in flight finish, once the port is closed, before it cuts the
+    #: rest off and closes the database; 0 cuts them at once.
+    shutdown_grace: float = field(default=DEFAULT_SHUTDOWN_GRACE, validator=_grace)
 
     @property
     def routes(self) -> Routes:

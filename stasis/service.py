@@ -64,6 +64,10 @@ __all__ = [
 
 log = logger("stasis.service")
 
+#: How long a stop waits for the connections it aborted to be gone: one
+#: reactor turn is usually enough; this bounds a misbehaving one.
+_CUT_OFF_SECONDS = 1.0
+
 
 class StartupError(Exception):
     """The daemon cannot start: the database or the listening address is unusable."""
@@ -310,10 +314,10 @@ class StasisService(MultiService):
 
     It serves in its own process: ``config.workers`` is the daemon's to act
     on (:func:`stasis.tap.makeService`), which runs this service in each
-    worker process with ``worker`` set. ``drain_seconds`` is how long a stop
-    lets the requests in flight finish (after the port is closed) before it
-    closes the database and lets the reactor drop what is left; 0 waits for
-    none.
+    worker process with ``worker`` set. ``drain_seconds`` (default:
+    ``config.shutdown_grace``) is how long a stop lets the requests and
+    streams in flight finish (after the port is closed) before it cuts off
+    what is left and closes the database; 0 waits for none.
     """
 
     def __init__(
@@ -321,7 +325,7 @@ class StasisService(MultiService):
         config: Config,
         reactor: Any = None,
         worker: Worker | None = None,
-        drain_seconds: float = 0.0,
+        drain_seconds: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
@@ -331,7 +335,9 @@ class StasisService(MultiService):
         self.config = config
         self.reactor = reactor
         self.worker = worker
-        self.drain_seconds = drain_seconds
+        self.drain_seconds = config.shutdown_grace if drain_seconds is None else drain_seconds
+        #: While a stop waits for the requests in flight: what :meth:`hurry` cancels.
+        self._draining: Deferred[None] | None = None
         try:
             self.store = build_store(config, reactor)
         except StoreError as e:  # --db names what this installation cannot open
@@ -433,14 +439,58 @@ class StasisService(MultiService):
             log.info(
                 "stopping: letting {count} request(s) in flight finish", count=len(site.in_flight)
             )
+        self._draining = idle.addTimeout(self.drain_seconds, self.reactor)
         try:
-            await idle.addTimeout(self.drain_seconds, self.reactor)
+            await self._draining
         except DrainTimeout:
             log.warn(
-                "stopping: {count} requests still in flight after {seconds:g}s are cut off",
+                "stopping: {count} request(s) still in flight after {seconds:g}s are cut off",
                 count=len(site.in_flight),
                 seconds=self.drain_seconds,
             )
+            await self._cut_off(site)
+        except CancelledError:  # hurry()
+            log.warn(
+                "stopping now: {count} request(s) still in flight are cut off",
+                count=len(site.in_flight),
+            )
+            await self._cut_off(site)
+        finally:
+            self._draining = None
+
+    def hurry(self) -> None:
+        """
+        Cut off the requests still in flight now, not at the end of the
+        grace: a stop under way then finishes at once (the daemon calls it
+        on a second Ctrl-C or SIGTERM). Does nothing unless a stop waits.
+        """
+        if self._draining is not None:
+            self._draining.cancel()
+
+    async def _cut_off(self, site: StasisSite) -> None:
+        """
+        Abort the connections of the requests still in flight, and wait (a
+        moment) until they are gone.
+
+        Left to the reactor's own shutdown, a stream cut off only after the
+        database closed would still be relaying, and could finish into a
+        closed store; aborted now, each relay sees its client gone, cancels
+        its upstream call and stores nothing, as when a client hangs up.
+        """
+        for request in list(site.in_flight):
+            channel = request.channel
+            if channel is None:
+                continue
+            # An HTTP/2 stream aborts itself (RST_STREAM); an HTTP/1.1
+            # channel aborts its TCP connection.
+            abort = getattr(channel, "abortConnection", None)
+            if abort is None:
+                transport = channel.transport
+                abort = None if transport is None else getattr(transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+        with contextlib.suppress(DrainTimeout):
+            await site.when_idle().addTimeout(_CUT_OFF_SECONDS, self.reactor)
 
     async def _stop(self) -> None:
         # MultiService would stop the children all at once; the database must
@@ -449,8 +499,7 @@ class StasisService(MultiService):
         if self._endpoint.attempted:
             await self._listener.stopService()
         self.port = None
-        if self.drain_seconds > 0:
-            await self._drain()
+        await self._drain()
         await self._front.close()
         if self._store_service.running:
             await self._store_service.stopService()

@@ -10,15 +10,17 @@ into the option names a user typed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from typing import IO, Any, NoReturn, Protocol, cast
 
 from attrs import define
 from twisted.application.service import IService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -29,6 +31,7 @@ from stasis.config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MEMORY_CACHE_BYTES,
     DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_UPSTREAM_TIMEOUT,
     PROVIDER_NAMES,
     Config,
@@ -39,8 +42,9 @@ from stasis.config import (
 from stasis.keys import CredentialScope
 from stasis.log import LOG_LEVELS, logger, set_log_format, set_log_level, writes_directly
 from stasis.modes import Mode
+from stasis.notify import notify
 from stasis.open_files import raise_open_files_limit
-from stasis.service import StartupError, StasisService, Worker
+from stasis.service import StartupError, StasisService, Worker, describe_port
 from stasis.sizes import parse_size
 from stasis.times import parse_duration
 from stasis.web.deadlines import BODY_MIN_RATE
@@ -74,6 +78,7 @@ _OPTION_FOR_FIELD = {
     "samples": "--samples",
     "ready_file": "--ready-file",
     "workers": "--workers",
+    "shutdown_grace": "--shutdown-grace",
 }
 
 
@@ -276,6 +281,15 @@ class Options(usage.Options):
             "core (a worker that dies is restarted; /stats adds them all up).",
             _count("--workers"),
         ],
+        [
+            "shutdown-grace",
+            None,
+            DEFAULT_SHUTDOWN_GRACE,
+            "Seconds a stop (SIGTERM, Ctrl-C) lets the requests and streams in flight finish, "
+            "once the port is closed; then the rest are cut off, the database is closed and "
+            "the daemon exits with status 0.",
+            _seconds("--shutdown-grace"),
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -384,6 +398,7 @@ class Options(usage.Options):
                 samples=int(self["samples"]),
                 ready_file=self["ready-file"],
                 workers=int(self["workers"]),
+                shutdown_grace=self["shutdown-grace"],
             )
         except ConfigError as e:
             raise _usage_error(e) from None
@@ -467,9 +482,12 @@ class _CommandLine:
 class _Listening(Protocol):
     config: Config
     reactor: Any
+    port: Any
     _command_line: _CommandLine
 
     def when_listening(self) -> Deferred[Any]: ...
+
+    def hurry(self) -> None: ...
 
 
 class _OnTheCommandLine(Service):
@@ -499,7 +517,42 @@ class _OnTheCommandLine(Service):
             super().startService()  # type: ignore[no-untyped-call]
         except StartupError as e:
             this._command_line.fail(e)
-        this.when_listening().addErrback(this._command_line.failed_late, this.reactor)
+        this.when_listening().addCallbacks(
+            self._ready, this._command_line.failed_late, errbackArgs=(this.reactor,)
+        )
+
+    def _ready(self, port: object) -> None:
+        """Tell systemd the daemon serves (a worker leaves that to its supervisor)."""
+        this = cast(_Listening, self)
+        if getattr(self, "worker", None) is not None:
+            return
+        where = describe_port(this.port, this.config.listen) if this.port is not None else ""
+        notify("READY=1", f"STATUS=serving on {where}")
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop as the service does (draining first), telling systemd; a clean
+        stop makes the process exit with status 0.
+
+        On SIGTERM or SIGINT, twistd (and so ``stasis start``) ends by
+        killing itself with that signal once the reactor stops, so a daemon
+        that stopped exactly as asked reported failure (-15, or 130 in a
+        shell) to systemd, launchd and scripts. The reactor keeps the signal
+        in ``_exitSignal`` for that (Twisted's own, not public API: without
+        it, the exit status stays the signal's).
+        """
+        this = cast(_Listening, self)
+        notify("STOPPING=1", "STATUS=stopping: letting the requests in flight finish")
+        if getattr(this.reactor, "_exitSignal", None) is not None:
+            _hurry_on_another_signal(this)
+        stopped: Deferred[None] = maybeDeferred(super().stopService)
+
+        def clean(result: None) -> None:
+            if getattr(this.reactor, "_exitSignal", None) is not None:
+                this.reactor._exitSignal = None
+            return result
+
+        return stopped.addCallback(clean)
 
 
 class _CommandLineService(_OnTheCommandLine, StasisService):
@@ -516,7 +569,7 @@ class _CommandLineService(_OnTheCommandLine, StasisService):
         stderr: Callable[[], IO[str] | None] = _original_stderr,
         exit_status: Callable[[int], None] = _exit_status_at_interpreter_exit,
         worker: Worker | None = None,
-        drain_seconds: float = 0.0,
+        drain_seconds: float | None = None,
     ) -> None:
         self._command_line = _CommandLine(stderr, exit_status)
         try:
@@ -543,6 +596,28 @@ class _CommandLineSupervisor(_OnTheCommandLine, Supervisor):
     ) -> None:
         Supervisor.__init__(self, config, reactor)
         self._command_line = _CommandLine(stderr, exit_status)
+
+
+def _hurry_on_another_signal(service: _Listening) -> None:
+    """
+    Make a second Ctrl-C or SIGTERM, during a stop a signal began, cut off
+    what is in flight at once (:meth:`StasisService.hurry`).
+
+    The reactor's own handlers would call ``reactor.stop()`` again, which
+    only logs a ``ReactorNotRunning`` traceback and leaves the user waiting
+    out the whole grace.
+    """
+
+    def again(number: int, frame: object) -> None:
+        log.info(
+            "received {signal} again: cutting off what is in flight",
+            signal=signal.Signals(number).name,
+        )
+        service.reactor.callFromThread(service.hurry)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: the reactor's stay
+            signal.signal(number, again)
 
 
 #: An open-file limit below this is worth a word at start-up.

@@ -17,8 +17,9 @@ no database and serves nothing; it only keeps N workers running:
   on), at once or after a back-off (:mod:`stasis.workers.restarts`).
 - Stopping (SIGTERM, SIGINT: twistd stops this service) sends SIGTERM to
   every worker, which stops accepting and lets its requests in flight finish
-  (:data:`DRAIN_SECONDS`), and waits for them all to exit; one that outstays
-  :data:`KILL_AFTER_SECONDS` is killed. Nothing outlives the daemon.
+  (``--shutdown-grace``), and waits for them all to exit; one that outstays
+  the grace by :data:`EXIT_MARGIN_SECONDS` is killed. Nothing outlives the
+  daemon.
 - A worker whose supervisor is gone (even ``kill -9``) sees its stdin, a
   pipe from the supervisor, end, and stops the same way.
 
@@ -52,19 +53,20 @@ from twisted.python.failure import Failure
 import stasis
 from stasis.config import Config
 from stasis.log import logger
+from stasis.notify import NOTIFY_SOCKET
 from stasis.service import StartupError, cannot_listen, describe_port, write_ready_file
 from stasis.workers.restarts import Backoff
 from stasis.workers.seat import LISTENING_FD, REPORT_FD, TALLY_FD, Seat
 from stasis.workers.tally import make_tally_file
 
-__all__ = ["DRAIN_SECONDS", "KILL_AFTER_SECONDS", "Supervisor"]
+__all__ = ["EXIT_MARGIN_SECONDS", "Supervisor"]
 
 log = logger("stasis.workers")
 
-#: How long a stopping worker lets its requests in flight finish.
-DRAIN_SECONDS = 25.0
-#: How long the supervisor waits for a stopping worker before it kills it.
-KILL_AFTER_SECONDS = DRAIN_SECONDS + 5.0
+#: How long past ``--shutdown-grace`` the supervisor waits for a stopping
+#: worker before it kills it: time for the worker to cut off what is left,
+#: close its database and exit.
+EXIT_MARGIN_SECONDS = 5.0
 
 #: A worker's reports, one line each: ``ready<TAB>cache location`` or ``failed<TAB>why``.
 READY = "ready"
@@ -270,7 +272,7 @@ class Supervisor(Service):
             index=slot.index,
             workers=len(self._slots),
             family=self._family,
-            drain_seconds=DRAIN_SECONDS,
+            drain_seconds=self.config.shutdown_grace,
         )
         # Looked at now, not when made: twistd daemonizes in between.
         inherit = not (_discarded(1) or _discarded(2))
@@ -300,6 +302,10 @@ class Supervisor(Service):
             slot.failure = detail
         elif kind == READY:
             slot.ready = True
+            # A stop begun meanwhile (SIGTERM during the start-up) closed the
+            # port: the daemon is not ready, and never will be.
+            if self._stopping:
+                return
             if self._outcome is None and all(s.ready for s in self._slots):
                 self._serving(location=detail)
 
@@ -366,7 +372,7 @@ class Supervisor(Service):
         log.info("stopping {count} workers", count=len(running))
         self._all_ended = Deferred()
         self._signal(running, "TERM")
-        kill = self.reactor.callLater(KILL_AFTER_SECONDS, self._kill_laggards)
+        kill = self.reactor.callLater(self._kill_after, self._kill_laggards)
 
         def ended(result: None) -> None:
             if kill.active():
@@ -375,6 +381,19 @@ class Supervisor(Service):
 
         return self._all_ended.addCallback(ended)
 
+    def hurry(self) -> None:
+        """
+        Tell the workers again to stop (SIGTERM): each then cuts off what it
+        still has in flight at once, instead of at the end of the grace.
+        """
+        if self._stopping:
+            self._signal([slot for slot in self._slots if slot.process is not None], "TERM")
+
+    @property
+    def _kill_after(self) -> float:
+        """Seconds after SIGTERM that a worker still running is killed."""
+        return self.config.shutdown_grace + EXIT_MARGIN_SECONDS
+
     def _kill_laggards(self) -> None:
         laggards = [slot for slot in self._slots if slot.process is not None]
         for slot in laggards:
@@ -382,7 +401,7 @@ class Supervisor(Service):
                 "worker {index} (pid {pid}) still runs {seconds:g}s after SIGTERM: killing it",
                 index=slot.index,
                 pid=slot.pid,
-                seconds=KILL_AFTER_SECONDS,
+                seconds=self._kill_after,
             )
         self._signal(laggards, "KILL")
 
@@ -406,6 +425,8 @@ def _environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     code (a checkout on a path of its own, say) and not another installed copy.
     """
     env = dict(os.environ if environ is None else environ)
+    # The supervisor alone speaks to systemd: once every worker serves.
+    env.pop(NOTIFY_SOCKET, None)
     root = os.path.dirname(os.path.dirname(os.path.abspath(stasis.__file__)))
     if root in _site_folders():
         # Installed: the same interpreter finds it there by itself, and the
