@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +40,17 @@ def make_upstream() -> Iterator[Callable[..., FakeUpstream]]:
     finally:
         for fake in fakes:
             fake.stop()
+
+
+@pytest.fixture
+def stalled(upstream: FakeUpstream) -> Iterator[threading.Event]:
+    """The upstream answers only once the event is set; set when the test ends."""
+    release = threading.Event()
+    upstream.hold_until(release)
+    try:
+        yield release
+    finally:
+        release.set()
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import json
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import openai
 import pytest
 
 from tests.daemon import Daemon, poll_until
-from tests.fake_upstream import FakeUpstream, Received, Reply
+from tests.fake_upstream import FakeUpstream, Reply
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
@@ -52,21 +52,6 @@ def test_the_openai_sdk_sees_the_502(start: Callable[..., Daemon], closed_port: 
         c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 502
     assert "cannot reach the upstream" in caught.value.message
-
-
-@pytest.fixture
-def stalled(upstream: FakeUpstream) -> Iterator[threading.Event]:
-    release = threading.Event()
-
-    def hang(received: Received) -> Reply:
-        release.wait(30)
-        return upstream.default_reply(received)
-
-    upstream.handler = hang
-    try:
-        yield release
-    finally:
-        release.set()
 
 
 def test_a_silent_upstream_is_a_504(

@@ -16,14 +16,14 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.daemon import Daemon, poll_until
-from tests.fake_upstream import FakeUpstream, Received, Reply
+from tests.fake_upstream import FakeUpstream, Reply
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
@@ -33,22 +33,6 @@ MS = r"\d+\.\dms"
 
 def post_chat(daemon: Daemon, **headers: str) -> tuple[int, dict[str, str], bytes]:
     return daemon.request("POST", "/v1/chat/completions", CHAT.encode(), {**HEADERS, **headers})
-
-
-@pytest.fixture
-def stalled(upstream: FakeUpstream) -> Iterator[threading.Event]:
-    """The upstream answers only once the event is set (at most 30 s)."""
-    release = threading.Event()
-
-    def hang(received: Received) -> Reply:
-        release.wait(30)
-        return upstream.default_reply(received)
-
-    upstream.handler = hang
-    try:
-        yield release
-    finally:
-        release.set()
 
 
 def test_a_replay_miss_says_so(daemon: Daemon) -> None:
