@@ -7,10 +7,10 @@ minute: what the daemon holds then is what it needs. Growth is measured from
 the end of the first minute to the end, so a leak (a request, a connection, a
 timer or a Deferred kept per request) shows as growth and a cache filling up
 does not. Descriptors are counted at rest (the clients' connections
-closed) after five seconds of the same traffic and again after the soak,
-and sampled with the memory: their growth is also measured from the end of
-the first minute, once the upstream connection pool and the database's
-reader threads have grown to what the load needs.
+closed) after five seconds of the same traffic (the upstream connection
+pool and the database's reader threads grown to what the load needs) and
+again after the soak: a leak is growth at rest. Sampled with the memory
+under load, they also count the connections in flight at that moment.
 """
 
 from __future__ import annotations
@@ -131,11 +131,11 @@ def run(ctx: Context) -> Section:
             note=f"from {settle:.0f} s on",
         ),
         Target(
-            "descriptor growth during a soak",
-            fd_growth,
+            "descriptor growth at rest after a soak",
+            fds_after - fds_before,
             0,
             "fds",
-            note=f"from {settle:.0f} s on; at rest {fds_before} -> {fds_after}",
+            note=f"under load, from {settle:.0f} s on: {fd_growth:+d} (in flight)",
         ),
         Target("errors during a soak", len(tally.errors), 0, "errors"),
         Target("requests fetched twice during a soak", repeated, 0, "calls"),
