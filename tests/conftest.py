@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,13 @@ from tests.fake_upstream import FakeUpstream
 
 # PostgreSQL servers and databases for the tests that need one (skipped without).
 from tests.postgres_support import own_cluster, postgres_server, postgres_url  # noqa: F401
+
+# A shell starts a background job with SIGINT ignored, and every process it
+# starts inherits that: a daemon or command under test would then shrug off
+# the Ctrl-C a test sends. A handler (unlike "ignored") is reset to the default
+# in each child, so the processes the tests start see Ctrl-C as a user's would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
