@@ -146,10 +146,11 @@ def set_log_format(name: str) -> None:
     _format = name
 
 
-def url_for_log(url: str) -> str:
+def url_for_log(url: str, path: bool = True) -> str:
     """
-    ``url`` as a log line may show it: without its query (``key=`` carries a
-    Gemini API key), its fragment, or its userinfo (``user:secret@``).
+    ``url`` as a log line (or an error) may show it: without its query
+    (``key=`` carries a Gemini API key), its fragment, or its userinfo
+    (``user:secret@``); without its path too unless ``path``.
     """
     try:
         parts = urlsplit(url)
@@ -160,7 +161,7 @@ def url_for_log(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = host if port is None else f"{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme, netloc, parts.path if path else "", "", ""))
 
 
 #: What a masked header value becomes.

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.daemon import Daemon, poll_until
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.fake_upstream import FakeUpstream, Received, Reply
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
@@ -78,13 +78,18 @@ def test_a_connection_dropped_before_the_answer_is_a_502(
     still_healthy(daemon)
 
 
-def test_a_body_cut_by_the_upstream_is_not_stored(daemon: Daemon, upstream: FakeUpstream) -> None:
-    upstream.handler = lambda r: Reply(
+def cut_short(received: Received) -> Reply:
+    """A 200 whose body breaks off after 100 of its bytes."""
+    return Reply(
         200,
         [("Content-Type", "application/json")],
         b'{"id": "x", "padding": "' + b"a" * 5000 + b'"}',
         truncate_after=100,
     )
+
+
+def test_a_body_cut_by_the_upstream_is_not_stored(daemon: Daemon, upstream: FakeUpstream) -> None:
+    upstream.handler = cut_short
     # Held back until it was whole, the body broke off before a byte of it
     # was written: the client gets a 502 that says so, not a short answer.
     status, headers, body = post_chat(daemon)

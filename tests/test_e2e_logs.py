@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from tests.daemon import Daemon, poll_until
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.fake_upstream import FakeUpstream
+from tests.test_e2e_errors import cut_short
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
@@ -74,12 +75,7 @@ def test_an_upstream_s_password_is_never_logged(
 
 
 def test_an_upstream_body_that_breaks_off_says_so(daemon: Daemon, upstream: FakeUpstream) -> None:
-    upstream.handler = lambda r: Reply(
-        200,
-        [("Content-Type", "application/json")],
-        b'{"id": "x", "padding": "' + b"a" * 5000 + b'"}',
-        truncate_after=100,
-    )
+    upstream.handler = cut_short
     status, _, _ = post_chat(daemon)
     assert status == 502
     daemon.wait_for_log(rf"POST /v1/chat/completions 502 MISS {MS} \(upstream-body-broken\)$")

@@ -49,6 +49,7 @@ from zope.interface import implementer
 from stasis.cache.ports import UpstreamResponse
 from stasis.errors import UpstreamTimeout, UpstreamUnreachable
 from stasis.headers import Pairs
+from stasis.log import url_for_log
 from stasis.upstream.gunzip import GunzipAgent
 from stasis.upstream.response import TreqResponse
 
@@ -311,7 +312,7 @@ class UpstreamClient:
             return result
 
         def translate(failure: Failure) -> Failure:
-            where = _origin(url)
+            where = url_for_log(url, path=False)
             if timed_out:
                 raise UpstreamTimeout(
                     f"the upstream {where} sent no response within {self.timeout:g}s",
@@ -336,17 +337,6 @@ class UpstreamClient:
         d.addBoth(settle)
         d.addCallbacks(TreqResponse, translate)
         return d
-
-
-def _origin(url: str) -> str:
-    """
-    The scheme, host and port of ``url``: what an error may name without
-    leaking a path, a query (``key=``) or a password (``user:secret@``).
-    """
-    text: str = (
-        EncodedURL.from_text(url).replace(path=(), query=(), fragment="", userinfo="").to_text()
-    )
-    return text
 
 
 #: How a transport failure is named in the log line, by its innermost cause.
