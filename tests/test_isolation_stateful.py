@@ -102,11 +102,14 @@ class Sent:
         secrets = {secret for _, secret in self.credentials}
         if self.query_key is not None:
             secrets.add(self.query_key)
-        accounts = tuple((name, value) for name, value in self.headers if name in ACCOUNT_HEADERS)
+        # Headers of different names mean the same in any order (RFC 9110, 5.3).
+        accounts = tuple(sorted((n, v) for n, v in self.headers if n in ACCOUNT_HEADERS))
         versions = tuple(
-            (name, value)
-            for name, value in self.headers
-            if name in VERSION_HEADERS and self.provider != "gemini"
+            sorted(
+                (name, value)
+                for name, value in self.headers
+                if name in VERSION_HEADERS and self.provider != "gemini"
+            )
         )
         meaning = (self.provider, self.prompt, self.stream, versions, self.namespace)
         return meaning, (frozenset(secrets), accounts)
