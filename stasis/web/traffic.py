@@ -1,6 +1,6 @@
 """
 What the proxy answered lately: the last requests, and hits and misses per
-minute since the daemon started, for the web UI's live view and the metrics.
+minute since the first of them, for the web UI's live view and the metrics.
 
 Kept in memory and per process (a worker's own under ``--workers``): a
 person watching their tests run wants the last few hundred requests, not a
@@ -140,7 +140,8 @@ class Traffic:
         self.clock = clock
         self._recent: deque[tuple[int, _Noted]] = deque(maxlen=keep)
         self._last = 0
-        self._started = _minute(clock.seconds())
+        #: The first minute there is to show, once anyone asked or anything came.
+        self._started: float | None = None
         #: Minutes that saw a request: [start, hits, misses, bypasses], oldest first.
         self._minutes: deque[list[float]] = deque(maxlen=KEPT_MINUTES)
         self._observers: list[Callable[[Seen], None]] = []
@@ -201,6 +202,8 @@ class Traffic:
         minutes = self._minutes
         if not minutes or minutes[-1][0] < start:
             minutes.append([start, 0, 0, 0])
+            if self._started is None:
+                self._started = start
         minutes[-1][column] += 1
         counted = (noted[7] or "", name)
         requests = self.requests
@@ -216,10 +219,12 @@ class Traffic:
 
     def series(self, minutes: int) -> list[Minute]:
         """
-        Each of the last ``minutes`` minutes since the daemon started, oldest
+        Each of the last ``minutes`` minutes since the first request, oldest
         first, a quiet minute as zeros: a chart needs its gaps.
         """
         now = _minute(self.clock.seconds())
+        if self._started is None:
+            self._started = now
         first = max(self._started, now - 60 * (max(1, min(minutes, KEPT_MINUTES)) - 1))
         counted = {m[0]: m for m in self._minutes if m[0] >= first}
         series: list[Minute] = []
