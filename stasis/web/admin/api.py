@@ -11,6 +11,7 @@ reaches the others through the store's change feed, as a ``stasis rm`` does.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,17 @@ DEFAULT_LIMIT = 50
 _FILTER_FIELDS = ("provider", "namespace", "model", "path", "q")
 
 Handler = Callable[[Request, str], Awaitable[Any]]
+
+#: A whole key: 32 bytes in hex, as the store and ``stasis ls --json`` spell it.
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _key(text: str) -> str:
+    """``text`` as a whole key; anything else names no entry (a 404, as a missing key)."""
+    key = text.lower()
+    if not _KEY.fullmatch(key):
+        raise NotFound(f"no entry with key {text!r}: a key is 64 hex digits")
+    return key
 
 
 def entry_filter(given: Mapping[str, str]) -> EntryFilter:
@@ -187,13 +199,15 @@ class AdminApi(Resource):
         page = await self.store.list_entries(where, limit, cursor)
         return {"entries": [info_json(info) for info in page.entries], "cursor": page.cursor}
 
-    async def _get(self, request: Request, key: str) -> Any:
+    async def _get(self, request: Request, text: str) -> Any:
+        key = _key(text)
         entry = await self.store.get(key, request=True)
         if entry is None:
             raise NotFound(f"no entry with key {key}")
         return entry_json(entry)
 
-    async def _delete(self, request: Request, key: str) -> Any:
+    async def _delete(self, request: Request, text: str) -> Any:
+        key = _key(text)
         if not await self.store.delete(key):
             raise NotFound(f"no entry with key {key}")
         return {"deleted": True}
