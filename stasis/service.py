@@ -52,6 +52,7 @@ from stasis.web.prepared import PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
+from stasis.web.traffic import Traffic
 
 __all__ = [
     "Front",
@@ -128,6 +129,8 @@ class Front:
     #: Closes what the site holds open (the upstream connection pool), once
     #: the port no longer accepts connections.
     close: Callable[[], Deferred[None]]
+    #: The requests it answered lately (the web UI's live view, the metrics).
+    traffic: Traffic
 
     @property
     def counters(self) -> Counters:
@@ -167,12 +170,13 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
     heads = PreparedHeads()
     store.changes.subscribe(heads.on_change)
     proxy = ProxyResource(engine, heads)
+    traffic = Traffic(reactor)
     totals = counters if worker is None else worker.totals
     access = AdminAccess(
         token=config.admin_token or (worker and worker.admin_token) or new_token(),
         given=config.admin_token is not None,
     )
-    admin = AdminPages(access, AdminApi(store, totals, bounds))
+    admin = AdminPages(access, AdminApi(store, totals, traffic, bounds))
     site = StasisSite(
         Root(
             proxy,
@@ -188,7 +192,14 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         reactor=reactor,
     )
     site.credential_headers = config.credential_headers
-    return Front(engine=engine, site=site, access=access, close=pool.closeCachedConnections)
+    site.traffic = traffic
+    return Front(
+        engine=engine,
+        site=site,
+        access=access,
+        close=pool.closeCachedConnections,
+        traffic=traffic,
+    )
 
 
 class _CacheService(Service):

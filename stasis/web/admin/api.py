@@ -34,9 +34,11 @@ from stasis.errors import (
 from stasis.log import logger
 from stasis.model import EntryFilter
 from stasis.store import BadCursor, Store, StoreError
+from stasis.times import iso8601
 from stasis.web.admin.answers import send_error, send_json
 from stasis.web.exchange import Exchange
 from stasis.web.status import stats_report
+from stasis.web.traffic import KEPT_MINUTES, Seen, Traffic
 
 __all__ = ["MAX_LIMIT", "AdminApi", "entry_filter"]
 
@@ -117,10 +119,13 @@ class AdminApi(Resource):
 
     isLeaf = True
 
-    def __init__(self, store: Store, counters: Counters, bounds: Bounds = UNBOUNDED) -> None:
+    def __init__(
+        self, store: Store, counters: Counters, traffic: Traffic, bounds: Bounds = UNBOUNDED
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.store = store
         self.counters = counters
+        self.traffic = traffic
         self.bounds = bounds
         #: path -> method -> handler; the key of ``entries/KEY`` is passed as its argument.
         self._routes: dict[str, dict[bytes, Handler]] = {
@@ -128,6 +133,8 @@ class AdminApi(Resource):
             "entries": {b"GET": self._list},
             "entries/": {b"GET": self._get, b"DELETE": self._delete},
             "purge": {b"POST": self._purge},
+            "series": {b"GET": self._series},
+            "recent": {b"GET": self._recent},
         }
 
     def route(self, name: str, methods: dict[bytes, Handler]) -> None:
@@ -227,6 +234,43 @@ class AdminApi(Resource):
         if where == EntryFilter() and not everything:
             raise BadRequest('an empty filter purges every entry: say so with {"everything": true}')
         return {"purged": await self.store.purge(where)}
+
+    async def _series(self, request: Request, _: str) -> Any:
+        minutes = _whole(_query(request), "minutes", 1, KEPT_MINUTES, 60)
+        return {
+            "step": 60,
+            "points": [
+                {"at": iso8601(at), "hits": hits, "misses": misses, "bypasses": bypasses}
+                for at, hits, misses, bypasses in self.traffic.series(minutes)
+            ],
+        }
+
+    async def _recent(self, request: Request, _: str) -> Any:
+        after = _whole(_query(request), "after", 0, 2**53, 0)
+        last, requests = self.traffic.recent(after)
+        return {"last": last, "requests": [_seen_json(seq, seen) for seq, seen in requests]}
+
+
+def _seen_json(seq: int, seen: Seen) -> dict[str, Any]:
+    """One of the recent requests, as ``recent`` lists it."""
+    return {
+        "seq": seq,
+        "at": iso8601(seen.at),
+        "method": seen.method,
+        "path": seen.path,
+        "status": seen.status,
+        "cache": seen.cache,
+        "detail": seen.detail,
+        "provider": seen.provider,
+        "model": seen.model,
+        "namespace": seen.namespace,
+        "key": seen.key,
+        "ms": round(seen.seconds * 1000, 1),
+        "upstreamMs": None
+        if seen.upstream_seconds is None
+        else round(seen.upstream_seconds * 1000, 1),
+        "error": None if seen.error is None else dict(seen.error),
+    }
 
 
 def _json_object(request: Request) -> dict[str, Any]:
