@@ -16,12 +16,6 @@ from typing import Any
 
 from twisted.python import usage
 
-from stasis.commands._answer import (
-    RecordedEvent,
-    is_eventstream,
-    recorded_events,
-    stream_text,
-)
 from stasis.commands._command import Command, CommandError, Console, visible_json
 from stasis.commands._human import count_of, size
 from stasis.commands._json import body_json, headers_json, info_json, is_json, parse_json
@@ -29,6 +23,12 @@ from stasis.commands._keys import resolve_key
 from stasis.commands._options import CommandOptions, check_key
 from stasis.model import Entry, EntryInfo, StoredRequest
 from stasis.store import Store
+from stasis.streams.recorded import (
+    RecordedEvent,
+    is_eventstream,
+    recorded_events,
+    stream_text,
+)
 from stasis.times import iso8601
 
 __all__ = ["SHOW", "entry_json"]
