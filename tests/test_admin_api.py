@@ -29,6 +29,10 @@ def api(daemon: Daemon, path: str) -> Answer:
     return answer
 
 
+def entry_prompt(entry: Answer) -> str:
+    return str(entry.json["request"]["body"]["messages"][0]["content"])
+
+
 def assert_no_credential(*answers: Answer) -> None:
     pieces = {KEY[i : i + 8] for i in range(len(KEY) - 7)}
     for answer in answers:
@@ -82,6 +86,9 @@ def test_listing_pages_filters_gets_deletes_and_purges(
     assert entry.json["key"] == key
     assert entry.json["request"]["body"]["model"] == "gpt-4o"
     assert entry.json["response"]["status"] == 200
+    assert entry.json["conversation"] == [{"role": "user", "text": entry_prompt(entry)}]
+    assert entry.json["conversation"][0]["text"].startswith("large ")
+    assert isinstance(entry.json["answer"], str)
     assert entry.headers["content-type"] == "application/json; charset=utf-8"
     assert entry.headers["cache-control"] == "no-store"
     assert entry.headers["x-content-type-options"] == "nosniff"
