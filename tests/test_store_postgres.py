@@ -136,6 +136,7 @@ async def test_open_creates_the_current_schema_and_a_secret(postgres_url: str) -
         "entries_expires_at",
         "entries_last_used",
         "entries_pkey",
+        "entries_unsearchable",
     ]
     triggers = sql(
         postgres_url, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname"
