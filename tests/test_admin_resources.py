@@ -1,6 +1,6 @@
 """
-The admin API's resources without a daemon: how a store that fails, a
-search not yet supported and an entry of another kind are answered.
+The admin API's resources without a daemon: how a store that fails and an
+entry without its request are answered.
 """
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ def test_a_store_that_fails_is_a_503_not_a_traceback() -> None:
         status, body = _render(_api(store), method, *path)
         assert (status, body["error"]["type"]) == (503, "stasis_store_unavailable"), path
         assert "disk I/O error" in body["error"]["message"] or "full" in body["error"]["message"]
-
-
-def test_a_search_is_refused_until_the_store_can_do_it() -> None:
-    status, body = _render(_api(MemoryStore(Clock())), b"GET", b"entries", q=b"weather")
-    assert (status, body["error"]["type"]) == (400, "stasis_bad_request")
-    assert "not supported yet" in body["error"]["message"]
-    status, _ = _render(_api(MemoryStore(Clock())), b"GET", b"entries", q=b"")
-    assert status == 200
 
 
 def test_an_entry_whose_request_is_not_kept_has_no_conversation() -> None:
