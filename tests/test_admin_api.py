@@ -198,9 +198,11 @@ def test_stasis_paths_are_never_proxied_whatever_the_method(
         assert answer.json["error"]["type"].startswith("stasis_")
     assert call(daemon, "PUT", "/_stasis/api/stats").headers["allow"] == "GET, HEAD"
     assert upstream.calls() == []
-    # A path that merely starts alike is the upstream's.
+    # A path that merely starts alike is the upstream's, and so is the API
+    # path the directive prefix carries.
     call(daemon, "POST", "/_stasisfoo", b"{}", JSON)
-    assert [c.path for c in upstream.calls()] == ["/_stasisfoo"]
+    call(daemon, "POST", "/_stasis/with/mode=cache/v1/chat/completions", b"{}", JSON)
+    assert [c.path for c in upstream.calls()] == ["/_stasisfoo", "/v1/chat/completions"]
 
 
 def test_workers_serve_the_api_and_a_delete_reaches_the_shared_store(

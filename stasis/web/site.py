@@ -29,6 +29,7 @@ from twisted.web.resource import IResource
 from stasis.cache_status import noted_status
 from stasis.errors import BadRequest, BodyTooLarge, InternalError, RequestTimeout, StasisError
 from stasis.log import enabled, logger, masked_headers, request_line, tracing
+from stasis.modes import DIRECTIVE_PREFIX
 from stasis.web.channel import StasisChannel, peer_text
 from stasis.web.deadlines import Deadline, Deadlines
 from stasis.web.traffic import Traffic, note_error, seen_of
@@ -124,12 +125,22 @@ def error_answer(error: StasisError) -> ErrorAnswer:
 OWN_METHODS = (b"GET", b"HEAD")
 
 
+#: The directive prefix (``/_stasis/with/mode=replay/v1/…``): under ``/_stasis``
+#: but the proxy's, since the API path it carries is the upstream's.
+_DIRECTIVES = DIRECTIVE_PREFIX.encode("ascii")
+
+
 def is_admin_path(path: bytes) -> bool:
     """
     Whether a request path (without its query) is under ``/_stasis``, the web
-    UI's and the admin API's, which no method sends to the upstream.
+    UI's and the admin API's, which no method sends to the upstream; the
+    directive prefix (``/_stasis/with/``) excepted.
     """
-    return path.startswith(b"/_stasis") and path[8:9] in (b"", b"/")
+    return (
+        path.startswith(b"/_stasis")
+        and path[8:9] in (b"", b"/")
+        and not path.startswith(_DIRECTIVES)
+    )
 
 
 def head_defaults(request: server.Request, present: frozenset[bytes]) -> bytes:
