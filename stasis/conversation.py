@@ -9,7 +9,8 @@ hostile) reads as no messages and no answer, never as an error.
 
 Parts that are not text (an image, a tool call, a tool's result) are given as
 a short bracketed line, so a person sees that they were there and a search
-finds a tool by name.
+finds a tool by name. A body too dense to parse at once (see
+:data:`MAX_STRUCTURE_BYTES`) reads as nothing, as an unknown one does.
 """
 
 from __future__ import annotations
@@ -20,13 +21,21 @@ from typing import Any
 
 from attrs import frozen
 
+from stasis.canonical_stream import structure_bytes
 from stasis.model import Entry
 from stasis.streams.recorded import recorded_events, stream_text
 
-__all__ = ["Conversation", "Message", "conversation"]
+__all__ = ["MAX_STRUCTURE_BYTES", "Conversation", "Message", "conversation"]
 
 #: How much of a tool call's arguments (as JSON) a tool line shows.
 TOOL_ARGUMENTS_CHARS = 200
+#: A body with more structural bytes than this (``,:[{``: about one a value)
+#: is not read: ``json.loads`` would hold the interpreter for tens of
+#: milliseconds and more, in C, whatever thread it runs on (a 24 MB array of
+#: token ids: seconds), while it can only be a mass of numbers (token ids,
+#: embeddings) or a conversation of megabytes. A chat of 100 KB has some
+#: 5,000.
+MAX_STRUCTURE_BYTES = 100_000
 
 
 @frozen
@@ -51,7 +60,7 @@ def conversation(entry: Entry) -> Conversation:
 
 
 def _parse(body: bytes) -> Any:
-    if not body.strip():
+    if not body.strip() or structure_bytes(body) > MAX_STRUCTURE_BYTES:
         return None
     try:
         return json.loads(body)

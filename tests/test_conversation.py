@@ -202,6 +202,13 @@ def test_a_body_in_no_known_shape_reads_as_nothing(body: bytes) -> None:
     assert conversation(entry(body, body, content_type=b"text/event-stream")).messages == ()
 
 
+def test_a_body_too_dense_to_parse_at_once_reads_as_nothing() -> None:
+    dense = b'{"input": [' + b",".join([b"1"] * 200_000) + b'], "prompt": "x"}'
+    assert conversation(entry(dense, dense)) == Conversation((), None)
+    long_chat = {"messages": [{"role": "user", "content": "word, " * 50_000}]}
+    assert conversation(entry(long_chat, {})).messages == (Message("user", "word, " * 50_000),)
+
+
 def test_an_entry_without_its_request_has_no_messages() -> None:
     stored = entry({}, {"choices": [{"message": {"content": "x"}}]})
     assert conversation(attrs.evolve(stored, request=None)) == Conversation((), "x")
