@@ -219,4 +219,6 @@ def test_workers_serve_the_api_and_a_delete_reaches_the_shared_store(
     # Whichever worker answers, the listing agrees.
     for _ in range(4):
         assert {e["key"] for e in api(daemon, "entries").json["entries"]} == set(keys[2:])
+    # The supervisor prints the token all workers accept, once.
+    daemon.wait_for_log("admin token:")
     assert daemon.log.count("admin token:") == 1
