@@ -52,3 +52,12 @@ def test_an_entry_whose_request_is_not_kept_has_no_conversation() -> None:
     assert status == 200
     assert (body["request"], body["conversation"], body["answer"]) == (None, [], None)
     assert body["response"]["bodyEncoding"] == "base64"
+
+
+def test_a_bad_number_is_a_400() -> None:
+    api = _api(MemoryStore(Clock()))
+    for value in ("0", "501", "-1", "1.5", "²", "", "x" * 10):
+        status, body = _render(api, b"GET", b"entries", limit=value.encode())
+        assert (status, body["error"]["type"]) == (400, "stasis_bad_request"), value
+    status, body = _render(api, b"GET", b"recent", after=b"\xff")
+    assert status == 400

@@ -111,7 +111,8 @@ def _whole(query: Mapping[str, str], name: str, low: int, high: int, default: in
     text = query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # isascii: "²" is a digit to str.isdigit, and no number to int().
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise BadRequest(f"{name} must be a whole number from {low} to {high}, not {text!r}")
     return int(text)
 
@@ -138,10 +139,6 @@ class AdminApi(Resource):
             "series": {b"GET": self._series},
             "recent": {b"GET": self._recent},
         }
-
-    def route(self, name: str, methods: dict[bytes, Handler]) -> None:
-        """Answer ``/_stasis/api/NAME`` with ``methods`` too."""
-        self._routes[name] = methods
 
     def render(self, request: Request) -> object:
         exchange = Exchange(request)
