@@ -29,11 +29,19 @@ from twisted.web.resource import IResource
 from stasis.cache_status import noted_status
 from stasis.errors import BadRequest, BodyTooLarge, InternalError, RequestTimeout, StasisError
 from stasis.log import enabled, logger, masked_headers, request_line, tracing
+from stasis.modes import DIRECTIVE_PREFIX
 from stasis.web.channel import StasisChannel, peer_text
 from stasis.web.deadlines import Deadline, Deadlines
 from stasis.web.traffic import Traffic, note_error
 
-__all__ = ["ErrorAnswer", "StasisRequest", "StasisSite", "error_answer", "write_error"]
+__all__ = [
+    "ErrorAnswer",
+    "StasisRequest",
+    "StasisSite",
+    "error_answer",
+    "is_admin_path",
+    "write_error",
+]
 
 log = logger("stasis.http")
 
@@ -106,6 +114,7 @@ def error_answer(error: StasisError) -> ErrorAnswer:
             # botocore names the error by this header (Bedrock clients).
             (b"x-amzn-errortype", error.type.encode("ascii")),
             *retry,
+            *error.headers,
             (b"content-length", b"%d" % len(body)),
         ),
         body=body,
@@ -114,6 +123,24 @@ def error_answer(error: StasisError) -> ErrorAnswer:
 
 #: The methods stasis's own endpoints answer; a request with any other is for the upstream.
 OWN_METHODS = (b"GET", b"HEAD")
+
+
+#: The directive prefix (``/_stasis/with/mode=replay/v1/…``): under ``/_stasis``
+#: but the proxy's, since the API path it carries is the upstream's.
+_DIRECTIVES = DIRECTIVE_PREFIX.encode("ascii")
+
+
+def is_admin_path(path: bytes) -> bool:
+    """
+    Whether a request path (without its query) is under ``/_stasis``, the web
+    UI's and the admin API's, which no method sends to the upstream; the
+    directive prefix (``/_stasis/with/``) excepted.
+    """
+    return (
+        path.startswith(b"/_stasis")
+        and path[8:9] in (b"", b"/")
+        and not path.startswith(_DIRECTIVES)
+    )
 
 
 def head_defaults(request: server.Request, present: frozenset[bytes]) -> bytes:
@@ -325,7 +352,12 @@ class StasisRequest(server.Request):
             self.channel.persistent = False
             self.responseHeaders.setRawHeaders(b"connection", [b"close"])
         upstream = site.upstream
-        if upstream is None or self.method in OWN_METHODS or self.path == b"*":
+        if (
+            upstream is None
+            or self.method in OWN_METHODS
+            or self.path == b"*"
+            or is_admin_path(self.path)
+        ):
             super().process()  # type: ignore[no-untyped-call]
             return
         # Anything but a GET or HEAD is for the upstream (see Root): what
