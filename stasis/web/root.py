@@ -12,13 +12,15 @@ from stasis.cache.housekeeping import UNBOUNDED, Bounds
 from stasis.store import Store
 from stasis.web.site import OWN_METHODS
 from stasis.web.status import HealthResource, StatsResource
+from stasis.web.ui import UIResource
 
 __all__ = ["Root"]
 
 
 class Root(Resource):
     """
-    ``/health`` and ``/stats`` are stasis's; any other path belongs to the upstream.
+    ``/health`` and ``/stats`` are stasis's, and everything under ``/_stasis``
+    (the web UI, whatever the method); any other path belongs to the upstream.
 
     ``counters`` are those ``/stats`` reports: under ``--workers``, every
     worker's added up, and ``worker`` is this process's index, which
@@ -37,11 +39,15 @@ class Root(Resource):
         self.proxy = proxy
         self.putChild(b"health", HealthResource(store, counters, worker))
         self.putChild(b"stats", StatsResource(store, counters, bounds))
+        #: ``/_stasis``: the web UI, and the admin API as its ``api`` child.
+        self.ui = UIResource()
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return self.proxy
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        if path == b"_stasis":
+            return self.ui
         # /health and /stats answer GET and HEAD; a POST there is an API call
         # for the upstream like any other.
         if request.method in OWN_METHODS and path in self.children:
