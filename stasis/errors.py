@@ -160,29 +160,6 @@ class StoreUnreadable(StasisError):
     type = "stasis_store_unavailable"
 
 
-class NotFound(StasisError):
-    """A path under ``/_stasis/`` that names nothing stasis serves (no file, no entry)."""
-
-    reason = "not-found"
-
-    status = 404
-    type = "stasis_not_found"
-    retryable = False
-
-
-class MethodNotAllowed(StasisError):
-    """
-    A method stasis's own pages do not answer: paths under ``/_stasis/`` are
-    never proxied, so a ``POST`` there is refused rather than sent upstream.
-    """
-
-    reason = "method-not-allowed"
-
-    status = 405
-    type = "stasis_method_not_allowed"
-    retryable = False
-
-
 class InternalError(StasisError):
     status = 500
     type = "stasis_internal_error"

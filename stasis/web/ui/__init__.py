@@ -77,6 +77,10 @@ def static_files() -> dict[bytes, StaticFile]:
     return found
 
 
+def _not_allowed() -> MethodNotAllowed:
+    return MethodNotAllowed("stasis's web UI answers GET and HEAD only", OWN_METHODS)
+
+
 def _secure(request: Request) -> None:
     for name, value in SECURITY_HEADERS:
         request.setHeader(name, value)
@@ -101,8 +105,7 @@ class _FileResource(Resource):
             # /_stasis/app.js/anything: a file has no children.
             return _refuse(request, NotFound("no such file in stasis's web UI"))
         if request.method not in OWN_METHODS:
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _refuse(request, MethodNotAllowed("stasis's web UI answers GET and HEAD only"))
+            return _refuse(request, _not_allowed())
         file = self.file
         _secure(request)
         request.setHeader(b"content-type", file.content_type)
@@ -132,8 +135,7 @@ class _Redirect(Resource):
 
     def render(self, request: Request) -> bytes:
         if request.method not in OWN_METHODS:
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _refuse(request, MethodNotAllowed("stasis's web UI answers GET and HEAD only"))
+            return _refuse(request, _not_allowed())
         _secure(request)
         request.setResponseCode(308)
         request.setHeader(b"location", b"/_stasis/")
