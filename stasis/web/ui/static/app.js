@@ -61,8 +61,25 @@ function formatClock(iso) {
   return d.toLocaleTimeString("en-GB", { hour12: false });
 }
 
-function pretty(value) {
-  return JSON.stringify(value, null, 2);
+/**
+ * JSON indented for reading, with what fits on a line (a header pair, a short
+ * message) kept on one: JSON.stringify's indentation alone spends five lines
+ * on every header.
+ */
+function pretty(value, indent = "") {
+  const flat = JSON.stringify(value, null, 1);
+  if (flat === undefined) return "null";
+  // Only structure has line breaks: a string's own are escaped as \n.
+  const oneLine = flat.replace(/([[{])\n\s*/g, "$1").replace(/\n\s*([\]}])/g, "$1").replace(/\n\s*/g, " ");
+  if (value === null || typeof value !== "object" || indent.length + oneLine.length <= 88) return oneLine;
+  const inner = indent + "  ";
+  if (Array.isArray(value)) {
+    if (value.length === 0) return "[]";
+    return "[\n" + value.map((v) => inner + pretty(v, inner)).join(",\n") + "\n" + indent + "]";
+  }
+  const keys = Object.keys(value);
+  if (keys.length === 0) return "{}";
+  return "{\n" + keys.map((k) => inner + JSON.stringify(k) + ": " + pretty(value[k], inner)).join(",\n") + "\n" + indent + "}";
 }
 
 function entryHash(key) {
@@ -321,30 +338,29 @@ async function refreshRecent() {
 function recentItem(request, fresh) {
   const cache = ["HIT", "MISS", "BYPASS"].includes(request.cache) ? request.cache : null;
   const label = cache || (request.error ? "ERROR" : String(request.status));
-  const what = [`${request.method} ${request.path}`];
-  if (request.model) what.push(request.model);
+  const facts = [request.detail, request.model, request.namespace ? "ns " + request.namespace : null,
+    String(request.status), typeof request.ms === "number" ? request.ms.toFixed(1) + " ms" : null];
+  const about = el("div", { class: "about muted", text: facts.filter(Boolean).join(" · ") });
   const item = el("li", { class: fresh ? "fresh" : "" }, [
     el("div", { class: "line" }, [
       el("span", { class: "badge " + label, text: label }),
-      el("span", { class: "what", text: what.join(" · "), title: request.detail || "" }),
-      el("span", { class: "when", text: `${request.status} · ${typeof request.ms === "number" ? request.ms.toFixed(1) : "?"} ms` }),
+      el("span", { class: "what mono", text: `${request.method} ${request.path}`, title: request.path }),
+      el("span", { class: "when", text: formatClock(request.at) }),
     ]),
+    about,
   ]);
   item.dataset.seq = String(request.seq);
-  if (request.error) {
-    const details = el("details", {}, [
-      el("summary", { text: `${request.detail || request.error.type}: ${request.error.message || ""}` }),
-      el("pre", { text: pretty(request.error) }),
-    ]);
-    item.append(details);
-  } else if (request.detail) {
-    item.append(el("div", { class: "muted", text: request.detail }));
-  }
   const hash = request.key ? entryHash(request.key) : null;
   if (hash) {
-    const link = el("a", { text: "open entry" });
+    const link = el("a", { text: "entry" });
     link.href = hash;
-    item.querySelector(".line").append(link);
+    about.append(" · ", link);
+  }
+  if (request.error) {
+    item.append(el("details", {}, [
+      el("summary", { text: `${request.error.type}: ${request.error.message || ""}` }),
+      el("pre", { text: pretty(request.error) }),
+    ]));
   }
   return item;
 }
