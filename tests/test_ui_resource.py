@@ -17,9 +17,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from stasis.cache import Counters
+from stasis.web.admin.access import AdminAccess
+from stasis.web.admin.pages import AdminPages
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
-from stasis.web.ui import CSP, static_files
+from stasis.web.ui import CSP, UIResource, static_files
 from tests.memory_store import MemoryStore
 
 SECURITY = {
@@ -51,7 +53,10 @@ def upstream() -> Upstream:
 
 def _serve(upstream: Upstream, data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
     reactor = MemoryReactorClock()
-    root = Root(upstream, MemoryStore(reactor), Counters())  # type: ignore[arg-type]
+    store = MemoryStore(reactor)
+    # The tree as stasis.service builds it, but an admin API that is not the UI's business.
+    admin = AdminPages(AdminAccess(token="t", given=True), Resource(), UIResource())
+    root = Root(upstream, store, Counters(), admin=admin)  # type: ignore[arg-type]
     site = StasisSite(root, max_body_bytes=1000, reactor=reactor)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     assert channel is not None
@@ -80,9 +85,10 @@ def _unchunk(body: bytes) -> bytes:
 
 
 def get(
-    upstream: Upstream, path: bytes, method: bytes = b"GET", extra: bytes = b""
+    upstream: Upstream, path: bytes, method: bytes = b"GET", extra: bytes = b"", body: bytes = b""
 ) -> tuple[int, dict[bytes, bytes], bytes]:
-    return _serve(upstream, b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % (method, path, extra))
+    head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % (method, path, extra)
+    return _serve(upstream, head + body)
 
 
 def _secure(headers: dict[bytes, bytes]) -> None:
@@ -166,8 +172,12 @@ def test_anything_but_a_packaged_file_is_a_json_404(upstream: Upstream, path: by
 
 @pytest.mark.parametrize("method", [b"POST", b"PUT", b"DELETE", b"PATCH"])
 def test_other_methods_are_refused_and_never_proxied(upstream: Upstream, method: bytes) -> None:
+    # A write the admin access rules let through (JSON, the token): the UI still refuses it.
     for path in (b"/_stasis/", b"/_stasis/app.js", b"/_stasis"):
-        status, headers, body = get(upstream, path, method=method, extra=b"Content-Length: 0\r\n")
+        extra = (
+            b"Content-Length: 2\r\nContent-Type: application/json\r\nAuthorization: Bearer t\r\n"
+        )
+        status, headers, body = get(upstream, path, method=method, extra=extra, body=b"{}")
         assert status == 405, path
         assert headers[b"allow"] == b"GET, HEAD"
         assert json.loads(body)["error"]["type"] == "stasis_method_not_allowed"

@@ -10,17 +10,16 @@ from twisted.web.server import Request
 from stasis.cache import Counters
 from stasis.cache.housekeeping import UNBOUNDED, Bounds
 from stasis.store import Store
-from stasis.web.site import OWN_METHODS
+from stasis.web.site import OWN_METHODS, is_admin_path
 from stasis.web.status import HealthResource, StatsResource
-from stasis.web.ui import UIResource
 
 __all__ = ["Root"]
 
 
 class Root(Resource):
     """
-    ``/health`` and ``/stats`` are stasis's, and everything under ``/_stasis``
-    (the web UI, whatever the method); any other path belongs to the upstream.
+    ``/health`` and ``/stats`` are stasis's, and so is everything under
+    ``/_stasis`` (``admin``); any other path belongs to the upstream.
 
     ``counters`` are those ``/stats`` reports: under ``--workers``, every
     worker's added up, and ``worker`` is this process's index, which
@@ -34,22 +33,24 @@ class Root(Resource):
         counters: Counters,
         bounds: Bounds = UNBOUNDED,
         worker: int | None = None,
+        admin: IResource | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.proxy = proxy
+        #: ``/_stasis``, the web UI and the admin API, whatever the method.
+        self.admin = admin
         self.putChild(b"health", HealthResource(store, counters, worker))
         self.putChild(b"stats", StatsResource(store, counters, bounds))
-        #: ``/_stasis``: the web UI, and the admin API as its ``api`` child.
-        self.ui = UIResource()
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return self.proxy
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        if path == b"_stasis":
-            return self.ui
         # /health and /stats answer GET and HEAD; a POST there is an API call
-        # for the upstream like any other.
+        # for the upstream like any other. /_stasis is stasis's for every
+        # method (StasisRequest.process sends it here, see is_admin_path).
+        if path == b"_stasis" and self.admin is not None and is_admin_path(request.path):
+            return self.admin
         if request.method in OWN_METHODS and path in self.children:
             child: IResource = self.children[path]
             return child
