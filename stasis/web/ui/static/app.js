@@ -329,7 +329,12 @@ async function refreshRecent() {
   const recent = await api("/recent" + query);
   const list = $("recent");
   const fresh = state.recentAfter !== null;
-  for (const request of recent.requests || []) list.prepend(recentItem(request, fresh));
+  const requests = recent.requests || [];
+  for (const request of requests) list.prepend(recentItem(request, fresh));
+  // A new answer may be a new entry: the first page of the list shows it at once.
+  if (fresh && requests.some((r) => r.cache === "MISS") && state.page === 0 && shownKey === null) {
+    loadEntries().catch(showError);
+  }
   while (list.children.length > RECENT_KEEP) list.lastElementChild.remove();
   if (typeof recent.last === "number") state.recentAfter = recent.last;
   $("recent-empty").hidden = list.children.length > 0;
@@ -338,12 +343,14 @@ async function refreshRecent() {
 function recentItem(request, fresh) {
   const cache = ["HIT", "MISS", "BYPASS"].includes(request.cache) ? request.cache : null;
   const label = cache || (request.error ? "ERROR" : String(request.status));
+  // A miss answered with an error (a replay miss) is a miss in red.
+  const tone = request.error ? " failed" : "";
   const facts = [request.detail, request.model, request.namespace ? "ns " + request.namespace : null,
     String(request.status), typeof request.ms === "number" ? request.ms.toFixed(1) + " ms" : null];
   const about = el("div", { class: "about muted", text: facts.filter(Boolean).join(" · ") });
   const item = el("li", { class: fresh ? "fresh" : "" }, [
     el("div", { class: "line" }, [
-      el("span", { class: "badge " + label, text: label }),
+      el("span", { class: "badge " + label + tone, text: label }),
       el("span", { class: "what mono", text: `${request.method} ${request.path}`, title: request.path }),
       el("span", { class: "when", text: formatClock(request.at) }),
     ]),
