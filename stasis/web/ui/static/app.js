@@ -202,11 +202,15 @@ function drawChart(box, points) {
   peak.textContent = `${top}/min`;
   root.append(peak);
   if (points.length > 0) {
-    const first = svg("text", { x: Math.max(2, width - points.length * step), y: height - 3, class: "label" });
-    first.textContent = formatClock(points[0].at).slice(0, 5);
     const last = svg("text", { x: width - 2, y: height - 3, class: "label", "text-anchor": "end" });
     last.textContent = formatClock(points[points.length - 1].at).slice(0, 5);
-    root.append(first, last);
+    root.append(last);
+    const firstX = Math.max(2, width - points.length * step);
+    if (width - firstX > 80) { // room for both times without overlap
+      const first = svg("text", { x: firstX, y: height - 3, class: "label" });
+      first.textContent = formatClock(points[0].at).slice(0, 5);
+      root.append(first);
+    }
   } else {
     const none = svg("text", { x: width / 2, y: plot / 2, class: "label", "text-anchor": "middle" });
     none.textContent = "no requests yet";
