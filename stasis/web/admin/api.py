@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache import Counters
 from stasis.cache.housekeeping import UNBOUNDED, Bounds
+from stasis.conversation import conversation
 from stasis.entry_json import entry_json, info_json
 from stasis.errors import (
     BadRequest,
@@ -211,7 +212,12 @@ class AdminApi(Resource):
         entry = await self.store.get(key, request=True)
         if entry is None:
             raise NotFound(f"no entry with key {key}")
-        return entry_json(entry)
+        talk = conversation(entry)
+        return {
+            **entry_json(entry),
+            "conversation": [{"role": m.role, "text": m.text} for m in talk.messages],
+            "answer": talk.answer,
+        }
 
     async def _delete(self, request: Request, text: str) -> Any:
         key = _key(text)
