@@ -101,9 +101,9 @@ def shoot(page: Any, tmp_path: Path, name: str) -> None:
     shutil.copy(path, SHOTS / path.name)
 
 
-def chat(daemon: Daemon, prompt: str) -> dict[str, str]:
+def chat(daemon: Daemon, prompt: str, **fields: Any) -> dict[str, str]:
     """A chat completion through the proxy; its answer's headers."""
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], **fields}
     status, headers, _ = daemon.request(
         "POST",
         "/v1/chat/completions",
@@ -170,6 +170,33 @@ def test_the_page_lists_searches_opens_and_deletes(
     )
     status, _, _ = daemon.request("GET", f"/_stasis/api/entries/{keys[PROMPTS[1]]}")
     assert status == 404
+    assert console.problems() == []
+
+
+def test_a_streamed_answer_is_reassembled_and_its_events_are_one_click_away(
+    daemon: Daemon, page: Any, tmp_path: Path
+) -> None:
+    messages = [
+        {"role": "system", "content": "You answer in one line."},
+        {"role": "user", "content": "foxtrot: stream me a reply"},
+    ]
+    key = chat(daemon, "unused", messages=messages, stream=True)["x-stasis-key"]
+    console = Console(page)
+    page.goto(f"{daemon.url}/_stasis/#/entry/{key}")
+    bubbles = page.locator("#conversation .bubble")
+    expect(bubbles).to_have_count(2)
+    expect(bubbles.nth(0)).to_have_class("bubble system")
+    expect(bubbles.nth(0).locator(".text")).to_have_text("You answer in one line.")
+    expect(bubbles.nth(1).locator(".text")).to_have_text("foxtrot: stream me a reply")
+    # The fake upstream streams "echo #1: <last message>" in pieces.
+    expect(page.locator("#answer .text")).to_have_text("echo #1: foxtrot: stream me a reply")
+    events = page.locator("#events")
+    expect(events).to_be_hidden()
+    page.locator("#events-summary").click()
+    expect(events).to_be_visible()
+    expect(events).to_contain_text("chat.completion.chunk")
+    expect(events).to_contain_text("data: [DONE]")
+    shoot(page, tmp_path, "stream")
     assert console.problems() == []
 
 

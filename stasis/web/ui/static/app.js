@@ -384,7 +384,7 @@ async function showEntry(key) {
   shownKey = key;
   $("delete-confirm").hidden = true;
   $("entry-title").textContent = key;
-  for (const id of ["entry-meta", "conversation", "answer", "raw-request", "raw-response", "events"]) clear($(id));
+  for (const id of ["entry-meta", "conversation", "answer", "raw-request", "raw-response", "raw-stream", "events"]) clear($(id));
   $("events-box").hidden = true;
   let doc;
   try {
@@ -418,15 +418,31 @@ async function showEntry(key) {
   const response = doc.response || {};
   if (response.stream && Array.isArray(response.events)) {
     $("events-summary").textContent = `Raw events (${response.events.length})`;
-    $("events").textContent = response.events
-      .map((e) => `${e.atMs === null || e.atMs === undefined ? "" : `+${e.atMs} ms `}${e.name ? "event: " + e.name + "\n" : ""}data: ${e.data}`)
-      .join("\n\n");
+    $("events").textContent = response.events.map(eventText).join("\n\n");
     $("events-box").hidden = false;
   }
   $("raw-request").textContent = doc.request ? pretty(doc.request) : "The request was not stored.";
   const shown = { ...response };
-  if (shown.stream) delete shown.events; // one click away, above
+  const streamBody = $("raw-stream");
+  streamBody.hidden = !(shown.stream && shown.bodyEncoding === "text");
+  if (!streamBody.hidden) {
+    // An event stream reads as itself, not as one long JSON string; its text
+    // is the answer above and its events are one click away.
+    streamBody.textContent = shown.body;
+    delete shown.body;
+    delete shown.text;
+    delete shown.events;
+  }
   $("raw-response").textContent = pretty(shown);
+}
+
+/** One recorded event as a stream has it (``event:``, ``data:``), after its time. */
+function eventText(event) {
+  const at = typeof event.atMs === "number" ? `+${event.atMs} ms\n` : "";
+  const name = event.name ? `event: ${event.name}\n` : "";
+  // A JSON event's data comes parsed; written back compactly, as it was sent.
+  const data = typeof event.data === "string" ? event.data : JSON.stringify(event.data);
+  return `${at}${name}data: ${data}`;
 }
 
 function bubble(role, text) {
