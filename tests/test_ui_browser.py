@@ -298,3 +298,58 @@ def test_purge_asks_with_the_filter_then_removes_what_it_selects(
     page.locator("#namespace").fill("")
     expect(rows(page)).to_have_count(3)
     assert len(daemon.get_json("/_stasis/api/entries")["entries"]) == 3
+
+
+def test_entries_page_by_cursor_older_and_newer(daemon: Daemon, page: Any, tmp_path: Path) -> None:
+    store(daemon, [f"prompt number {i}" for i in range(55)])
+    listings: list[str] = []
+    page.on(
+        "request",
+        lambda r: listings.append(r.url) if "/_stasis/api/entries?" in r.url else None,
+    )
+    page.goto(daemon.url + "/_stasis/")
+    expect(rows(page)).to_have_count(50)
+    newest = rows(page).first.get_attribute("data-key")
+    expect(page.locator("#newer")).to_be_disabled()
+    page.locator("#older").click()
+    expect(rows(page)).to_have_count(5)
+    expect(page.locator("#older")).to_be_disabled()
+    expect(page.locator("#page-label")).to_have_text("page 2")
+    shoot(page, tmp_path, "older")
+    page.locator("#newer").click()
+    expect(rows(page)).to_have_count(50)
+    assert rows(page).first.get_attribute("data-key") == newest
+    # Paged by the listing's cursor, never by an offset.
+    assert any("cursor=" in url for url in listings)
+    assert not any("offset" in url for url in listings)
+
+
+#: What a browser does as its tab is hidden or shown again.
+SET_VISIBILITY = """state => {
+    Object.defineProperty(document, "visibilityState", {value: state, configurable: true});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_polling_stops_while_the_tab_is_hidden(daemon: Daemon, page: Any) -> None:
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/_stasis/api/" in r.url else None)
+    # The page's timers run on a clock the test moves: no waiting for real seconds.
+    page.clock.install()
+    page.goto(daemon.url + "/_stasis/")
+    expect(page.locator("#live")).to_have_text("live")
+    page.clock.run_for(6_000)
+    assert any("/recent" in url for url in polls)
+    page.evaluate(SET_VISIBILITY, "hidden")
+    expect(page.locator("#live")).to_have_text("paused")
+    before = len(polls)
+    page.clock.run_for(60_000)
+    # A request of the test's own, answered: every request the page made
+    # before it has been reported by now.
+    page.evaluate("() => fetch('/_stasis/api/stats')")
+    assert len(polls) == before + 1, polls[before:]
+    page.evaluate(SET_VISIBILITY, "visible")
+    expect(page.locator("#live")).to_have_text("live")
+    page.clock.run_for(2_000)
+    page.evaluate("() => fetch('/_stasis/api/stats')")
+    assert len(polls) > before + 2
