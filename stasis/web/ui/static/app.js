@@ -227,6 +227,7 @@ const state = {
   page: 0,
   next: null,
   rows: 0,
+  listings: 0,
   totalEntries: null,
   recentAfter: null,
   timers: [],
@@ -246,7 +247,11 @@ async function loadEntries() {
   params.set("limit", String(PAGE_SIZE));
   const cursor = state.cursors[state.page];
   if (cursor) params.set("cursor", cursor);
+  // Only the latest listing asked for is shown: an earlier one (an older
+  // filter, a poll's reload) may answer after it.
+  const asked = ++state.listings;
   const page = await api("/entries?" + params.toString());
+  if (asked !== state.listings) return;
   const tbody = clear($("entries"));
   for (const entry of page.entries) tbody.append(entryRow(entry));
   remember($("providers"), page.entries.map((e) => e.provider));
@@ -335,8 +340,8 @@ async function refreshRecent() {
   const fresh = state.recentAfter !== null;
   const requests = recent.requests || [];
   for (const request of requests) list.prepend(recentItem(request, fresh));
-  // A new answer may be a new entry: the first page of the list shows it at once.
-  if (fresh && requests.some((r) => r.cache === "MISS") && state.page === 0 && shownKey === null) {
+  // A miss may be a new entry: the first page of the list shows it at once.
+  if (requests.some((r) => r.cache === "MISS") && state.page === 0 && shownKey === null) {
     loadEntries().catch(showError);
   }
   while (list.children.length > RECENT_KEEP) list.lastElementChild.remove();
