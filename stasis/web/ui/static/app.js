@@ -279,7 +279,12 @@ function entryRow(entry) {
   ]);
   row.dataset.key = entry.key;
   const hash = entryHash(entry.key);
-  if (hash) row.addEventListener("click", () => { location.hash = hash; });
+  if (hash) {
+    // A row is a link to its entry, from the keyboard too.
+    row.tabIndex = 0;
+    row.addEventListener("click", () => { location.hash = hash; });
+    row.addEventListener("keydown", (event) => { if (event.key === "Enter") location.hash = hash; });
+  }
   return row;
 }
 
@@ -528,6 +533,9 @@ function start() {
   $("delete").addEventListener("click", () => { $("delete-confirm").hidden = false; $("delete-no").focus(); });
   $("delete-no").addEventListener("click", () => { $("delete-confirm").hidden = true; });
   $("delete-yes").addEventListener("click", () => { deleteShown().catch(showError); });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") for (const id of ["purge-confirm", "delete-confirm"]) $(id).hidden = true;
+  });
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "hidden") stopPolling(); else startPolling();
