@@ -290,3 +290,8 @@ def test_a_host_names_the_daemon_by_loopback_localhost_or_its_address() -> None:
         assert access.refusal(_request(host=host)) is None, host
     for host in (b"evil.example:4000", b"192.0.2.9:4000", b"localhost.evil.example", b""):
         assert isinstance(access.refusal(_request(host=host)), AdminForbidden), host
+
+
+def test_no_token_is_printed_beside_json_log_lines(start: Callable[..., Daemon]) -> None:
+    daemon = start("--log-format", "json")
+    assert "admin token:" not in daemon.log

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable
 
 from tests.admin_client import KEY, Answer, call, chat
-from tests.daemon import Daemon
+from tests.daemon import Daemon, poll_until
 from tests.fake_upstream import FakeUpstream
 
 JSON = {"Content-Type": "application/json"}
@@ -74,6 +74,12 @@ def test_listing_pages_filters_gets_deletes_and_purges(
     assert len(by_model.json["entries"]) == 2
     in_default = api(daemon, "entries?namespace=")
     assert len(in_default.json["entries"]) == 3
+    # A search in the prompts and answers, whatever the case.
+    found = api(daemon, "entries?q=LARGE%201")
+    assert len(found.json["entries"]) == 1
+    assert found.json["entries"][0]["model"] == "gpt-4o"
+    assert len(api(daemon, "entries?q=large&model=gpt-4o-mini").json["entries"]) == 0
+    assert len(api(daemon, "entries?q=").json["entries"]) == 5
     assert call(daemon, "GET", "/_stasis/api/entries?limit=0").status == 400
     assert call(daemon, "GET", "/_stasis/api/entries?limit=501").status == 400
     bad_cursor = call(daemon, "GET", "/_stasis/api/entries?cursor=not-one")
@@ -103,17 +109,30 @@ def test_listing_pages_filters_gets_deletes_and_purges(
     assert call(daemon, "GET", f"/_stasis/api/entries/{key}").status == 404
     assert call(daemon, "DELETE", f"/_stasis/api/entries/{key}").status == 404
 
+    # Tokens saved, by model and by namespace, once an entry was hit.
+    assert chat(daemon, "small 0").headers["x-stasis-status"] == "HIT"
+    # Hits reach the database in batches, within about a second.
+    poll_until(lambda: api(daemon, "stats").json["tokensSavedByModel"][0]["tokensSaved"] > 0)
+    stats = api(daemon, "stats").json
+    saved = stats["tokensSavedByModel"][0]
+    assert (saved["model"], saved["entries"]) == ("gpt-4o-mini", 3)
+    assert [s["tokensSaved"] for s in stats["tokensSavedByModel"][1:]] == [0]
+    assert stats["tokensSavedByNamespace"][0]["namespace"] == ""
+    assert stats["tokensSavedByNamespace"][0]["tokensSaved"] == saved["tokensSaved"]
+
     # A purge by a filter; an empty one must say it means everything.
     purge = "/_stasis/api/purge"
+    by_text = call(daemon, "POST", purge, json.dumps({"q": "small 2"}).encode(), JSON)
+    assert (by_text.status, by_text.json) == (200, {"purged": 1})
     by_filter = call(daemon, "POST", purge, json.dumps({"namespace": "team-a"}).encode(), JSON)
     assert (by_filter.status, by_filter.json) == (200, {"purged": 1})
-    assert len(stored_keys(daemon)) == 3
+    assert len(stored_keys(daemon)) == 2
     for body in (b"{}", b'{"everything": false}', b"[]", b"not json", b'{"modle": "x"}'):
         refused = call(daemon, "POST", purge, body, JSON)
         assert refused.status == 400, body
-    assert len(stored_keys(daemon)) == 3
+    assert len(stored_keys(daemon)) == 2
     everything = call(daemon, "POST", purge, b'{"everything": true}', JSON)
-    assert (everything.status, everything.json) == (200, {"purged": 3})
+    assert (everything.status, everything.json) == (200, {"purged": 2})
     assert stored_keys(daemon) == set()
 
     stats = api(daemon, "stats")
