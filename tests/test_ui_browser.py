@@ -217,6 +217,10 @@ def test_a_request_made_while_the_page_is_open_appears_live(
     expect(rows(page)).to_have_count(1)
     expect(page.locator("#fig-entries")).to_have_text("1")
     expect(page.locator("#chart rect.bar-hit")).to_have_count(1)
+    # The hit saved the entry's tokens, under its model and the default namespace.
+    expect(page.locator("#fig-saved")).not_to_have_text("0")
+    expect(page.locator("#by-model tr").first).to_contain_text("gpt-4o-mini")
+    expect(page.locator("#by-namespace tr").first).to_contain_text("(default)")
     shoot(page, tmp_path, "recent")
     assert console.problems() == []
 
