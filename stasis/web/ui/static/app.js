@@ -413,7 +413,8 @@ async function showEntry(key) {
     ["Hits", formatNumber(doc.hits)], ["Last hit", formatTime(doc.lastHitAt)], ["Size", formatBytes(doc.sizeBytes)],
   ];
   for (const [name, value] of fields) {
-    meta.append(el("div", {}, [el("dt", { text: name }), el("dd", { text: value, title: value })]));
+    const wide = name === "Request" ? "wide" : "";
+    meta.append(el("div", { class: wide }, [el("dt", { text: name }), el("dd", { text: value, title: value })]));
   }
 
   const conversation = $("conversation");
