@@ -8,11 +8,14 @@ nothing the policy would have to block.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -47,8 +50,22 @@ class Upstream(Resource):
 
 
 @pytest.fixture
-def upstream() -> Upstream:
-    return Upstream()
+def upstream() -> Iterator[Upstream]:
+    """The upstream; and no answer may log an error (a write after finish, say)."""
+    errors: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") in (LogLevel.critical, LogLevel.error) or event.get(
+            "log_failure"
+        ):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield Upstream()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert errors == []
 
 
 def _serve(upstream: Upstream, data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:

@@ -18,7 +18,7 @@ from importlib.resources import files
 
 from attrs import frozen
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.errors import MethodNotAllowed, NotFound, StasisError
 from stasis.web.site import OWN_METHODS, write_error
@@ -86,11 +86,14 @@ def _secure(request: Request) -> None:
         request.setHeader(name, value)
 
 
-def _refuse(request: Request, error: StasisError) -> bytes:
-    """Answer with ``error`` as JSON, security headers included; render's empty result."""
+def _refuse(request: Request, error: StasisError) -> int:
+    """
+    Answer with ``error`` as JSON, security headers included. The answer is
+    finished: render must return ``NOT_DONE_YET``, or twisted.web writes again.
+    """
     _secure(request)
     write_error(request, error)
-    return b""
+    return NOT_DONE_YET
 
 
 class _FileResource(Resource):
@@ -100,7 +103,7 @@ class _FileResource(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self.file = file
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         if request.postpath:
             # /_stasis/app.js/anything: a file has no children.
             return _refuse(request, NotFound("no such file in stasis's web UI"))
@@ -124,7 +127,7 @@ class _FileResource(Resource):
 class _Missing(Resource):
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         return _refuse(request, NotFound("no such file in stasis's web UI"))
 
 
@@ -133,7 +136,7 @@ class _Redirect(Resource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         if request.method not in OWN_METHODS:
             return _refuse(request, _not_allowed())
         _secure(request)
@@ -158,7 +161,7 @@ class UIResource(Resource):
         self._missing = _Missing()  # type: ignore[no-untyped-call]
         self._redirect = _Redirect()  # type: ignore[no-untyped-call]
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         return self._redirect.render(request)
 
     def getChild(self, path: bytes, request: Request) -> IResource:
