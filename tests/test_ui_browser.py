@@ -249,16 +249,27 @@ def test_hostile_prompts_and_answers_are_shown_as_text_and_never_run(
     daemon: Daemon, page: Any, tmp_path: Path
 ) -> None:
     (key,) = store(daemon, [PAYLOAD]).values()
+    # A model's name is the client's to choose too: listed, counted, and shown
+    # in the recent requests (a hit, so that it has saved tokens).
+    chat(daemon, "hello", model=PAYLOAD)
+    assert chat(daemon, "hello", model=PAYLOAD)["x-stasis-status"] == "HIT"
     console = Console(page)
     page.goto(daemon.url + "/_stasis/")
-    expect(rows(page)).to_have_count(1)
-    expect(page.locator("#recent li")).to_have_count(1)
+    expect(rows(page)).to_have_count(2)
+    expect(page.locator("#recent li")).to_have_count(3)
+    expect(page.locator("table.entries td.model").first).to_have_text(PAYLOAD)
+    expect(page.locator("#by-model tr").first.locator("td").first).to_have_text(PAYLOAD)
+    expect(page.locator("#recent li").first).to_contain_text(PAYLOAD)
+    shoot(page, tmp_path, "hostile-list")
+    assert page.evaluate("window.__pwned") is None
     page.goto(f"{daemon.url}/_stasis/#/entry/{key}")
     # The prompt and the fake upstream's echo of it, as the literal text.
     expect(page.locator("#conversation .bubble.user .text")).to_have_text(PAYLOAD)
     expect(page.locator("#answer .text")).to_contain_text(PAYLOAD)
     expect(page.locator("#raw-request")).to_contain_text("<script>window.__pwned=1</script>")
-    expect(page.get_by_text("<script>window.__pwned=1</script>").first).to_be_visible()
+    expect(
+        page.locator("#view-entry").get_by_text("<script>window.__pwned=1</script>").first
+    ).to_be_visible()
     shoot(page, tmp_path, "hostile")
 
     # Nothing ran, nothing was made markup, and no link goes anywhere but here.

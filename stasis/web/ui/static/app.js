@@ -361,22 +361,23 @@ function recentItem(request, fresh) {
   const tone = request.error ? " failed" : "";
   const facts = [request.detail, request.model, request.namespace ? "ns " + request.namespace : null,
     String(request.status), typeof request.ms === "number" ? request.ms.toFixed(1) + " ms" : null];
-  const about = el("div", { class: "about muted", text: facts.filter(Boolean).join(" · ") });
-  const item = el("li", { class: fresh ? "fresh" : "" }, [
-    el("div", { class: "line" }, [
-      el("span", { class: "badge " + label + tone, text: label }),
-      el("span", { class: "what mono", text: `${request.method} ${request.path}`, title: request.path }),
-      el("span", { class: "when", text: formatClock(request.at) }),
-    ]),
-    about,
+  const about = facts.filter(Boolean).join(" · ");
+  const line = el("div", { class: "line" }, [
+    el("span", { class: "badge " + label + tone, text: label }),
+    el("span", { class: "what mono", text: `${request.method} ${request.path}`, title: request.path }),
   ]);
-  item.dataset.seq = String(request.seq);
   const hash = request.key ? entryHash(request.key) : null;
   if (hash) {
     const link = el("a", { text: "entry" });
     link.href = hash;
-    about.append(" · ", link);
+    line.append(link);
   }
+  line.append(el("span", { class: "when", text: formatClock(request.at) }));
+  const item = el("li", { class: fresh ? "fresh" : "" }, [
+    line,
+    el("div", { class: "about muted", text: about, title: about }),
+  ]);
+  item.dataset.seq = String(request.seq);
   if (request.error) {
     item.append(el("details", {}, [
       el("summary", { text: `${request.error.type}: ${request.error.message || ""}` }),
