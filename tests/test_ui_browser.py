@@ -137,6 +137,9 @@ def test_the_page_lists_searches_opens_and_deletes(
     expect(rows(page)).to_have_count(5)
     expect(page.locator("#fig-entries")).to_have_text("5")
     shoot(page, tmp_path, "entries")
+    page.emulate_media(color_scheme="dark")
+    shoot(page, tmp_path, "entries-dark")
+    page.emulate_media(color_scheme="light")
 
     # The search narrows the list to the entry whose prompt has the word.
     page.locator("#q").fill("bravo")
