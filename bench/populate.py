@@ -29,14 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.payloads import completion
-from stasis.store._codec import decode, encode
+from stasis.model import Entry
+from stasis.search import search_text
+from stasis.store._codec import decode, decode_request, encode
 
 __all__ = ["column_sizes", "populate", "template_row"]
 
 _BATCH = 50_000
 _DISTINCT_BODIES = 1024
-#: Columns given per row; every other column is the recorded entry's.
+#: Columns given per row; every other column is the recorded entry's. The
+#: search text (schema version 7 on) is the copy's own too, when there is one.
 _VARIED = ("key", "body", "body_size", "created_at")
+_SEARCH_TEXT = "search_text"
 _RESET = {"hit_count": 0, "last_hit_at": None}
 
 
@@ -51,29 +55,52 @@ def template_row(db: Path) -> dict[str, Any]:
     return {**dict(zip(names, row, strict=True)), **_RESET}
 
 
+def _varied(template: dict[str, Any]) -> tuple[str, ...]:
+    return (*_VARIED, _SEARCH_TEXT) if _SEARCH_TEXT in template else _VARIED
+
+
+def _search_text(template: dict[str, Any], headers: Any, raw: bytes) -> str:
+    """The search text a copy answering ``raw`` has: as a put of it would write it."""
+    request = template.get("request")
+    entry = Entry(
+        key="00" * 32,
+        status=template["status"],
+        headers=headers,
+        body=raw,
+        created_at=template["created_at"],
+        provider=template["provider"],
+        model=template["model"],
+        request=None if request is None else decode_request(request),
+    )
+    return search_text(entry)
+
+
 def _rows(
     template: dict[str, Any], names: list[str], count: int, rng: random.Random, seed: int
 ) -> Iterator[tuple[Any, ...]]:
     headers, _ = decode(template["body"], template["headers"])
+    searched = _SEARCH_TEXT in template
     bodies = []
     for i in range(_DISTINCT_BODIES):
         raw = completion(seed * _DISTINCT_BODIES + i)
-        bodies.append((encode(headers, raw), len(raw)))
+        text = (_search_text(template, headers, raw),) if searched else ()
+        bodies.append((encode(headers, raw), len(raw), text))
     fixed = tuple(template[name] for name in names)
     created_at = template["created_at"]
     for start in range(0, count, _BATCH):
         # Sorted keys fill the key index in order: the same tree, built faster.
         keys = sorted(rng.randbytes(32) for _ in range(min(_BATCH, count - start)))
         for i, key in enumerate(keys):
-            body, size = bodies[(start + i) % _DISTINCT_BODIES]
-            yield (key, body, size, created_at - (start + i + 1) * 1e-3, *fixed)
+            body, size, text = bodies[(start + i) % _DISTINCT_BODIES]
+            yield (key, body, size, created_at - (start + i + 1) * 1e-3, *text, *fixed)
 
 
 def populate(db: Path, template: dict[str, Any], count: int, seed: int) -> None:
     """Add ``count`` entries like ``template`` to ``db``, with new keys and bodies."""
-    names = [name for name in template if name not in _VARIED]
-    columns = ", ".join((*_VARIED, *names))
-    marks = ", ".join("?" * (len(_VARIED) + len(names)))
+    varied = _varied(template)
+    names = [name for name in template if name not in varied]
+    columns = ", ".join((*varied, *names))
+    marks = ", ".join("?" * (len(varied) + len(names)))
     connection = sqlite3.connect(db, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode=DELETE")

@@ -16,10 +16,16 @@ in which a user's ``%`` and ``_`` would be patterns.
 
 from __future__ import annotations
 
+import re
+
+from attrs import evolve
+
 from stasis.conversation import conversation
 from stasis.model import Entry
+from stasis.streams.framing import splitter_for
+from stasis.streams.recorded import content_type
 
-__all__ = ["ANSWER_BYTES", "SEARCH_TEXT_BYTES", "search_text", "searchable"]
+__all__ = ["ANSWER_BYTES", "SEARCH_TEXT_BYTES", "STREAM_READ_BYTES", "search_text", "searchable"]
 
 #: The search text kept for an entry is at most this long (UTF-8): a 10 MB
 #: prompt costs its entry 64 KiB of search text, not another 10 MB, and a
@@ -27,6 +33,14 @@ __all__ = ["ANSWER_BYTES", "SEARCH_TEXT_BYTES", "search_text", "searchable"]
 SEARCH_TEXT_BYTES = 64 * 1024
 #: The answer's share of it, at most: a long answer leaves room for the prompt.
 ANSWER_BYTES = 16 * 1024
+#: How much of a streamed answer is read for its text: far more than its
+#: share of the search text (an event spends some 100 bytes of JSON on a few
+#: characters), far less than a stream of many megabytes, which every put
+#: would otherwise split and decode whole on the writer's thread.
+STREAM_READ_BYTES = 1024 * 1024
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def searchable(text: str) -> str:
@@ -39,7 +53,7 @@ def searchable(text: str) -> str:
     try:
         folded.encode("utf-8")
     except UnicodeEncodeError:
-        return folded.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", folded)
     return folded
 
 
@@ -57,6 +71,9 @@ def search_text(entry: Entry) -> str:
     from another comes last; a long system prompt many requests share,
     first), one a line, :func:`searchable`, at most :data:`SEARCH_TEXT_BYTES`.
     """
+    if len(entry.body) > STREAM_READ_BYTES and splitter_for(content_type(entry)) is not None:
+        # Its beginning, cut where the splitter finds the events (not the timeline's offsets).
+        entry = evolve(entry, body=entry.body[:STREAM_READ_BYTES], timeline=None)
     read = conversation(entry)
     pieces = [entry.model or "", _cut(read.answer or "", ANSWER_BYTES)]
     pieces += [message.text for message in reversed(read.messages)]

@@ -299,6 +299,11 @@ def test_ls_json_has_every_field_with_full_keys(recorded: Recorded) -> None:
         (["--since", "1h", "--provider", "openai", "-n", "1"], ["responses"]),
         (["--since", "2999-01-01"], []),
         (["--until", "2000-01-01T00:00:00Z"], []),
+        (["--search", "HI 1"], ["chat2"]),  # the prompt, in any case
+        (["--search", "stream me"], ["stream"]),  # a streamed answer's text holds it too
+        (["--search", "hey", "--provider", "anthropic"], ["anthropic"]),
+        (["--search", "gpt-4o"], ["responses", "stream", "chat2", "chat"]),  # the model
+        (["--search", "h_"], []),  # _ is itself
     ],
 )
 def test_ls_filters(recorded: Recorded, filters: list[str], names: list[str]) -> None:

@@ -179,13 +179,22 @@ def test_keys_are_hex_and_long_enough() -> None:
 def test_filters_become_an_entry_filter() -> None:
     options = LsOptions(environ={}, clock=lambda: NOW)
     options.parseOptions(
-        ["--provider", "gemini", "--namespace", "", "--since", "1d", "--until", "2024-01-15"]
+        [
+            *("--provider", "gemini", "--namespace", "", "--since", "1d"),
+            *("--until", "2024-01-15", "--search", "Oslo 100%"),
+        ]
     )
     assert options.where == EntryFilter(
-        provider="gemini", namespace="", since=NOW - 86400, until=utc(2024, 1, 15)
+        provider="gemini",
+        namespace="",
+        since=NOW - 86400,
+        until=utc(2024, 1, 15),
+        text="Oslo 100%",
     )
     assert options.limit == 50
-    assert options.describe_filter() == "provider=gemini, namespace=, since=1d, until=2024-01-15"
+    assert options.describe_filter() == (
+        "provider=gemini, namespace=, since=1d, until=2024-01-15, search=Oslo 100%"
+    )
     everything = LsOptions(environ={"STASIS_DB": "/data/cache.db"})
     everything.parseOptions(["--all"])
     assert (everything.where, everything.limit, everything.db) == (

@@ -151,6 +151,13 @@ class FilterOptions(CommandOptions):
             "unless it names a zone) or a duration ago, e.g. 90s, 12h, 7d.",
         ],
         ["until", None, None, "Only entries stored before this time (as --since)."],
+        [
+            "search",
+            None,
+            None,
+            "Only entries whose model, prompt or answer text holds this text, in any case "
+            "(e.g. 'weather in oslo'; % and _ are plain characters).",
+        ],
     ]
 
     where = EntryFilter()
@@ -176,9 +183,10 @@ class FilterOptions(CommandOptions):
             path=self["path"],
             since=moments["since"],
             until=moments["until"],
+            text=self["search"] or None,
         )
 
     def describe_filter(self) -> str:
         """The filters given, as typed (``provider=openai, since=7d``); "" for none."""
-        names = ("provider", "model", "namespace", "path", "since", "until")
+        names = ("provider", "model", "namespace", "path", "since", "until", "search")
         return ", ".join(f"{name}={self[name]}" for name in names if self[name] is not None)

@@ -70,6 +70,7 @@ class LsOptions(FilterOptions):
     examples = (
         "stasis ls",
         "stasis ls --provider anthropic --since 2h",
+        "stasis ls --search 'weather in oslo'",
         "stasis ls --namespace ci --all --json > entries.json",
     )
 

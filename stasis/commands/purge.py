@@ -35,6 +35,7 @@ class PurgeOptions(FilterOptions):
     examples = (
         "stasis purge --provider openai --model gpt-4o-mini",
         "stasis purge --namespace ci --until 30d --yes",
+        "stasis purge --search 'test fixture' --yes",
         "stasis purge --yes   # everything",
     )
 
