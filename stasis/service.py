@@ -53,6 +53,7 @@ from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
 from stasis.web.traffic import Traffic
+from stasis.web.ui import UIResource
 
 __all__ = [
     "Front",
@@ -176,7 +177,7 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         token=config.admin_token or (worker and worker.admin_token) or new_token(),
         given=config.admin_token is not None,
     )
-    admin = AdminPages(access, AdminApi(store, totals, traffic, bounds))
+    admin = AdminPages(access, AdminApi(store, totals, traffic, bounds), UIResource())
     site = StasisSite(
         Root(
             proxy,
