@@ -90,6 +90,21 @@ def test_a_browser_page_on_another_site_can_neither_read_nor_write(daemon: Daemo
     assert not any(name.startswith("access-control-") for name in preflight.headers)
 
 
+def test_a_link_on_another_site_opens_the_page_but_reaches_no_data(daemon: Daemon) -> None:
+    port = _port(daemon)
+    followed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    page = {**followed, "Sec-Fetch-Dest": "document"}
+    opened = call(daemon, "GET", "/_stasis/", headers=page)
+    assert opened.status == 200
+    assert "content-security-policy" in opened.headers
+    assert call(daemon, "GET", "/_stasis", headers=page).status == 308
+    # Not the API, not in a frame or as a subresource, never a change; nor a rebound Host.
+    _refused(call(daemon, "GET", "/_stasis/api/stats", headers=page))
+    _refused(call(daemon, "GET", "/_stasis/", headers={**followed, "Sec-Fetch-Dest": "iframe"}))
+    _refused(call(daemon, "POST", "/_stasis/api/purge", PURGE_ALL, {**JSON, **page}))
+    _refused(call(daemon, "GET", "/_stasis/", headers={**page, "Host": f"evil.example:{port}"}))
+
+
 def test_a_rebound_dns_name_is_refused(daemon: Daemon) -> None:
     port = _port(daemon)
     chat(daemon, "kept")

@@ -112,9 +112,15 @@ class AdminAccess:
         """The token to print at start: one made up, on a loopback listener; else None."""
         return self.token if self.loopback and not self.given else None
 
-    def refusal(self, request: Request) -> StasisError | None:
-        """Why ``request`` may not be answered, or None when it may."""
-        refused = self._read_refusal(request)
+    def refusal(self, request: Request, page: bool = False) -> StasisError | None:
+        """
+        Why ``request`` may not be answered, or None when it may.
+
+        A ``page`` (the UI's, not the API's) may also be opened by a link on
+        another site: a top-level navigation shows that site nothing, and the
+        page's own requests for data are same-origin.
+        """
+        refused = self._read_refusal(request, page and self._navigation(request))
         if refused is not None or request.method in READ_METHODS:
             return refused
         return self._write_refusal(request)
@@ -134,7 +140,15 @@ class AdminAccess:
         local = request.getHost()
         return isinstance(local, IPv4Address | IPv6Address) and name == local.host.lower()
 
-    def _read_refusal(self, request: Request) -> StasisError | None:
+    def _navigation(self, request: Request) -> bool:
+        """A browser's top-level navigation (a link followed, an address typed) with GET or HEAD."""
+        return (
+            request.method in READ_METHODS
+            and (self._header(request, b"sec-fetch-mode") or b"").lower() == b"navigate"
+            and (self._header(request, b"sec-fetch-dest") or b"").lower() == b"document"
+        )
+
+    def _read_refusal(self, request: Request, navigation: bool = False) -> StasisError | None:
         host = self._header(request, b"host")
         if host is None:
             return AdminForbidden("the admin API needs a Host header")
@@ -144,6 +158,8 @@ class AdminAccess:
                 f"the Host {host_text!r} does not name this daemon: use 127.0.0.1, "
                 "localhost or the address it listens on"
             )
+        if navigation:
+            return None
         site = (self._header(request, b"sec-fetch-site") or b"").lower()
         if site in (b"cross-site", b"same-site"):
             return AdminForbidden("the admin API does not answer another site's pages")

@@ -32,7 +32,7 @@ class AdminPages(Resource):
         self.ui = ui
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        refusal = self.access.refusal(request)
+        refusal = self.access.refusal(request, page=path != b"api")
         if refusal is not None:
             return ErrorResource(refusal)
         if path == b"api":
@@ -45,7 +45,7 @@ class AdminPages(Resource):
 
     def render(self, request: Request) -> object:
         """``/_stasis`` itself (no slash): the UI's to answer (a redirect to ``/_stasis/``)."""
-        refusal = self.access.refusal(request)
+        refusal = self.access.refusal(request, page=True)
         if refusal is not None:
             send_error(request, refusal)
             return NOT_DONE_YET
