@@ -119,4 +119,6 @@ def stats_report(
         "maxEntries": bounds.max_entries,
         "evictions": counters.evictions,
         "expiredRemoved": counters.expired_removed,
+        "coalesced": counters.coalesced,
+        "storeErrors": counters.store_errors,
     }
