@@ -41,6 +41,7 @@ from stasis.cache import CacheEngine, Counters
 from stasis.cache.housekeeping import Bounds, Housekeeping
 from stasis.config import Config
 from stasis.log import logger
+from stasis.metrics import Metrics
 from stasis.store import Store, StoreError, open_store
 from stasis.upstream import UpstreamClient, make_client
 from stasis.upstream.aws import AwsSigner
@@ -159,13 +160,16 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
     heads = PreparedHeads()
     store.changes.subscribe(heads.on_change)
     proxy = ProxyResource(engine, heads)
+    totals = counters if worker is None else worker.totals
+    metrics = Metrics(totals)
     site = StasisSite(
         Root(
             proxy,
             store,
-            counters if worker is None else worker.totals,
+            totals,
             bounds,
             worker=None if worker is None else worker.index,
+            metrics=metrics,
         ),
         max_body_bytes=config.max_body_bytes,
         upstream=proxy,
