@@ -13,7 +13,16 @@ from typing import Any
 
 from attrs import frozen
 
-__all__ = ["HIT", "PASSED", "CacheOutcome", "Status", "note_status", "noted_status"]
+__all__ = [
+    "HIT",
+    "PASSED",
+    "CacheOutcome",
+    "Status",
+    "note_outcome",
+    "note_status",
+    "noted_outcome",
+    "noted_status",
+]
 
 CACHE_NAME = b"stasis"
 
@@ -57,6 +66,17 @@ class CacheOutcome:
             parts.append(b"detail=" + self.detail)
         return b"; ".join(parts)
 
+    @functools.cache  # noqa: B019 - as above
+    def summary(self) -> str | None:
+        """The one word that says most about it, for a list of recent requests."""
+        if self.stored:
+            return "stored"
+        if self.detail is not None:
+            return self.detail.decode("ascii", "replace")
+        if self.collapsed:
+            return "collapsed"
+        return None
+
 
 HIT = CacheOutcome(Status.HIT)
 #: Passed through without the cache's involvement (before the request was judged).
@@ -66,13 +86,26 @@ PASSED = CacheOutcome(Status.BYPASS)
 #: Where a request carries its status for the access log, beside its headers
 #: (a prepared hit writes its headers without putting them on the request).
 _STATUS_ATTRIBUTE = "stasis_status"
+#: The whole outcome, where the proxy knows more than the status.
+_OUTCOME_ATTRIBUTE = "stasis_outcome"
 
 
 def note_status(request: Any, status: Status) -> None:
     setattr(request, _STATUS_ATTRIBUTE, status)
 
 
+def note_outcome(request: Any, outcome: CacheOutcome) -> None:
+    setattr(request, _STATUS_ATTRIBUTE, outcome.status)
+    setattr(request, _OUTCOME_ATTRIBUTE, outcome)
+
+
 def noted_status(request: Any) -> Status | None:
     """The status noted on ``request``, or None before the proxy decided one."""
     status: Status | None = getattr(request, _STATUS_ATTRIBUTE, None)
     return status
+
+
+def noted_outcome(request: Any) -> CacheOutcome | None:
+    """The outcome noted on ``request`` (None for a prepared hit, which is a plain HIT)."""
+    outcome: CacheOutcome | None = getattr(request, _OUTCOME_ATTRIBUTE, None)
+    return outcome

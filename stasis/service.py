@@ -50,6 +50,7 @@ from stasis.web.prepared import PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
+from stasis.web.traffic import Traffic
 
 __all__ = [
     "Front",
@@ -121,6 +122,8 @@ class Front:
     #: Closes what the site holds open (the upstream connection pool), once
     #: the port no longer accepts connections.
     close: Callable[[], Deferred[None]]
+    #: The requests it answered lately (the web UI's live view, the metrics).
+    traffic: Traffic
 
     @property
     def counters(self) -> Counters:
@@ -162,6 +165,8 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
     proxy = ProxyResource(engine, heads)
     totals = counters if worker is None else worker.totals
     metrics = Metrics(totals)
+    traffic = Traffic(reactor)
+    traffic.subscribe(metrics.observe)
     site = StasisSite(
         Root(
             proxy,
@@ -177,7 +182,8 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         reactor=reactor,
     )
     site.credential_headers = config.credential_headers
-    return Front(engine=engine, site=site, close=pool.closeCachedConnections)
+    site.traffic = traffic
+    return Front(engine=engine, site=site, close=pool.closeCachedConnections, traffic=traffic)
 
 
 class _CacheService(Service):

@@ -16,7 +16,19 @@ from stasis.cache_status import CacheOutcome
 from stasis.errors import StasisError
 from stasis.model import Entry
 
-__all__ = ["Answer", "Failed", "Live", "Stored"]
+__all__ = ["About", "Answer", "Failed", "Live", "Stored"]
+
+
+@frozen
+class About:
+    """
+    What a request was about, as a list of recent requests shows it; an
+    :class:`~stasis.model.Entry` says the same of the request it answers.
+    """
+
+    provider: str
+    model: str | None
+    namespace: str
 
 
 @frozen
@@ -52,6 +64,9 @@ class Live:
     key: str | None
     #: Relays the body to a client; fires once the answer is ended.
     relay: Callable[[Client], Deferred[None]]
+    about: About | None = None
+    #: How long the upstream took to answer with this head.
+    upstream_seconds: float | None = None
 
 
 Answer = Stored | Live
@@ -63,8 +78,15 @@ class Failed(Exception):
     the cache did on the way (``outcome``, ``key``) goes in its headers too.
     """
 
-    def __init__(self, error: StasisError, outcome: CacheOutcome, key: str | None) -> None:
+    def __init__(
+        self,
+        error: StasisError,
+        outcome: CacheOutcome,
+        key: str | None,
+        about: About | None = None,
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.outcome = outcome
         self.key = key
+        self.about = about

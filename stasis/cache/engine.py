@@ -15,6 +15,7 @@ engine and store.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
-from stasis.cache.answers import Answer, Failed, Live, Stored
+from stasis.cache.answers import About, Answer, Failed, Live, Stored
 from stasis.cache.claims import Claims
 from stasis.cache.counters import Counters, HitLog
 from stasis.cache.flights import NOTHING, Flight, Flights, Landed
@@ -157,6 +158,12 @@ class _Call:
     def key(self) -> str | None:
         """The key an answer is stored under; None until a cacheable request is keyed."""
         return None if self.keys is None else self.keys.own
+
+    def about(self) -> About:
+        """What the request is about, for the list of recent requests."""
+        parsed = self.parsed
+        model = self.provider.model(self.path, None if parsed is None else parsed.head)
+        return About(self.provider.name, model, self.directives.namespace)
 
 
 class _UpstreamFailed(Exception):
@@ -410,7 +417,7 @@ class CacheEngine:
         except StasisError as e:
             if call is None:
                 raise Failed(e, PASSED, None) from e
-            raise Failed(e, call.outcome, call.key) from e
+            raise Failed(e, call.outcome, call.key, call.about()) from e
 
     async def _answer(self, call: _Call) -> Answer:
         if call.signed is not None:
@@ -784,7 +791,9 @@ class CacheEngine:
         headers: Pairs = for_upstream(call.raw_headers)
         if call.signed is not None:
             headers = await self.signer.sign(call.signed, call.method, url, headers, call.body)
+        asked_at = time.perf_counter()
         response = await self.upstream.request(call.method, url, headers, call.body)
+        upstream_seconds = time.perf_counter() - asked_at
         if call.stale is not None and (response.code >= 500 or response.code == 429):
             # The stale answer instead: this one's body is not wanted.
             response.deliver(_DISCARD)
@@ -837,6 +846,8 @@ class CacheEngine:
             outcome=outcome,
             key=call.key,
             relay=relay,
+            about=call.about(),
+            upstream_seconds=upstream_seconds,
         )
 
     async def _relay(

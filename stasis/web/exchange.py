@@ -18,7 +18,7 @@ from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from stasis.cache_status import CacheOutcome
+from stasis.cache_status import CacheOutcome, note_outcome
 from stasis.errors import StasisError
 from stasis.web.site import log_unfinished, write_error
 
@@ -93,7 +93,11 @@ class Exchange:
                 stream.abortConnection()
 
     def revise(self, outcome: CacheOutcome) -> None:
-        """Say ``outcome`` in the head instead, unless the head is written already."""
+        """
+        Say ``outcome`` in the head instead, unless the head is written
+        already; the access log and the recent requests hear of it anyway.
+        """
+        note_outcome(self.request, outcome)
         if self.open and not self.request.startedWriting:
             self.request.setHeader(b"cache-status", outcome.cache_status())
 

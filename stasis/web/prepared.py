@@ -34,6 +34,7 @@ from twisted.web.server import Request
 from stasis.cache_status import HIT, note_status
 from stasis.model import Change, ChangeKind, Entry
 from stasis.web.site import head_defaults
+from stasis.web.traffic import note_about
 
 __all__ = [
     "MISSING",
@@ -187,4 +188,5 @@ def write_prepared(request: Request, entry: Entry, head: PreparedHead, age: int)
     request.startedWriting = 1
     request.sentLength = len(body)
     note_status(request, HIT.status)
+    note_about(request, entry, entry.key)
     request.channel.writeSequence(lines)

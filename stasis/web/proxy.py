@@ -19,13 +19,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache import CacheEngine, CacheRequest, Failed, Live, Stored
-from stasis.cache.answers import Answer
-from stasis.cache_status import HIT, PASSED, CacheOutcome, note_status, noted_status
+from stasis.cache.answers import About, Answer
+from stasis.cache_status import HIT, PASSED, CacheOutcome, note_outcome, noted_status
 from stasis.errors import InternalError
 from stasis.log import logger
+from stasis.model import Entry
 from stasis.streams.replay import pace
 from stasis.web.exchange import Exchange
 from stasis.web.prepared import PreparedHeads, can_write_prepared, write_prepared
+from stasis.web.traffic import note_about
 
 __all__ = ["ProxyResource"]
 
@@ -41,8 +43,15 @@ def _set_headers(request: Request, pairs: Iterable[tuple[bytes, bytes]]) -> None
         request.responseHeaders.setRawHeaders(name, values)
 
 
-def _mark(request: Request, outcome: CacheOutcome, key: str | None) -> None:
-    note_status(request, outcome.status)
+def _mark(
+    request: Request,
+    outcome: CacheOutcome,
+    key: str | None,
+    about: About | Entry | None,
+    upstream_seconds: float | None = None,
+) -> None:
+    note_outcome(request, outcome)
+    note_about(request, about, key, upstream_seconds)
     request.setHeader(b"x-stasis-status", outcome.status.value)
     request.setHeader(b"cache-status", outcome.cache_status())
     if key is not None:
@@ -99,7 +108,9 @@ class ProxyResource(Resource):
                     request = exchange.request
                     request.setResponseCode(answer.status, answer.phrase)
                     _set_headers(request, answer.headers)
-                    _mark(request, answer.outcome, answer.key)
+                    _mark(
+                        request, answer.outcome, answer.key, answer.about, answer.upstream_seconds
+                    )
             finally:
                 # Always: the relay also lets the upstream go if the client left.
                 relayed = answer.relay(exchange)
@@ -122,7 +133,7 @@ class ProxyResource(Resource):
             return
         request.setResponseCode(entry.status)
         _set_headers(request, entry.headers)
-        _mark(request, answer.outcome, answer.key)
+        _mark(request, answer.outcome, answer.key, entry)
         if answer.age is not None:
             request.setHeader(b"age", b"%d" % answer.age)
         if paced:
@@ -147,7 +158,7 @@ class ProxyResource(Resource):
         if request.startedWriting:
             exchange.abort()
             return
-        _mark(request, failed.outcome, failed.key)
+        _mark(request, failed.outcome, failed.key, failed.about)
         exchange.fail(failed.error)
 
     def _broke(self, failure: Failure, exchange: Exchange) -> None:
@@ -162,5 +173,5 @@ class ProxyResource(Resource):
             exchange.abort()
             return
         if noted_status(request) is None:
-            _mark(request, PASSED, None)
+            _mark(request, PASSED, None, None)
         exchange.fail(InternalError("stasis failed to serve this request; see its log"))

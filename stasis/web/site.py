@@ -31,6 +31,7 @@ from stasis.errors import BadRequest, BodyTooLarge, InternalError, RequestTimeou
 from stasis.log import enabled, logger, masked_headers, request_line, tracing
 from stasis.web.channel import StasisChannel, peer_text
 from stasis.web.deadlines import Deadline, Deadlines
+from stasis.web.traffic import Traffic, note_error, seen_of
 
 __all__ = ["ErrorAnswer", "StasisRequest", "StasisSite", "error_answer", "write_error"]
 
@@ -138,6 +139,7 @@ def write_error(request: server.Request, error: StasisError) -> None:
     answer = error_answer(error)
     # For the access line, written as it finishes: which 504 this is.
     request.stasis_reason = error.log_reason.encode("utf-8", "replace")  # type: ignore[attr-defined]
+    note_error(request, error)
     request.setResponseCode(answer.status, answer.reason)
     for name, value in answer.headers:
         request.setHeader(name, value)
@@ -422,6 +424,8 @@ class StasisSite(server.Site):
         self.upstream = upstream
         #: Headers masked at ``-l trace`` besides the usual ones (``--credential-header``).
         self.credential_headers: tuple[str, ...] = ()
+        #: Records every proxied request, for the web UI and the metrics (None: nothing).
+        self.traffic: Traffic | None = None
         #: Requests begun and neither finished nor lost.
         self.in_flight: set[StasisRequest] = set()
         #: Set by :meth:`when_idle`: each request from then on is its connection's last.
@@ -472,9 +476,12 @@ class StasisSite(server.Site):
         end properly. An error stasis made names its reason
         (:attr:`stasis.errors.StasisError.log_reason`), set by :func:`write_error`.
         """
+        status = noted_status(request)
+        traffic = self.traffic
+        if traffic is not None and status is not None:
+            self._record(traffic, request, ending)
         if not enabled("stasis.http", LogLevel.info):
             return
-        status = noted_status(request)
         reason: bytes | None = getattr(request, "stasis_reason", None)
         if reason is not None:
             ending = reason + b"; " + ending if ending else reason
@@ -491,6 +498,22 @@ class StasisSite(server.Site):
         )
         if tracing():
             self._trace(request)
+
+    def _record(self, traffic: Traffic, request: Any, ending: bytes) -> None:
+        """
+        The request, for the recent requests and the metrics: why it ended as
+        it did, the reason stasis gave, else what cut it short.
+        """
+        reason: bytes | None = getattr(request, "stasis_reason", None) or ending or None
+        traffic.record(
+            seen_of(
+                request,
+                time.time(),
+                time.perf_counter() - request.started,
+                request.code,
+                None if reason is None else reason.decode("utf-8", "replace"),
+            )
+        )
 
     def _trace(self, request: Any) -> None:
         """``-l trace``: the request's and its answer's headers, credentials masked."""
