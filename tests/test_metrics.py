@@ -59,14 +59,14 @@ def test_the_counters_move_with_the_traffic(daemon: Daemon, upstream: FakeUpstre
     assert not [name for name, _ in before if name.startswith("stasis_requests_total")]
 
     statuses = []
-    for n in (1, 2, 3, 1, 2):  # three misses, then two hits
+    for n in (1, 2, 3, 1, 2, 1, 1):  # three misses, then four hits (the last two prepared)
         _, headers, _ = daemon.request("POST", "/v1/chat/completions", _chat(n), HEADERS)
         statuses.append(headers["x-stasis-status"])
     _, headers, _ = daemon.request(
         "POST", "/v1/chat/completions", _chat(1), {**HEADERS, "X-Stasis-Mode": "bypass"}
     )
     statuses.append(headers["x-stasis-status"])
-    assert statuses == ["MISS"] * 3 + ["HIT"] * 2 + ["BYPASS"]
+    assert statuses == ["MISS"] * 3 + ["HIT"] * 4 + ["BYPASS"]
 
     after = _scrape(daemon)
     stats = daemon.get_json("/stats")
@@ -75,7 +75,7 @@ def test_the_counters_move_with_the_traffic(daemon: Daemon, upstream: FakeUpstre
     }
     assert requests == {
         (("cache", "BYPASS"), ("provider", "openai")): 1,
-        (("cache", "HIT"), ("provider", "openai")): 2,
+        (("cache", "HIT"), ("provider", "openai")): 4,
         (("cache", "MISS"), ("provider", "openai")): 3,
     }
     # Every answer fetched upstream (the misses and the bypass) was timed.
@@ -87,7 +87,7 @@ def test_the_counters_move_with_the_traffic(daemon: Daemon, upstream: FakeUpstre
     )
     assert after[("stasis_cache_entries", ())] == stats["totalEntries"] == 3
     assert after[("stasis_cache_bytes", ())] > 0
-    assert after[("stasis_tokens_saved_total", ())] == stats["tokensSavedSinceStart"] == 2 * 18
+    assert after[("stasis_tokens_saved_total", ())] == stats["tokensSavedSinceStart"] == 4 * 18
     for name in ("coalesced_requests", "evictions", "store_errors"):
         assert after[(f"stasis_{name}_total", ())] == 0
 
