@@ -12,10 +12,14 @@ import json
 from typing import Any, ClassVar
 
 __all__ = [
+    "AdminForbidden",
+    "AdminUnauthorized",
     "AwsCredentialsMissing",
     "BadRequest",
     "BodyTooLarge",
     "InternalError",
+    "MethodNotAllowed",
+    "NotFound",
     "ReplayMiss",
     "RequestTimeout",
     "SignatureRejected",
@@ -39,6 +43,8 @@ class StasisError(Exception):
     #: What the access log line says of it, in a word (``replay-miss``): an
     #: operator reading ``504`` needs to know which 504.
     reason: ClassVar[str] = "stasis-error"
+    #: Headers the answer carries besides the usual ones (``WWW-Authenticate``, ``Allow``).
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, message: str, *, log_reason: str | None = None, **details: Any) -> None:
         """
@@ -158,3 +164,48 @@ class InternalError(StasisError):
     status = 500
     type = "stasis_internal_error"
     reason = "internal-error"
+
+
+class NotFound(StasisError):
+    """A path of stasis's own (``/_stasis/…``) that names nothing, or an entry that is not there."""
+
+    status = 404
+    type = "stasis_not_found"
+    reason = "not-found"
+    retryable = False
+
+
+class MethodNotAllowed(StasisError):
+    """A method one of stasis's own paths does not answer (an ``OPTIONS`` preflight among them)."""
+
+    status = 405
+    type = "stasis_method_not_allowed"
+    reason = "method-not-allowed"
+    retryable = False
+
+    def __init__(self, message: str, allowed: tuple[bytes, ...]) -> None:
+        super().__init__(message)
+        self.headers = ((b"allow", b", ".join(allowed)),)
+
+
+class AdminForbidden(StasisError):
+    """
+    The admin API refuses this request whoever sends it: a cross-site or
+    DNS-rebound request from a browser, a write that is not JSON, or a write on
+    a listener open to the network without ``--admin-token``.
+    """
+
+    status = 403
+    type = "stasis_admin_forbidden"
+    reason = "admin-forbidden"
+    retryable = False
+
+
+class AdminUnauthorized(StasisError):
+    """A write that needs ``Authorization: Bearer`` with the admin token, and lacks it."""
+
+    status = 401
+    type = "stasis_admin_unauthorized"
+    reason = "admin-unauthorized"
+    retryable = False
+    headers = ((b"www-authenticate", b'Bearer realm="stasis"'),)

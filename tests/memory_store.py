@@ -24,7 +24,7 @@ from stasis.model import (
     Page,
     StoreStats,
 )
-from stasis.store import EVERY_ENTRY, ChangeFeed, StoreError
+from stasis.store import EVERY_ENTRY, BadCursor, ChangeFeed, StoreError
 from stasis.store._rows import stored_size
 
 _T = TypeVar("_T")
@@ -218,7 +218,7 @@ class MemoryStore:
             except ValueError:
                 slash = ""
             if not slash:
-                return fail(StoreError(f"not a listing cursor: {cursor!r}"))
+                return fail(BadCursor(f"not a listing cursor: {cursor!r}"))
 
         def listing() -> Deferred[Page]:
             chosen = sorted(

@@ -15,9 +15,9 @@ from attrs import evolve
 
 from stasis.commands._command import Command, Console
 from stasis.commands._human import size
-from stasis.commands._json import info_json
 from stasis.commands._options import FilterOptions, positive_number
 from stasis.commands._table import Column, render_table, terminal_width
+from stasis.entry_json import info_json
 from stasis.model import EntryFilter, EntryInfo
 from stasis.store import Store
 from stasis.times import short_time

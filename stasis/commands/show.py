@@ -12,26 +12,25 @@ so instead.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from twisted.python import usage
 
-from stasis.commands._answer import (
+from stasis.commands._command import Command, CommandError, Console, visible_json
+from stasis.commands._human import count_of, size
+from stasis.commands._keys import resolve_key
+from stasis.commands._options import CommandOptions, check_key
+from stasis.entry_json import entry_json, headers_json, is_json, parse_json
+from stasis.model import Entry
+from stasis.recorded import (
     RecordedEvent,
     is_eventstream,
     recorded_events,
     stream_text,
 )
-from stasis.commands._command import Command, CommandError, Console, visible_json
-from stasis.commands._human import count_of, size
-from stasis.commands._json import body_json, headers_json, info_json, is_json, parse_json
-from stasis.commands._keys import resolve_key
-from stasis.commands._options import CommandOptions, check_key
-from stasis.model import Entry, EntryInfo, StoredRequest
 from stasis.store import Store
 from stasis.times import iso8601
 
-__all__ = ["SHOW", "entry_json"]
+__all__ = ["SHOW"]
 
 NO_REQUEST = "(not kept: this entry was stored by an older stasis)"
 
@@ -139,46 +138,6 @@ def _answer_lines(entry: Entry, events_wanted: bool) -> list[str]:
         return [*lines, note + "; --events shows them)"]
     note = f"(a stream of {count_of(len(events), 'event')}, shown as its text; --events for them)"
     return [*lines, note, *text.splitlines()]
-
-
-def _request_json(entry: Entry, request: StoredRequest | None) -> dict[str, Any] | None:
-    if request is None:
-        return None
-    return {
-        "method": entry.method,
-        "path": entry.path,
-        "query": request.query,
-        "headers": headers_json(request.headers),
-        "ignored": list(request.ignored),
-        **body_json(request.body),
-    }
-
-
-def entry_json(entry: Entry) -> dict[str, Any]:
-    """``show --json``: what ``ls --json`` says of the entry, its request and its answer."""
-    events = recorded_events(entry)
-    response: dict[str, Any] = {
-        "status": entry.status,
-        "headers": headers_json(entry.headers),
-        **body_json(entry.body, parse=events is None),
-        "stream": events is not None,
-        "text": None if events is None else stream_text(entry, events),
-        "events": None
-        if events is None
-        else [
-            {
-                "name": None if e.event is None else e.event.name,
-                "data": None if e.event is None else e.event.data,
-                "atMs": e.at_ms,
-            }
-            for e in events
-        ],
-    }
-    return {
-        **info_json(EntryInfo.of(entry)),
-        "request": _request_json(entry, entry.request),
-        "response": response,
-    }
 
 
 async def run(store: Store, options: ShowOptions, console: Console) -> None:

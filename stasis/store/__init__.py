@@ -14,10 +14,11 @@ from stasis.store._feed import ChangeFeed
 # The hot map moves into the cache engine; exported here until it has, since the
 # service still names it.
 from stasis.store._open import open_store
-from stasis.store._protocol import EVERY_ENTRY, Store, StoreError
+from stasis.store._protocol import EVERY_ENTRY, BadCursor, Store, StoreError
 
 __all__ = [
     "EVERY_ENTRY",
+    "BadCursor",
     "Change",
     "ChangeFeed",
     "ChangeKind",

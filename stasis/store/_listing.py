@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stasis.model import EntryFilter, Page
-from stasis.store._protocol import StoreError
+from stasis.store._protocol import BadCursor
 from stasis.store._rows import INFO_COLUMNS, row_to_info
 
 __all__ = ["decode_cursor", "encode_cursor", "filter_sql", "page", "page_query", "where_sql"]
@@ -34,16 +34,16 @@ def encode_cursor(created_at: float, key: bytes) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, bytes]:
-    """The row a cursor names; :class:`StoreError` if it is not one of ours."""
+    """The row a cursor names; :class:`BadCursor` if it is not one of ours."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError) as e:
-        raise StoreError(f"not a listing cursor: {cursor!r}") from e
+        raise BadCursor(f"not a listing cursor: {cursor!r}") from e
     if len(raw) <= _CREATED_AT.size:
-        raise StoreError(f"not a listing cursor: {cursor!r}")
+        raise BadCursor(f"not a listing cursor: {cursor!r}")
     (created_at,) = _CREATED_AT.unpack_from(raw)
     if math.isnan(created_at):
-        raise StoreError(f"not a listing cursor: {cursor!r}")
+        raise BadCursor(f"not a listing cursor: {cursor!r}")
     return created_at, raw[_CREATED_AT.size :]
 
 

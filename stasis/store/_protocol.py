@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from stasis.model import Entry, EntryFilter, Page, StoreStats
 from stasis.store._feed import ChangeFeed
 
-__all__ = ["EVERY_ENTRY", "Store", "StoreError"]
+__all__ = ["EVERY_ENTRY", "BadCursor", "Store", "StoreError"]
 
 #: The filter that matches every entry.
 EVERY_ENTRY = EntryFilter()
@@ -26,6 +26,13 @@ EVERY_ENTRY = EntryFilter()
 
 class StoreError(Exception):
     """The cache database cannot be opened or used; the message says why."""
+
+
+class BadCursor(StoreError):
+    """
+    A listing cursor that no listing made: the caller's mistake (a ``400``
+    from the admin API), not the database's.
+    """
 
 
 class Store(Protocol):

@@ -14,14 +14,16 @@ from stasis.store import Store
 from stasis.web.metrics import MetricsResource
 from stasis.web.site import OWN_METHODS
 from stasis.web.status import HealthResource, StatsResource
+from stasis.web.ui import UIResource
 
 __all__ = ["Root"]
 
 
 class Root(Resource):
     """
-    ``/health``, ``/stats`` and ``/metrics`` (given ``metrics``) are
-    stasis's; any other path belongs to the upstream.
+    ``/health``, ``/stats`` and ``/metrics`` (given ``metrics``) are stasis's,
+    and everything under ``/_stasis`` (the web UI, whatever the method); any
+    other path belongs to the upstream.
 
     ``counters`` are those ``/stats`` reports: under ``--workers``, every
     worker's added up, and ``worker`` is this process's index, which
@@ -43,11 +45,15 @@ class Root(Resource):
         self.putChild(b"stats", StatsResource(store, counters, bounds))
         if metrics is not None:
             self.putChild(b"metrics", MetricsResource(store, metrics))
+        #: ``/_stasis``: the web UI, and the admin API as its ``api`` child.
+        self.ui = UIResource()
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return self.proxy
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        if path == b"_stasis":
+            return self.ui
         # /health, /stats and /metrics answer GET and HEAD; a POST there is an API call
         # for the upstream like any other.
         if request.method in OWN_METHODS and path in self.children:

@@ -106,6 +106,7 @@ def error_answer(error: StasisError) -> ErrorAnswer:
             # botocore names the error by this header (Bedrock clients).
             (b"x-amzn-errortype", error.type.encode("ascii")),
             *retry,
+            *error.headers,
             (b"content-length", b"%d" % len(body)),
         ),
         body=body,

@@ -1,6 +1,7 @@
 """
-Entries as JSON for scripts (``ls --json``, ``show --json``): full keys,
-ISO-8601 UTC times, camelCase names as ``/stats`` has them.
+Entries as JSON for scripts (``ls --json``, ``show --json``) and the admin API
+(``/_stasis/api/entries``): full keys, ISO-8601 UTC times, camelCase names as
+``/stats`` has them. One module for both, so the CLI and the API never differ.
 
 A body is given as its JSON value when it is JSON, as text when it is UTF-8,
 else in base64; ``bodyEncoding`` says which, so a script never has to guess
@@ -13,10 +14,11 @@ import base64
 import json
 from typing import Any
 
-from stasis.model import EntryInfo
+from stasis.model import Entry, EntryInfo, StoredRequest
+from stasis.recorded import recorded_events, stream_text
 from stasis.times import iso8601
 
-__all__ = ["body_json", "headers_json", "info_json", "parse_json"]
+__all__ = ["body_json", "entry_json", "headers_json", "info_json", "is_json", "parse_json"]
 
 _NOT_JSON = object()
 
@@ -82,3 +84,43 @@ def headers_json(headers: Any) -> list[list[str]]:
         ]
         for name, value in headers
     ]
+
+
+def _request_json(entry: Entry, request: StoredRequest | None) -> dict[str, Any] | None:
+    if request is None:
+        return None
+    return {
+        "method": entry.method,
+        "path": entry.path,
+        "query": request.query,
+        "headers": headers_json(request.headers),
+        "ignored": list(request.ignored),
+        **body_json(request.body),
+    }
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """``show --json``: what ``ls --json`` says of the entry, its request and its answer."""
+    events = recorded_events(entry)
+    response: dict[str, Any] = {
+        "status": entry.status,
+        "headers": headers_json(entry.headers),
+        **body_json(entry.body, parse=events is None),
+        "stream": events is not None,
+        "text": None if events is None else stream_text(entry, events),
+        "events": None
+        if events is None
+        else [
+            {
+                "name": None if e.event is None else e.event.name,
+                "data": None if e.event is None else e.event.data,
+                "atMs": e.at_ms,
+            }
+            for e in events
+        ],
+    }
+    return {
+        **info_json(EntryInfo.of(entry)),
+        "request": _request_json(entry, entry.request),
+        "response": response,
+    }
