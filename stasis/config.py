@@ -152,6 +152,22 @@ def _ready_file(_: Any, attribute: Attribute[str | None], value: str | None) -> 
         raise ConfigError(attribute.name, f"{value!r}: no such folder to write it in")
 
 
+#: The shortest ``--admin-token`` accepted: it guards the cache against the network.
+MIN_ADMIN_TOKEN = 16
+#: What a token may be made of: visible ASCII, as an HTTP header carries it unchanged.
+_TOKEN = re.compile(r"[!-~]+")
+
+
+def _admin_token(_: Any, attribute: Attribute[str | None], value: str | None) -> None:
+    # The value itself is never in the message: it is a secret.
+    if value is None:
+        return
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise ConfigError(attribute.name, "must be visible ASCII characters without spaces")
+    if len(value) < MIN_ADMIN_TOKEN:
+        raise ConfigError(attribute.name, f"must be at least {MIN_ADMIN_TOKEN} characters long")
+
+
 def _log_level(value: str) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
@@ -398,6 +414,10 @@ class Config:
     #: streams in flight finish, once the port is closed, before it cuts the
     #: rest off and closes the database; 0 cuts them at once.
     shutdown_grace: float = field(default=DEFAULT_SHUTDOWN_GRACE, validator=_grace)
+    #: The token a write to the admin API may bring (``Authorization: Bearer``);
+    #: None: one is made up at start, accepted only on a loopback listener.
+    #: Kept out of the repr: a Config in a log line or traceback shows no secret.
+    admin_token: str | None = field(default=None, repr=False, validator=_admin_token)
 
     @property
     def routes(self) -> Routes:

@@ -45,12 +45,16 @@ from stasis.metrics import Metrics
 from stasis.store import Store, StoreError, open_store
 from stasis.upstream import UpstreamClient, make_client
 from stasis.upstream.aws import AwsSigner
+from stasis.web.admin.access import AdminAccess, new_token
+from stasis.web.admin.api import AdminApi
+from stasis.web.admin.pages import AdminPages
 from stasis.web.deadlines import Deadlines
 from stasis.web.prepared import PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
 from stasis.web.traffic import Traffic
+from stasis.web.ui import UIResource
 
 __all__ = [
     "Front",
@@ -90,6 +94,9 @@ class Worker:
     counters: Counters
     #: Every worker's counters added up: what ``/stats`` reports.
     totals: Counters
+    #: The admin token the supervisor made up (no ``--admin-token``), the
+    #: same in every worker.
+    admin_token: str | None = None
 
     @property
     def keeps_house(self) -> bool:
@@ -119,6 +126,8 @@ class Front:
 
     engine: CacheEngine
     site: Site
+    #: Who may use the admin API; told where the site listens once it does.
+    access: AdminAccess
     #: Closes what the site holds open (the upstream connection pool), once
     #: the port no longer accepts connections.
     close: Callable[[], Deferred[None]]
@@ -167,6 +176,11 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
     metrics = Metrics(totals)
     traffic = Traffic(reactor)
     traffic.subscribe(metrics.observe)
+    access = AdminAccess(
+        token=config.admin_token or (worker and worker.admin_token) or new_token(),
+        given=config.admin_token is not None,
+    )
+    admin = AdminPages(access, AdminApi(store, totals, traffic, bounds), UIResource())
     site = StasisSite(
         Root(
             proxy,
@@ -175,6 +189,7 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
             bounds,
             worker=None if worker is None else worker.index,
             metrics=metrics,
+            admin=admin,
         ),
         max_body_bytes=config.max_body_bytes,
         upstream=proxy,
@@ -183,7 +198,13 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
     )
     site.credential_headers = config.credential_headers
     site.traffic = traffic
-    return Front(engine=engine, site=site, close=pool.closeCachedConnections, traffic=traffic)
+    return Front(
+        engine=engine,
+        site=site,
+        access=access,
+        close=pool.closeCachedConnections,
+        traffic=traffic,
+    )
 
 
 class _CacheService(Service):
@@ -410,8 +431,16 @@ class StasisService(MultiService):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        self._front.access.listening_on(port.getHost())
         if self.running:  # listening only now, after start-up
             self._log_listening(port)
+
+    def admin_token_to_announce(self) -> str | None:
+        """
+        The admin token to print at start: the one made up when no
+        ``--admin-token`` was given, once it listens on loopback only.
+        """
+        return None if self.worker is not None else self._front.access.announced()
 
     def _not_listening(self, failure: Failure) -> None:
         # Failing at once, it is startService's StartupError; this is for later.

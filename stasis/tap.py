@@ -56,6 +56,7 @@ log = logger("stasis.service")
 
 #: The option a user typed for each Config field, to name it in errors.
 _OPTION_FOR_FIELD = {
+    "admin_token": "--admin-token",
     "listen": "--listen",
     "upstream": "--upstream",
     "upstreams": "--upstream",
@@ -145,9 +146,9 @@ class Options(usage.Options):
     """
     The daemon's options (the original stasis-proxy CLI's, plus a few).
 
-    ``environ`` (default: ``os.environ``) supplies ``$STASIS_DB`` and
-    ``$STASIS_UPSTREAM``, read when options are made and parsed, not when
-    this module is imported. Once parsed, :attr:`config` is the Config.
+    ``environ`` (default: ``os.environ``) supplies ``$STASIS_DB``,
+    ``$STASIS_UPSTREAM`` and ``$STASIS_ADMIN_TOKEN``, read when options are
+    made and parsed, not when this module is imported. Once parsed, :attr:`config` is the Config.
     """
 
     synopsis = "[options]"
@@ -290,12 +291,21 @@ class Options(usage.Options):
             "the daemon exits with status 0.",
             _seconds("--shutdown-grace"),
         ],
+        [
+            "admin-token",
+            None,
+            None,
+            "Token the admin API (/_stasis/api/) accepts for changes, as 'Authorization: Bearer "
+            "TOKEN' ($STASIS_ADMIN_TOKEN keeps it out of ps); needed for changes when listening "
+            "beyond loopback. Default: a random one, printed at start.",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._environ = os.environ if environ is None else environ
         self["db"] = self._environ.get("STASIS_DB") or DEFAULT_DB
+        self["admin-token"] = self._environ.get("STASIS_ADMIN_TOKEN") or None
         self["upstream"] = None
         self["upstreams"] = {}
         self["ignore"] = []
@@ -399,6 +409,7 @@ class Options(usage.Options):
                 ready_file=self["ready-file"],
                 workers=int(self["workers"]),
                 shutdown_grace=self["shutdown-grace"],
+                admin_token=self["admin-token"],
             )
         except ConfigError as e:
             raise _usage_error(e) from None
@@ -487,6 +498,8 @@ class _Listening(Protocol):
 
     def when_listening(self) -> Deferred[Any]: ...
 
+    def admin_token_to_announce(self) -> str | None: ...
+
     def hurry(self) -> None: ...
 
 
@@ -528,6 +541,13 @@ class _OnTheCommandLine(Service):
             return
         where = describe_port(this.port, this.config.listen) if this.port is not None else ""
         notify("READY=1", f"STATUS=serving on {where}")
+        token = this.admin_token_to_announce()
+        stderr = this._command_line.stderr()
+        if token is not None and stderr is not None:
+            # On the terminal, not in the log: a log file is read by more
+            # people (and shippers) than the one who started the daemon.
+            stderr.write(f"stasis: admin token: {token}\n")
+            stderr.flush()
 
     def stopService(self) -> Deferred[None]:
         """

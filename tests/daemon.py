@@ -153,6 +153,7 @@ def _environment(
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("STASIS_DB", None)
     env.pop("STASIS_UPSTREAM", None)
+    env.pop("STASIS_ADMIN_TOKEN", None)
     if extra is not None:
         for name in list(env):
             if name.startswith("AWS_") or name in _AWS_LOOKALIKES:

@@ -17,9 +17,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from stasis.cache import Counters
+from stasis.web.admin.access import AdminAccess
+from stasis.web.admin.pages import AdminPages
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
-from stasis.web.ui import CSP, static_files
+from stasis.web.ui import CSP, UIResource, static_files
 from tests.memory_store import MemoryStore
 
 SECURITY = {
@@ -51,11 +53,14 @@ def upstream() -> Upstream:
 
 def _serve(upstream: Upstream, data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
     reactor = MemoryReactorClock()
-    root = Root(upstream, MemoryStore(reactor), Counters())  # type: ignore[arg-type]
+    access = AdminAccess(token="t")
+    access.listening_on(IPv4Address("TCP", "127.0.0.1", 4000))  # loopback: writes from it pass
+    admin = AdminPages(access, Resource(), UIResource())  # type: ignore[no-untyped-call]
+    root = Root(upstream, MemoryStore(reactor), Counters(), admin=admin)  # type: ignore[arg-type]
     site = StasisSite(root, max_body_bytes=1000, reactor=reactor)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     assert channel is not None
-    transport = StringTransport()
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
     channel.makeConnection(transport)
     channel.dataReceived(data)
     head, _, body = transport.value().partition(b"\r\n\r\n")
@@ -167,7 +172,9 @@ def test_anything_but_a_packaged_file_is_a_json_404(upstream: Upstream, path: by
 @pytest.mark.parametrize("method", [b"POST", b"PUT", b"DELETE", b"PATCH"])
 def test_other_methods_are_refused_and_never_proxied(upstream: Upstream, method: bytes) -> None:
     for path in (b"/_stasis/", b"/_stasis/app.js", b"/_stasis"):
-        status, headers, body = get(upstream, path, method=method, extra=b"Content-Length: 0\r\n")
+        # A write the admin access rules let through (loopback, JSON): the page refuses it.
+        extra = b"Content-Length: 0\r\nContent-Type: application/json\r\n"
+        status, headers, body = get(upstream, path, method=method, extra=extra)
         assert status == 405, path
         assert headers[b"allow"] == b"GET, HEAD"
         assert json.loads(body)["error"]["type"] == "stasis_method_not_allowed"

@@ -12,9 +12,8 @@ from stasis.cache.housekeeping import UNBOUNDED, Bounds
 from stasis.metrics import Metrics
 from stasis.store import Store
 from stasis.web.metrics import MetricsResource
-from stasis.web.site import OWN_METHODS
+from stasis.web.site import OWN_METHODS, is_admin_path
 from stasis.web.status import HealthResource, StatsResource
-from stasis.web.ui import UIResource
 
 __all__ = ["Root"]
 
@@ -22,8 +21,8 @@ __all__ = ["Root"]
 class Root(Resource):
     """
     ``/health``, ``/stats`` and ``/metrics`` (given ``metrics``) are stasis's,
-    and everything under ``/_stasis`` (the web UI, whatever the method); any
-    other path belongs to the upstream.
+    and so is everything under ``/_stasis`` (``admin``); any other path
+    belongs to the upstream.
 
     ``counters`` are those ``/stats`` reports: under ``--workers``, every
     worker's added up, and ``worker`` is this process's index, which
@@ -38,24 +37,26 @@ class Root(Resource):
         bounds: Bounds = UNBOUNDED,
         worker: int | None = None,
         metrics: Metrics | None = None,
+        admin: IResource | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.proxy = proxy
+        #: ``/_stasis``, the web UI and the admin API, whatever the method.
+        self.admin = admin
         self.putChild(b"health", HealthResource(store, counters, worker))
         self.putChild(b"stats", StatsResource(store, counters, bounds))
         if metrics is not None:
             self.putChild(b"metrics", MetricsResource(store, metrics))
-        #: ``/_stasis``: the web UI, and the admin API as its ``api`` child.
-        self.ui = UIResource()
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return self.proxy
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        if path == b"_stasis":
-            return self.ui
         # /health, /stats and /metrics answer GET and HEAD; a POST there is an API call
-        # for the upstream like any other.
+        # for the upstream like any other. /_stasis is stasis's for every
+        # method (StasisRequest.process sends it here, see is_admin_path).
+        if path == b"_stasis" and self.admin is not None and is_admin_path(request.path):
+            return self.admin
         if request.method in OWN_METHODS and path in self.children:
             child: IResource = self.children[path]
             return child

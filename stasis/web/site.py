@@ -33,7 +33,14 @@ from stasis.web.channel import StasisChannel, peer_text
 from stasis.web.deadlines import Deadline, Deadlines
 from stasis.web.traffic import Traffic, note_error, seen_of
 
-__all__ = ["ErrorAnswer", "StasisRequest", "StasisSite", "error_answer", "write_error"]
+__all__ = [
+    "ErrorAnswer",
+    "StasisRequest",
+    "StasisSite",
+    "error_answer",
+    "is_admin_path",
+    "write_error",
+]
 
 log = logger("stasis.http")
 
@@ -115,6 +122,14 @@ def error_answer(error: StasisError) -> ErrorAnswer:
 
 #: The methods stasis's own endpoints answer; a request with any other is for the upstream.
 OWN_METHODS = (b"GET", b"HEAD")
+
+
+def is_admin_path(path: bytes) -> bool:
+    """
+    Whether a request path (without its query) is under ``/_stasis``, the web
+    UI's and the admin API's, which no method sends to the upstream.
+    """
+    return path.startswith(b"/_stasis") and path[8:9] in (b"", b"/")
 
 
 def head_defaults(request: server.Request, present: frozenset[bytes]) -> bytes:
@@ -315,7 +330,12 @@ class StasisRequest(server.Request):
             self.channel.persistent = False
             self.responseHeaders.setRawHeaders(b"connection", [b"close"])
         upstream = site.upstream
-        if upstream is None or self.method in OWN_METHODS or self.path == b"*":
+        if (
+            upstream is None
+            or self.method in OWN_METHODS
+            or self.path == b"*"
+            or is_admin_path(self.path)
+        ):
             super().process()  # type: ignore[no-untyped-call]
             return
         # Anything but a GET or HEAD is for the upstream (see Root): what

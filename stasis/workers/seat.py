@@ -51,6 +51,8 @@ class Seat:
     family: int
     #: How long a stopping worker lets requests in flight finish before it cuts them.
     drain_seconds: float
+    #: The admin token the supervisor made up (no ``--admin-token``): one for all workers.
+    admin_token: str | None = None
 
     def to_bytes(self) -> bytes:
         """The seat as the supervisor writes it to the worker's stdin."""

@@ -55,6 +55,7 @@ from stasis.config import Config
 from stasis.log import logger
 from stasis.notify import NOTIFY_SOCKET
 from stasis.service import StartupError, cannot_listen, describe_port, write_ready_file
+from stasis.web.admin.access import is_loopback, new_token
 from stasis.workers.restarts import Backoff
 from stasis.workers.seat import LISTENING_FD, REPORT_FD, TALLY_FD, Seat
 from stasis.workers.tally import make_tally_file
@@ -201,6 +202,8 @@ class Supervisor(Service):
         self._outcome: bool | Failure | None = None
         self._waiting: list[Deferred[None]] = []
         self._all_ended: Deferred[None] | None = None
+        #: Without --admin-token, the one every worker accepts (on a loopback listener).
+        self._admin_token = new_token() if config.admin_token is None else None
 
     # Start-up
 
@@ -273,6 +276,7 @@ class Supervisor(Service):
             workers=len(self._slots),
             family=self._family,
             drain_seconds=self.config.shutdown_grace,
+            admin_token=self._admin_token,
         )
         # Looked at now, not when made: twistd daemonizes in between.
         inherit = not (_discarded(1) or _discarded(2))
@@ -295,6 +299,12 @@ class Supervisor(Service):
         slot.pid = slot.process.pid
 
     # What the workers say and do
+
+    def admin_token_to_announce(self) -> str | None:
+        """The admin token the workers accept, to print at start (see StasisService's)."""
+        if self._admin_token is None or self.port is None or not is_loopback(self.port.getHost()):
+            return None
+        return self._admin_token
 
     def _reported(self, slot: _Slot, line: str) -> None:
         kind, _, detail = line.partition("\t")

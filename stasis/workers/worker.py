@@ -83,6 +83,7 @@ def main() -> None:
         endpoint=AdoptedStreamServerEndpoint(reactor, LISTENING_FD, seat.family),
         counters=tally.slot(seat.index),
         totals=tally.total(),
+        admin_token=seat.admin_token,
     )
     try:
         # Building it can fail too: a --db this installation cannot open.

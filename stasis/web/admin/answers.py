@@ -1,0 +1,64 @@
+"""
+How every answer under ``/_stasis/api/`` is written: JSON, never cached, never
+sniffed as something else, never framed, and never allowed to load anything.
+
+What the API returns came from clients and models (prompts, answers) and is
+hostile by assumption: a browser opening an answer directly must see JSON
+text, not a page that runs a stored ``<script>``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from stasis.errors import StasisError
+from stasis.web.site import write_error
+
+__all__ = ["ErrorResource", "send_error", "send_json"]
+
+_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+def _secure(request: Request) -> None:
+    for name, value in _HEADERS:
+        request.setHeader(name, value)
+
+
+def send_json(request: Request, document: Any, status: int = 200) -> None:
+    """Answer ``request`` with ``document`` and finish it."""
+    body = json.dumps(document).encode("utf-8")
+    request.setResponseCode(status)
+    _secure(request)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
+def send_error(request: Request, error: StasisError) -> None:
+    """Answer ``request`` with ``error`` as every stasis error is written, and finish it."""
+    _secure(request)
+    write_error(request, error)
+
+
+class ErrorResource(Resource):
+    """Answers every request with one error (an access refusal, a 404)."""
+
+    isLeaf = True
+
+    def __init__(self, error: StasisError) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.error = error
+
+    def render(self, request: Request) -> object:
+        send_error(request, self.error)
+        return NOT_DONE_YET
