@@ -32,7 +32,8 @@ HEADERS = {"Authorization": "Bearer sk-metrics", "Content-Type": "application/js
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def _samples(text: str) -> Samples:
+def metric_samples(text: str) -> Samples:
+    """A scrape's samples, parsed by prometheus-client's own parser."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -50,7 +51,7 @@ def _scrape(daemon: Daemon) -> Samples:
     status, headers, body = daemon.request("GET", "/metrics")
     assert status == 200
     assert headers["content-type"] == CONTENT_TYPE_LATEST
-    return _samples(body.decode())
+    return metric_samples(body.decode())
 
 
 def test_the_counters_move_with_the_traffic(daemon: Daemon, upstream: FakeUpstream) -> None:
@@ -131,7 +132,7 @@ async def test_two_services_in_one_process_count_apart(
         scrapes = []
         for url in urls:
             response = await treq.get(url + "/metrics", persistent=False)
-            scrapes.append(_samples((await response.content()).decode()))
+            scrapes.append(metric_samples((await response.content()).decode()))
     finally:
         for service in services:
             await service.stopService()
@@ -170,7 +171,7 @@ def test_the_registry_reads_the_counters_and_the_stores_figures() -> None:
     metrics.observe(_seen(None))  # stasis's own endpoint: not a proxied request
     counters.evictions += 1  # read at the scrape, not before
     stats = StoreStats(entries=9, tokens_saved=0, db_size_bytes=4096, oldest=None, newest=None)
-    samples = _samples(metrics.render(stats).decode())
+    samples = metric_samples(metrics.render(stats).decode())
     assert samples[("stasis_coalesced_requests_total", ())] == 5
     assert samples[("stasis_evictions_total", ())] == 4
     assert samples[("stasis_store_errors_total", ())] == 2
