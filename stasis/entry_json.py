@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from stasis.model import Entry, EntryInfo, StoredRequest
-from stasis.recorded import recorded_events, stream_text
+from stasis.streams.recorded import recorded_events, stream_text
 from stasis.times import iso8601
 
 __all__ = ["body_json", "entry_json", "headers_json", "info_json", "is_json", "parse_json"]

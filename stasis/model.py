@@ -20,6 +20,7 @@ __all__ = [
     "EntryFilter",
     "EntryInfo",
     "Page",
+    "Saving",
     "StoreStats",
     "StoredRequest",
     "TokenUsage",
@@ -171,9 +172,18 @@ class EntryFilter:
     path: str | None = None
     since: float | None = None
     until: float | None = None
+    #: Found, case-insensitively, in the entry's model, its prompt or its
+    #: answer's text (:mod:`stasis.search`); "" finds every entry.
+    text: str | None = None
 
     def matches(self, entry: Entry | EntryInfo) -> bool:
-        """Whether ``entry`` is one this filter covers (the stores say so in SQL)."""
+        """
+        Whether ``entry`` is one this filter covers (the stores say so in SQL).
+
+        A filter with :attr:`text` needs the whole :class:`Entry`, request
+        included: an :class:`EntryInfo` has neither prompt nor answer to look
+        in, and is refused (``ValueError``) rather than judged on its model.
+        """
         return (
             (self.provider is None or entry.provider == self.provider)
             and (self.model is None or entry.model == self.model)
@@ -181,7 +191,16 @@ class EntryFilter:
             and (self.path is None or entry.path == self.path)
             and (self.since is None or entry.created_at >= self.since)
             and (self.until is None or entry.created_at < self.until)
+            and (not self.text or self._text_in(entry))
         )
+
+    def _text_in(self, entry: Entry | EntryInfo) -> bool:
+        if not isinstance(entry, Entry):
+            raise ValueError("a text search needs the entry itself, not its EntryInfo")
+        # Here, not at the top: this module imports nothing but attrs.
+        from stasis.search import search_text, searchable
+
+        return searchable(self.text or "") in search_text(entry)
 
 
 @frozen
@@ -191,6 +210,17 @@ class Page:
     entries: tuple[EntryInfo, ...]
     #: Hand back to get the entries after these; None when there are no more.
     cursor: str | None = None
+
+
+@frozen
+class Saving:
+    """The tokens the hits on one model's (or namespace's) entries saved."""
+
+    #: The model or the namespace; None for entries whose model is not known.
+    value: str | None
+    entries: int
+    #: Each entry's total tokens times its hits, summed.
+    tokens_saved: int
 
 
 @frozen

@@ -543,9 +543,10 @@ class _OnTheCommandLine(Service):
         notify("READY=1", f"STATUS=serving on {where}")
         token = this.admin_token_to_announce()
         stderr = this._command_line.stderr()
-        if token is not None and stderr is not None:
-            # On the terminal, not in the log: a log file is read by more
-            # people (and shippers) than the one who started the daemon.
+        if token is not None and stderr is not None and this.config.log_format != "json":
+            # On stderr, not in the log: a log file is read by more people
+            # (and shippers) than the one who started the daemon. Not beside
+            # JSON lines either, which are for machines: there, --admin-token.
             stderr.write(f"stasis: admin token: {token}\n")
             stderr.flush()
 

@@ -22,9 +22,17 @@ from stasis.model import (
     EntryFilter,
     EntryInfo,
     Page,
+    Saving,
     StoreStats,
 )
-from stasis.store import EVERY_ENTRY, BadCursor, ChangeFeed, StoreError
+from stasis.store import (
+    EVERY_ENTRY,
+    SAVING_COLUMNS,
+    BadCursor,
+    ChangeFeed,
+    SavingColumn,
+    StoreError,
+)
 from stasis.store._rows import stored_size
 
 _T = TypeVar("_T")
@@ -269,6 +277,26 @@ class MemoryStore:
             return chosen
 
         return self._remove(least_recently_used)
+
+    def tokens_saved_by(self, column: SavingColumn, limit: int = 20) -> Deferred[list[Saving]]:
+        if column not in SAVING_COLUMNS:
+            return fail(ValueError(f"tokens are summed by model or namespace, not {column!r}"))
+        if self.fail_reads:
+            return fail(StoreError("disk I/O error"))
+
+        def count() -> Deferred[list[Saving]]:
+            sums: dict[str | None, tuple[int, int]] = {}
+            for e in self.entries.values():
+                value = e.model if column == "model" else e.namespace
+                entries, saved = sums.get(value, (0, 0))
+                sums[value] = (entries + 1, saved + e.usage.total * e.hit_count)
+            order = sorted(
+                sums.items(),
+                key=lambda item: (-item[1][1], -item[1][0], item[0] is None, item[0] or ""),
+            )
+            return succeed([Saving(v, n, saved) for v, (n, saved) in order[: max(limit, 0)]])
+
+        return self._in_turn(count)
 
     def stats(self) -> Deferred[StoreStats]:
         if self.fail_reads:

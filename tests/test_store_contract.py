@@ -14,10 +14,12 @@ real server (:mod:`tests.postgres_support`), or is skipped without one.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -34,6 +36,7 @@ from stasis.model import (
     Entry,
     EntryFilter,
     EntryInfo,
+    Saving,
     StoredRequest,
     TokenUsage,
 )
@@ -55,6 +58,10 @@ class Subject:
     release: Callable[[], None]
     #: Every change the store published, in order.
     changes: list[Change] = field(factory=list)
+    #: For an SQL store: run statements on a plain connection of their own
+    #: (a raw SQL client), and open another store on the same database.
+    execute: Callable[[list[str]], None] | None = None
+    reopen: Callable[[], Store] | None = None
 
     def local(self) -> list[Change]:
         return [change for change in self.changes if change.local]
@@ -83,7 +90,17 @@ def _sqlite(path: Path) -> Subject:
         connection.execute("COMMIT")
         connection.close()
 
-    return Subject(store, hold, release)
+    def execute(statements: list[str]) -> None:
+        connection = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            for statement in statements:
+                connection.execute(statement)
+        finally:
+            connection.close()
+
+    return Subject(
+        store, hold, release, execute=execute, reopen=lambda: open_store(str(path), reactor)
+    )
 
 
 def _postgresql(url: str) -> Subject:
@@ -105,7 +122,12 @@ def _postgresql(url: str) -> Subject:
         connection.commit()
         connection.close()
 
-    return Subject(store, hold, release)
+    def execute(statements: list[str]) -> None:
+        with psycopg.connect(url, autocommit=True) as connection:
+            for statement in statements:
+                connection.execute(statement.encode())
+
+    return Subject(store, hold, release, execute=execute, reopen=lambda: open_store(url, reactor))
 
 
 @pytest_twisted.async_yield_fixture(params=IMPLEMENTATIONS)
@@ -703,6 +725,162 @@ async def test_entries_stored_or_removed_between_pages_neither_repeat_nor_skip_o
     assert set(keys) <= {e.key for e in [*entries, *added] if where.matches(e)}
     order = {e.key: (e.created_at, e.key) for e in [*entries, *added]}
     assert [order[k] for k in keys] == sorted((order[k] for k in keys), reverse=True)
+
+
+# Text search
+
+
+def chat(n: int | str, prompt: str, answer: str, **fields: Any) -> Entry:
+    """An OpenAI chat entry: ``prompt`` asked, ``answer`` answered."""
+    request = {
+        "model": fields.get("model", "gpt-4o-mini"),
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    body = {"choices": [{"message": {"role": "assistant", "content": answer}}]}
+    return make_entry(
+        n,
+        body=json.dumps(body).encode(),
+        request=StoredRequest(body=json.dumps(request).encode()),
+        **fields,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_text_search_finds_the_model_the_prompt_or_the_answer_in_any_case(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    entries = [
+        chat(0, "What is the WEATHER in Oslo?", "Rain.", created_at=1000.0),
+        chat(1, "Tell me a joke", "Why did the weather vane spin?", created_at=1001.0),
+        chat(2, "Hello", "Hi!", model="weather-model-1", created_at=1002.0),
+        chat(3, "100% sure? a_b", "Straße", created_at=1003.0),
+        chat(4, "Hello", "Hi!", created_at=1004.0),
+        make_entry(5, body=b"not json", created_at=1005.0),
+    ]
+    await put_all(store, entries)
+
+    async def found(text: str, **fields: Any) -> list[str]:
+        return await listed(store, EntryFilter(text=text, **fields), limit=2)
+
+    assert await found("Weather") == [key(2), key(1), key(0)]
+    assert await found("weather", model="gpt-4o-mini") == [key(1), key(0)]
+    assert await found("% s") == [key(3)]  # % and _ are themselves, not patterns
+    assert await found("a_b") == [key(3)]
+    assert await found("%") == [key(3)]
+    assert await found("a%b") == []
+    assert await found("STRASSE") == [key(3)]  # casefolded: ß is ss
+    assert await found("hello") == [key(4), key(2)]
+    assert await found("nowhere at all") == []
+    assert await found("") == newest_first(entries)  # no text: every entry
+    assert await found("gpt-4o-mini") == newest_first(
+        [e for e in entries if e.model == "gpt-4o-mini"]
+    )
+    assert await store.purge(EntryFilter(text="WEATHER", until=1002.0)) == 2
+    assert await listed(store) == [key(5), key(4), key(3), key(2)]
+
+
+_words = st.sampled_from(["Rain", "rain", "%", "_", "ß", "SS", "é", "İ", "a b", "\n", "x\x00"])
+_text = st.lists(_words, max_size=4).map("".join)
+_searched = st.lists(
+    st.builds(
+        lambda n, created_at, model, prompt, answer: chat(
+            n, prompt, answer, model=model, created_at=created_at
+        ),
+        st.integers(0, 10_000),
+        _TIMES,
+        st.none() | _text,
+        _text,
+        _text,
+    ),
+    max_size=12,
+    unique_by=lambda entry: entry.key,
+)
+
+
+@_examples
+@given(entries=_searched, text=_text | st.text(max_size=3), limit=st.integers(1, 5))
+@pytest_twisted.ensureDeferred
+async def test_a_text_search_finds_exactly_the_entries_the_filter_matches(
+    subject: Subject, entries: list[Entry], text: str, limit: int
+) -> None:
+    store = subject.store
+    await store.purge(EVERY_ENTRY)
+    await put_all(store, entries)
+    where = EntryFilter(text=text)
+    matched = [e for e in entries if where.matches(e)]
+    assert await listed(store, where, limit) == newest_first(matched)
+    assert await store.purge(where) == len(matched)
+    assert sorted(await listed(store)) == sorted(e.key for e in entries if e not in matched)
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_stored_before_the_search_text_are_found_once_reopened(
+    subject: Subject,
+) -> None:
+    """
+    A database of schema version 6 (no search text) migrated by a store
+    opening it: its entries are given their search text, quietly (no change
+    published), and a search finds them at once, however many there are.
+    """
+    if subject.execute is None or subject.reopen is None:
+        pytest.skip("the in-memory double has no schema")
+    entries = [chat(n, f"question {n}", f"answer {n}", created_at=1000.0 + n) for n in range(450)]
+    entries.append(make_entry("broken", body=b"\xff", created_at=999.0))
+    await put_all(subject.store, entries)
+    await subject.store.close()
+    subject.execute(
+        [
+            "DROP INDEX entries_unsearchable",
+            "ALTER TABLE entries DROP COLUMN search_text",
+            "UPDATE meta SET value = '6' WHERE name = 'schema_version'",
+        ]
+    )
+    store = subject.reopen()
+    store.open()
+    heard: list[Change] = []
+    store.changes.subscribe(heard.append)
+    try:
+        assert await listed(store, EntryFilter(text="ANSWER 7"), limit=50) == newest_first(
+            [e for e in entries if "answer 7" in e.body.decode("latin-1")]
+        )
+        assert await listed(store, EntryFilter(text="question 449")) == [key(449)]
+        assert await listed(store, EntryFilter(text="gpt-4o-mini")) == newest_first(entries)
+        await store.put(chat("new", "question new", "answer new"))
+        assert await listed(store, EntryFilter(text="new")) == [key("new")]
+    finally:
+        await store.close()
+    assert [change.kind for change in heard if change.local] == [ChangeKind.PUT]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_saved_are_summed_by_model_and_by_namespace(subject: Subject) -> None:
+    store = subject.store
+    entries = [
+        make_entry(1, model="a", namespace="", usage=TokenUsage.of(10, 0), hit_count=3),
+        make_entry(2, model="a", namespace="ci", usage=TokenUsage.of(5, 5), hit_count=1),
+        make_entry(3, model="b", namespace="ci", usage=TokenUsage.of(100, 0), hit_count=1),
+        make_entry(4, model=None, namespace="ci", usage=TokenUsage.of(7, 0), hit_count=0),
+        make_entry(5, model="c", namespace="", usage=TokenUsage.of(7, 0), hit_count=0),
+        make_entry(6, model="c", namespace="", usage=TokenUsage.of(7, 0), hit_count=0),
+    ]
+    await put_all(store, entries)
+    await store.add_hits({key(4): (0, 5.0)})
+    assert await store.tokens_saved_by("model") == [
+        Saving("b", 1, 100),
+        Saving("a", 2, 40),
+        Saving("c", 2, 0),
+        Saving(None, 1, 0),
+    ]
+    assert await store.tokens_saved_by("namespace") == [Saving("ci", 3, 110), Saving("", 3, 30)]
+    assert await store.tokens_saved_by("model", limit=2) == [
+        Saving("b", 1, 100),
+        Saving("a", 2, 40),
+    ]
+    await store.add_hits({key(5): (1, 6.0)})
+    assert (await store.tokens_saved_by("model"))[2] == Saving("c", 2, 7)
+    with pytest.raises(ValueError):
+        await store.tokens_saved_by("path")  # type: ignore[arg-type]
 
 
 # Keys

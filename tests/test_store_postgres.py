@@ -126,7 +126,7 @@ async def test_open_creates_the_current_schema_and_a_secret(postgres_url: str) -
     finally:
         await store.close()
     meta = dict(sql(postgres_url, "SELECT name, value FROM meta"))
-    assert int(bytes(meta["schema_version"])) == SCHEMA_VERSION == 6
+    assert int(bytes(meta["schema_version"])) == SCHEMA_VERSION == 7
     assert bytes(meta["secret"]) == store.secret
     tables = sql(postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     assert sorted(t for (t,) in tables) == ["claims", "entries", "meta", "totals"]
@@ -136,6 +136,7 @@ async def test_open_creates_the_current_schema_and_a_secret(postgres_url: str) -
         "entries_expires_at",
         "entries_last_used",
         "entries_pkey",
+        "entries_unsearchable",
     ]
     triggers = sql(
         postgres_url, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname"
@@ -256,7 +257,7 @@ def schema_folder(tmp_path: Path, *extra: tuple[str, str]) -> SchemaFiles:
 
 
 NOTES = (
-    "0007-notes.sql",
+    "0008-notes.sql",
     """
     -- A later version's file: a column, and a function whose body holds ';'.
     ALTER TABLE entries ADD COLUMN note text;
@@ -313,7 +314,7 @@ async def test_a_migration_that_fails_leaves_the_database_as_it_was(
 ) -> None:
     await opened(postgres_url).close()
     broken = schema_folder(
-        tmp_path, ("0007-broken.sql", "ALTER TABLE entries ADD COLUMN note text;\nSELECT 1 / 0;")
+        tmp_path, ("0008-broken.sql", "ALTER TABLE entries ADD COLUMN note text;\nSELECT 1 / 0;")
     )
     with (
         psycopg.connect(postgres_url, autocommit=True) as connection,

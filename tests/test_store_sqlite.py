@@ -143,7 +143,7 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
     finally:
         await store.close()
     values = meta(path)
-    assert int(values["schema_version"]) == SCHEMA_VERSION == 6
+    assert int(values["schema_version"]) == SCHEMA_VERSION == 7
     assert bytes(values["secret"]) == store.secret
     with raw(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -161,6 +161,7 @@ async def test_open_creates_the_current_schema_the_secret_and_the_change_log(
         ("index", "entries_created_at"),
         ("index", "entries_expires_at"),
         ("index", "entries_last_used"),
+        ("index", "entries_unsearchable"),
         ("table", "meta"),
         ("table", "totals"),
         ("trigger", "totals_after_delete"),
@@ -218,8 +219,9 @@ def test_the_package_holds_one_schema_file_per_version() -> None:
         (4, "0004-requests.sql"),
         (5, "0005-policy.sql"),
         (6, "0006-claims.sql"),
+        (7, "0007-search.sql"),
     ]
-    assert [len(m.statements) for m in found] == [3, 1, 4, 2, 12, 1]
+    assert [len(m.statements) for m in found] == [3, 1, 4, 2, 12, 1, 2]
 
 
 #: The request a version 4 entry keeps, packed as version 4 packed it (no ignore rules).

@@ -210,7 +210,11 @@ async def test_stored_sizes_are_what_the_file_grows_by(tmp_path: Path) -> None:
     with raw(path) as connection:
         connection.execute("DELETE FROM changes")  # trimmed after five minutes anyway
         grown = used_bytes(connection) - before
-    assert 0.9 < grown / stored < 1.1, (grown, stored)
+    # Since schema version 7 each row also holds its search text (2.6 KB here,
+    # uncompressed), which the stored size counts; rows of 4 to 8 KB then take
+    # an 8 KiB page each, so the file grows by up to 45% more than the values
+    # (15% before, when these rows were 1 to 4 KB).
+    assert 0.9 < grown / stored < 1.45, (grown, stored)
 
 
 def used_bytes(connection: sqlite3.Connection) -> int:

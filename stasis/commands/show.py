@@ -21,13 +21,13 @@ from stasis.commands._keys import resolve_key
 from stasis.commands._options import CommandOptions, check_key
 from stasis.entry_json import entry_json, headers_json, is_json, parse_json
 from stasis.model import Entry
-from stasis.recorded import (
+from stasis.store import Store
+from stasis.streams.recorded import (
     RecordedEvent,
     is_eventstream,
     recorded_events,
     stream_text,
 )
-from stasis.store import Store
 from stasis.times import iso8601
 
 __all__ = ["SHOW"]

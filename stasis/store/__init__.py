@@ -8,16 +8,33 @@ dialect under the same adbapi implementation, not a change to its callers.
 
 from __future__ import annotations
 
-from stasis.model import Change, ChangeKind, Entry, EntryFilter, EntryInfo, Page, StoreStats
+from stasis.model import (
+    Change,
+    ChangeKind,
+    Entry,
+    EntryFilter,
+    EntryInfo,
+    Page,
+    Saving,
+    StoreStats,
+)
 from stasis.store._feed import ChangeFeed
 
 # The hot map moves into the cache engine; exported here until it has, since the
 # service still names it.
 from stasis.store._open import open_store
-from stasis.store._protocol import EVERY_ENTRY, BadCursor, Store, StoreError
+from stasis.store._protocol import (
+    EVERY_ENTRY,
+    SAVING_COLUMNS,
+    BadCursor,
+    SavingColumn,
+    Store,
+    StoreError,
+)
 
 __all__ = [
     "EVERY_ENTRY",
+    "SAVING_COLUMNS",
     "BadCursor",
     "Change",
     "ChangeFeed",
@@ -26,6 +43,8 @@ __all__ = [
     "EntryFilter",
     "EntryInfo",
     "Page",
+    "Saving",
+    "SavingColumn",
     "Store",
     "StoreError",
     "StoreStats",

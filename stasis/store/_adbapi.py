@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from attrs import define, field
@@ -36,13 +37,13 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from stasis.log import RateLimitedWarning, logger
-from stasis.model import Change, ChangeKind, Entry, EntryFilter, Page, StoreStats
+from stasis.model import Change, ChangeKind, Entry, EntryFilter, Page, Saving, StoreStats
 from stasis.store._bounds import Batch, evict_batch, prune_batch
 from stasis.store._dialect import ChangeWatcher, Dialect, Prepared
 from stasis.store._feed import ChangeFeed
 from stasis.store._listing import page, page_query, where_sql
 from stasis.store._pool import connection_pool
-from stasis.store._protocol import EVERY_ENTRY, StoreError
+from stasis.store._protocol import EVERY_ENTRY, SAVING_COLUMNS, SavingColumn, StoreError
 from stasis.store._rows import (
     ENTRY_COLUMNS,
     REQUEST_COLUMNS,
@@ -51,6 +52,7 @@ from stasis.store._rows import (
     entry_row,
     row_to_entry,
 )
+from stasis.store._search import fill_sql, unsearchable_batch
 from stasis.store._writes import LOCK_PATIENCE_SECONDS, Write, WriteQueue
 
 __all__ = [
@@ -108,6 +110,10 @@ def _values_refused(error: BaseException) -> bool:
     return isinstance(error, OverflowError | UnicodeError) or any(
         kind.__name__ == "DataError" for kind in type(error).__mro__
     )
+
+
+def _fill(statement: str, texts: list[tuple[str, bytes]], cursor: Any) -> None:
+    cursor.executemany(statement, texts)
 
 
 def _keys(keys: list[bytes]) -> tuple[str, ...]:
@@ -177,6 +183,12 @@ class AdbapiStore:
     _rounds_per_checkpoint: int = field(default=1, init=False)
     #: Fires once the loop has stopped and its last round is over.
     _loop_done: Deferred[Any] | None = field(default=None, init=False)
+    #: Whether every entry has its search text (see _fill_search_text); the
+    #: searches asked for until then wait in _search_waiters. Counted up at
+    #: each (re)open, so that a fill of a database let go of stops.
+    _searchable_now: bool = field(default=True, init=False)
+    _search_waiters: list[Deferred[None]] = field(factory=list, init=False)
+    _fills: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._writes = WriteQueue(
@@ -261,6 +273,12 @@ class AdbapiStore:
             connection_pool(module, args, keywords, size, self.reactor)
             for size in (1, self.readers)
         )
+        self._fills += 1
+        if prepared.read_only:
+            self._search_filled()
+        else:
+            self._searchable_now = False
+            ensureDeferred(self._fill_search_text(self._fills))
 
     async def close(self) -> None:
         """Wait for the writes asked for so far (later ones fail), then disconnect."""
@@ -283,6 +301,8 @@ class AdbapiStore:
             self._loop = self._loop_done = self._file_loop = None
             self._let_go(self._detach())
             self._is_open = False
+            self._fills += 1  # a fill under way stops
+            self._search_filled()
 
     def _detach(self) -> tuple[adbapi.ConnectionPool | None, ...]:
         """
@@ -517,13 +537,33 @@ class AdbapiStore:
         self, where: EntryFilter = EVERY_ENTRY, limit: int = 100, cursor: str | None = None
     ) -> Deferred[Page]:
         try:
-            query, parameters = page_query(where, limit, cursor, self.dialect.param)
+            query, parameters = page_query(
+                where, limit, cursor, self.dialect.param, self.dialect.find
+            )
         except StoreError:
             return fail()
 
         def select(db: Any) -> Page:
             db.execute(query, parameters)
             return page(db.fetchall(), limit)
+
+        ready = self._searchable() if where.text else self._settled_soon()
+        return ready.addCallback(lambda _: self._read(select))
+
+    def tokens_saved_by(self, column: SavingColumn, limit: int = 20) -> Deferred[list[Saving]]:
+        if column not in SAVING_COLUMNS:
+            return fail(ValueError(f"tokens are summed by model or namespace, not {column!r}"))
+        query = (
+            f"SELECT {column}, COUNT(*), COALESCE(SUM(total_tokens * hit_count), 0) AS saved "
+            f"FROM entries GROUP BY {column} "
+            f"ORDER BY saved DESC, COUNT(*) DESC, {column} IS NULL, {column} "
+            f"LIMIT {self.dialect.param}"
+        )
+
+        def select(cursor: Any) -> list[Saving]:
+            cursor.execute(query, (max(limit, 0),))
+            # A SUM of integers is a Decimal on some engines (PostgreSQL's numeric).
+            return [Saving(value, count, int(saved)) for value, count, saved in cursor.fetchall()]
 
         return self._settled_soon().addCallback(lambda _: self._read(select))
 
@@ -548,6 +588,60 @@ class AdbapiStore:
             )
 
         return self._settled_soon().addCallback(lambda _: self._read(select))
+
+    # Search text for the entries stored before schema version 7
+
+    async def _fill_search_text(self, fill: int) -> None:
+        """
+        Give every entry without one its search text, a batch at a time
+        (:mod:`stasis.store._search`), then let the searches waiting go.
+        Stops when the store closes, or opens the database again (which
+        starts another fill); a failure leaves the rest unsearchable until
+        the next open, and is logged, never raised.
+        """
+        param, statement = self.dialect.param, fill_sql(self.dialect.param)
+        after: bytes | None = b""
+        filled = 0
+        try:
+            while after is not None and fill == self._fills and not self._closing:
+                batch = await self._read(partial(unsearchable_batch, param=param, after=after))
+                if batch.texts and fill == self._fills and not self._closing:
+                    texts = batch.texts
+                    await self._write(partial(_fill, statement, texts), lambda _: None)
+                    filled += len(batch.texts)
+                after = batch.after
+            if filled:
+                log.info(
+                    "gave {count} entries stored by an older stasis their search text",
+                    count=filled,
+                )
+        except Exception as e:
+            log.warn(
+                "cannot give the entries stored by an older stasis their search text "
+                "({error}); a search does not find them until the store opens again",
+                error=e,
+            )
+        finally:
+            if fill == self._fills:
+                self._search_filled()
+
+    def _search_filled(self) -> None:
+        self._searchable_now = True
+        waiters, self._search_waiters = self._search_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _searchable(self) -> Deferred[None]:
+        """
+        Fires once every entry has its search text and the writes asked for
+        so far have settled (as for any listing): a search never misses an
+        entry for being stored by an older stasis.
+        """
+        if self._searchable_now:
+            return self._settled_soon()
+        waiter: Deferred[None] = Deferred()
+        self._search_waiters.append(waiter)
+        return waiter.addCallback(lambda _: self._settled_soon())
 
     def _settled_soon(self) -> Deferred[None]:
         """
@@ -859,8 +953,11 @@ class AdbapiStore:
         return self._write(statements, change).addCallback(len)
 
     def purge(self, where: EntryFilter) -> Deferred[int]:
-        clause, parameters = where_sql(where, self.dialect.param)
-        return self._remove(clause, parameters)
+        clause, parameters = where_sql(where, self.dialect.param, self.dialect.find)
+        if not where.text:
+            return self._remove(clause, parameters)
+        # Removes what a listing with the same text finds: every entry searchable first.
+        return self._searchable().addCallback(lambda _: self._remove(clause, parameters))
 
     def prune(self, now: float) -> Deferred[int]:
         param = self.dialect.param

@@ -106,6 +106,13 @@ class Dialect(Protocol):
         """The DB-API placeholder for one parameter (``?`` or ``%s``)."""
 
     @property
+    def find(self) -> str:
+        """
+        The SQL function giving where a string is found in another, from 1, 0
+        when it is not, ``(haystack, needle)``: a text search's, literal, unlike ``LIKE``.
+        """
+
+    @property
     def begin(self) -> str:
         """
         The statement that starts a write transaction, taking the write lock at

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stasis.model import EntryFilter, Page
+from stasis.search import searchable
 from stasis.store._protocol import BadCursor
 from stasis.store._rows import INFO_COLUMNS, row_to_info
 
@@ -47,8 +48,12 @@ def decode_cursor(cursor: str) -> tuple[float, bytes]:
     return created_at, raw[_CREATED_AT.size :]
 
 
-def filter_sql(where: EntryFilter, param: str) -> tuple[list[str], list[Any]]:
-    """The conditions (to be joined with AND) and their parameters for ``where``."""
+def filter_sql(where: EntryFilter, param: str, find: str) -> tuple[list[str], list[Any]]:
+    """
+    The conditions (to be joined with AND) and their parameters for ``where``;
+    ``find`` is the engine's function giving where a string is in another
+    (``instr``, ``strpos``: :attr:`Dialect.find <stasis.store._dialect.Dialect.find>`).
+    """
     conditions: list[str] = []
     parameters: list[Any] = []
     for column, value in (
@@ -66,23 +71,27 @@ def filter_sql(where: EntryFilter, param: str) -> tuple[list[str], list[Any]]:
     if where.until is not None:
         conditions.append(f"created_at < {param}")
         parameters.append(where.until)
+    if where.text:
+        # NULL (an entry stored before version 7, not yet filled in) finds nothing.
+        conditions.append(f"{find}(search_text, {param}) > 0")
+        parameters.append(searchable(where.text))
     return conditions, parameters
 
 
-def where_sql(where: EntryFilter, param: str) -> tuple[str, list[Any]]:
+def where_sql(where: EntryFilter, param: str, find: str) -> tuple[str, list[Any]]:
     """``where`` as a WHERE clause (empty for every entry) and its parameters."""
-    conditions, parameters = filter_sql(where, param)
+    conditions, parameters = filter_sql(where, param, find)
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), parameters
 
 
 def page_query(
-    where: EntryFilter, limit: int, cursor: str | None, param: str
+    where: EntryFilter, limit: int, cursor: str | None, param: str, find: str
 ) -> tuple[str, list[Any]]:
     """
     The SELECT for one page: ``limit + 1`` rows, the extra one only telling
     whether there is a next page.
     """
-    conditions, parameters = filter_sql(where, param)
+    conditions, parameters = filter_sql(where, param, find)
     if cursor is not None:
         created_at, key = decode_cursor(cursor)
         # The first condition alone bounds the created_at index's range scan.

@@ -115,6 +115,7 @@ class PostgreSQLDialect:
     #: A server: other daemons may store into it at any moment.
     shared = True
     param = "%s"
+    find = "strpos"
     #: Every write transaction takes the stasis advisory lock as its first
     #: statement, so that they are serialized across every process using the
     #: database, as SQLite's BEGIN IMMEDIATE serializes them on a file. Without

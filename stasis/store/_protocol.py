@@ -11,17 +11,21 @@ right through the store's change feed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from twisted.internet.defer import Deferred
 
-from stasis.model import Entry, EntryFilter, Page, StoreStats
+from stasis.model import Entry, EntryFilter, Page, Saving, StoreStats
 from stasis.store._feed import ChangeFeed
 
-__all__ = ["EVERY_ENTRY", "BadCursor", "Store", "StoreError"]
+__all__ = ["EVERY_ENTRY", "SAVING_COLUMNS", "BadCursor", "SavingColumn", "Store", "StoreError"]
 
 #: The filter that matches every entry.
 EVERY_ENTRY = EntryFilter()
+
+#: What :meth:`Store.tokens_saved_by` sums by.
+SavingColumn = Literal["model", "namespace"]
+SAVING_COLUMNS: tuple[SavingColumn, ...] = ("model", "namespace")
 
 
 class StoreError(Exception):
@@ -138,14 +142,27 @@ class Store(Protocol):
 
         Ordered by ``(created_at, key)``, descending. ``cursor`` comes from the
         previous page (a string that is not one fails with :class:`StoreError`);
-        the last page has none. Paging by cursor, not by offset, stays as fast
+        the last page has none. A text filter (:attr:`EntryFilter.text
+        <stasis.model.EntryFilter.text>`) finds every entry, even those stored
+        before the store kept their search text: it waits until they have it.
+        Paging by cursor, not by offset, stays as fast
         at the 100,000th entry as at the first, and an entry stored or removed
         meanwhile neither repeats nor skips one. Counts the writes asked for
         before it, as :meth:`stats` does.
         """
 
     def purge(self, where: EntryFilter) -> Deferred[int]:
-        """Remove every entry matching ``where``; fires with how many."""
+        """
+        Remove every entry matching ``where``; fires with how many. With a
+        text filter, exactly the entries a listing by it shows.
+        """
+
+    def tokens_saved_by(self, column: SavingColumn, limit: int = 20) -> Deferred[list[Saving]]:
+        """
+        The tokens the hits saved (each entry's total tokens times its hits),
+        summed by model or by namespace: the ``limit`` largest sums, largest
+        first (ties: more entries first, then by value, entries of no model last).
+        """
 
     def prune(self, now: float) -> Deferred[int]:
         """

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stasis.model import Entry, EntryInfo, Timeline, TokenUsage
+from stasis.search import search_text
 from stasis.store._codec import decode, decode_request, encode, encode_request
 
 __all__ = [
@@ -43,9 +44,11 @@ ENTRY_COLUMNS = (
 REQUEST_COLUMNS = ENTRY_COLUMNS + ", request"
 _REQUEST = 19
 
-#: What a put writes, in the order of :func:`entry_row`.
+#: What a put writes, in the order of :func:`entry_row`: ``search_text`` is
+#: written by every put and read only by a search (:mod:`stasis.search`).
 WRITTEN_COLUMNS: Sequence[str] = (
     *(c.strip() for c in REQUEST_COLUMNS.split(",")),
+    "search_text",
     "body_size",
     "stored_size",
 )
@@ -103,14 +106,17 @@ def _decode_timeline(raw: bytes | None) -> Timeline | None:
     return tuple(zip(flat[0::2], flat[1::2], strict=True))
 
 
-def _size(*values: bytes | None) -> int:
-    return ROW_OVERHEAD_BYTES + sum(len(value) for value in values if value is not None)
+def _size(*values: bytes | None, text: str = "") -> int:
+    # The search text is counted as what it takes in the file: UTF-8, uncompressed.
+    text_size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return ROW_OVERHEAD_BYTES + text_size + sum(len(v) for v in values if v is not None)
 
 
 def stored_size(entry: Entry) -> int:
     """
-    What ``entry`` costs in the database, in bytes: its packed values plus
-    :data:`ROW_OVERHEAD_BYTES`. This compresses, so keep it off the reactor.
+    What ``entry`` costs in the database, in bytes: its packed values and its
+    search text, plus :data:`ROW_OVERHEAD_BYTES`. This compresses and parses,
+    so keep it off the reactor.
     """
     return int(entry_row(entry)[-1])
 
@@ -130,11 +136,15 @@ def storable_text(text: str) -> str:
 
 
 def entry_row(entry: Entry) -> tuple[Any, ...]:
-    """The :data:`WRITTEN_COLUMNS` of ``entry``; this compresses, so keep it off the reactor."""
+    """
+    The :data:`WRITTEN_COLUMNS` of ``entry``; this compresses and reads the
+    request and the answer for their text, so keep it off the reactor.
+    """
     headers = b""  # the headers travel in the packed value
     body = encode(entry.headers, entry.body)
     timeline = _encode_timeline(entry.timeline)
     request = None if entry.request is None else encode_request(entry.request)
+    text = search_text(entry)
     return (
         bytes.fromhex(entry.key),
         storable_text(entry.namespace),
@@ -156,8 +166,9 @@ def entry_row(entry: Entry) -> tuple[Any, ...]:
         bytes.fromhex(entry.shared_key) if entry.shared_key else None,
         entry.sample,
         request,
+        text,
         len(entry.body),
-        _size(headers, body, timeline, request),
+        _size(headers, body, timeline, request, text=text),
     )
 
 

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: The version this stasis writes; each engine's files go up to it.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _FILE_NAME = re.compile(r"(\d{4})-[\w-]+\.sql")
 

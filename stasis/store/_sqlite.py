@@ -103,6 +103,7 @@ class SQLiteDialect:
     #: connection, between two writes: once a second is the contract.
     watch_seconds = 1.0
     param = "?"
+    find = "instr"
     #: Takes the write lock at once: a deferred transaction that reads first
     #: could fail with SQLITE_BUSY on its first write, whatever the busy timeout.
     begin = "BEGIN IMMEDIATE"

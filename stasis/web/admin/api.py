@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.cache import Counters
 from stasis.cache.housekeeping import UNBOUNDED, Bounds
+from stasis.conversation import conversation
 from stasis.entry_json import entry_json, info_json
 from stasis.errors import (
     BadRequest,
@@ -32,7 +33,7 @@ from stasis.errors import (
     StoreUnreadable,
 )
 from stasis.log import logger
-from stasis.model import EntryFilter
+from stasis.model import EntryFilter, Saving
 from stasis.store import BadCursor, Store, StoreError
 from stasis.times import iso8601
 from stasis.web.admin.answers import send_error, send_json
@@ -47,6 +48,8 @@ log = logger("stasis.admin")
 #: The most entries one page lists, and how many when the client does not say.
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+#: How many models (and namespaces) the figures name, by tokens saved.
+TOP_SAVINGS = 20
 
 #: The filter fields a listing and a purge take, as they are named in JSON.
 _FILTER_FIELDS = ("provider", "namespace", "model", "path", "q")
@@ -76,13 +79,12 @@ def entry_filter(given: Mapping[str, str]) -> EntryFilter:
         text = given.get(name)
         return text if text or (name == "namespace" and text is not None) else None
 
-    if value("q") is not None:
-        raise BadRequest("q (searching the prompts and answers) is not supported yet")
     return EntryFilter(
         provider=value("provider"),
         namespace=value("namespace"),
         model=value("model"),
         path=value("path"),
+        text=value("q"),
     )
 
 
@@ -196,7 +198,13 @@ class AdminApi(Resource):
 
     async def _stats(self, request: Request, _: str) -> Any:
         stats = await self.store.stats()
-        return stats_report(stats, self.counters, self.bounds)
+        by_model = await self.store.tokens_saved_by("model", TOP_SAVINGS)
+        by_namespace = await self.store.tokens_saved_by("namespace", TOP_SAVINGS)
+        return {
+            **stats_report(stats, self.counters, self.bounds),
+            "tokensSavedByModel": [_saving_json("model", s) for s in by_model],
+            "tokensSavedByNamespace": [_saving_json("namespace", s) for s in by_namespace],
+        }
 
     async def _list(self, request: Request, _: str) -> Any:
         query = _query(request)
@@ -211,7 +219,12 @@ class AdminApi(Resource):
         entry = await self.store.get(key, request=True)
         if entry is None:
             raise NotFound(f"no entry with key {key}")
-        return entry_json(entry)
+        talk = conversation(entry)
+        return {
+            **entry_json(entry),
+            "conversation": [{"role": m.role, "text": m.text} for m in talk.messages],
+            "answer": talk.answer,
+        }
 
     async def _delete(self, request: Request, text: str) -> Any:
         key = _key(text)
@@ -249,6 +262,10 @@ class AdminApi(Resource):
         after = _whole(_query(request), "after", 0, 2**53, 0)
         last, requests = self.traffic.recent(after)
         return {"last": last, "requests": [_seen_json(seq, seen) for seq, seen in requests]}
+
+
+def _saving_json(column: str, saving: Saving) -> dict[str, Any]:
+    return {column: saving.value, "entries": saving.entries, "tokensSaved": saving.tokens_saved}
 
 
 def _seen_json(seq: int, seen: Seen) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """
 A stored answer read back for a person: is it a stream, which events it was
-made of (and when each came), and the text they spell.
+made of (and when each came), and the text they spell. ``stasis show``, the
+web UI and the store's text search (:mod:`stasis.conversation`) all read it so.
 
 The events are cut where the recording cut them (the entry's timeline), or,
 for an entry without one, by the same splitter the recording uses; the text
