@@ -7,9 +7,9 @@ program that has metrics of its own) neither share nor clash over a name.
 
 Three sources feed it, each the cheapest way to have its figures:
 
-- the requests answered (:class:`~stasis.web.traffic.Traffic`'s observer,
-  :meth:`Metrics.observe`): by provider and cache status, and how long the
-  upstream took to answer a miss;
+- the requests answered, as :class:`~stasis.web.traffic.Traffic` counts them
+  by provider and cache status (read at each scrape), and hears of those that
+  went upstream (:meth:`Metrics.observe`: how long the upstream took);
 - the engine's :class:`~stasis.cache.Counters`, read when scraped (under
   ``--workers``, every worker's added up, as ``/stats`` has them);
 - the store's figures (:class:`~stasis.model.StoreStats`), which the caller
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from stasis.cache import Counters
 from stasis.model import StoreStats
-from stasis.web.traffic import Seen
+from stasis.web.traffic import Seen, Traffic
 
 __all__ = ["UPSTREAM_BUCKETS", "Metrics"]
 
@@ -37,6 +37,23 @@ UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 
 #: The ``provider`` label of a request whose provider is not known.
 UNKNOWN_PROVIDER = "unknown"
+
+
+class _RequestsCollector(Collector):
+    """The requests Traffic counted, read at each scrape: a hit pays nothing for being counted."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        self.traffic = traffic
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "stasis_requests",
+            "Requests to the proxy, by provider and cache status (HIT, MISS, BYPASS, STALE).",
+            labels=["provider", "cache"],
+        )
+        for (provider, cache), count in sorted(self.traffic.requests.items()):
+            family.add_metric([provider or UNKNOWN_PROVIDER, cache], count)
+        yield family
 
 
 class _CountersCollector(Collector):
@@ -75,16 +92,11 @@ class _CountersCollector(Collector):
 class Metrics:
     """One service's registry and the metrics in it."""
 
-    def __init__(self, counters: Counters) -> None:
+    def __init__(self, counters: Counters, traffic: Traffic) -> None:
         #: What the counters' metrics read (under ``--workers``, every worker's sum).
         self.counters = counters
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "stasis_requests",
-            "Requests to the proxy, by provider and cache status (HIT, MISS, BYPASS).",
-            ["provider", "cache"],
-            registry=self.registry,
-        )
+        self.registry.register(_RequestsCollector(traffic))
         self.upstream_latency = Histogram(
             "stasis_upstream_latency_seconds",
             "Seconds from sending a request upstream to the head of its answer.",
@@ -101,14 +113,12 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_CountersCollector(counters))
+        traffic.subscribe(self.observe)
 
     def observe(self, seen: Seen) -> None:
-        """Count one answered request (a :class:`~stasis.web.traffic.Traffic` observer)."""
-        if seen.cache is None:
-            return  # stasis's own endpoints
-        provider = seen.provider or UNKNOWN_PROVIDER
-        self.requests.labels(provider, seen.cache).inc()
+        """Time an answer fetched upstream (Traffic tells of those only)."""
         if seen.upstream_seconds is not None:
+            provider = seen.provider or UNKNOWN_PROVIDER
             self.upstream_latency.labels(provider).observe(seen.upstream_seconds)
 
     def render(self, stats: StoreStats) -> bytes:

@@ -173,9 +173,8 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
     store.changes.subscribe(heads.on_change)
     proxy = ProxyResource(engine, heads)
     totals = counters if worker is None else worker.totals
-    metrics = Metrics(totals)
     traffic = Traffic(reactor)
-    traffic.subscribe(metrics.observe)
+    metrics = Metrics(totals, traffic)
     access = AdminAccess(
         token=config.admin_token or (worker and worker.admin_token) or new_token(),
         given=config.admin_token is not None,

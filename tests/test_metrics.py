@@ -16,12 +16,13 @@ import treq
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 
 from stasis import Config, StasisService
 from stasis.cache import Counters
 from stasis.metrics import UPSTREAM_BUCKETS, Metrics
 from stasis.model import StoreStats
-from stasis.web.traffic import Seen
+from stasis.web.traffic import Seen, Traffic
 from tests.daemon import Daemon
 from tests.fake_upstream import FakeUpstream
 
@@ -165,10 +166,13 @@ def _seen(cache: str | None, provider: str = "openai", upstream: float | None = 
 
 def test_the_registry_reads_the_counters_and_the_stores_figures() -> None:
     counters = Counters(tokens_saved=70, evictions=3, coalesced=5, store_errors=2)
-    metrics = Metrics(counters)
-    metrics.observe(_seen("MISS", upstream=0.07))
-    metrics.observe(_seen("BYPASS", provider="", upstream=200.0))
-    metrics.observe(_seen(None))  # stasis's own endpoint: not a proxied request
+    traffic = Traffic(Clock())
+    metrics = Metrics(counters, traffic)
+    traffic.record(_seen("MISS", upstream=0.07))
+    traffic.record(_seen("BYPASS", provider="", upstream=200.0))
+    traffic.record(_seen("HIT"))
+    traffic.record(_seen("HIT"))
+    traffic.record(_seen(None))  # stasis's own endpoint: not a proxied request
     counters.evictions += 1  # read at the scrape, not before
     stats = StoreStats(entries=9, tokens_saved=0, db_size_bytes=4096, oldest=None, newest=None)
     samples = metric_samples(metrics.render(stats).decode())
@@ -180,6 +184,8 @@ def test_the_registry_reads_the_counters_and_the_stores_figures() -> None:
     assert samples[("stasis_cache_bytes", ())] == 4096
     assert samples[("stasis_requests_total", (("cache", "MISS"), ("provider", "openai")))] == 1
     assert samples[("stasis_requests_total", (("cache", "BYPASS"), ("provider", "unknown")))] == 1
+    assert samples[("stasis_requests_total", (("cache", "HIT"), ("provider", "openai")))] == 2
+    assert len([name for name, _ in samples if name == "stasis_requests_total"]) == 3
     openai = (("provider", "openai"),)
     assert samples[("stasis_upstream_latency_seconds_sum", openai)] == 0.07
     # 70 ms falls in the 0.1 s bucket; 200 s (an unknown provider's) only in +Inf.
@@ -204,8 +210,9 @@ def _documented() -> dict[str, tuple[str, set[str]]]:
 
 
 def test_the_documented_table_is_what_is_served() -> None:
-    metrics = Metrics(Counters())
-    metrics.observe(_seen("HIT", upstream=1.0))
+    traffic = Traffic(Clock())
+    metrics = Metrics(Counters(), traffic)
+    traffic.record(_seen("MISS", upstream=1.0))
     text = metrics.render(StoreStats(0, 0, 0, None, None)).decode()
     served = {}
     for family in text_string_to_metric_families(text):

@@ -31,7 +31,7 @@ from stasis.errors import BadRequest, BodyTooLarge, InternalError, RequestTimeou
 from stasis.log import enabled, logger, masked_headers, request_line, tracing
 from stasis.web.channel import StasisChannel, peer_text
 from stasis.web.deadlines import Deadline, Deadlines
-from stasis.web.traffic import Traffic, note_error, seen_of
+from stasis.web.traffic import Traffic, note_error
 
 __all__ = [
     "ErrorAnswer",
@@ -176,6 +176,17 @@ class StasisRequest(server.Request):
 
     #: Set once it is processed: a request lost from then on leaves an access line.
     _processed = False
+
+    # What the proxy notes on a request for its access line and the recent
+    # requests (stasis.cache_status, stasis.web.traffic), None until noted:
+    # read once per request, and a missing attribute would cost an exception.
+    stasis_status = None
+    stasis_outcome = None
+    stasis_about = None
+    stasis_key = None
+    stasis_error = None
+    stasis_upstream_seconds = None
+    stasis_reason: bytes | None = None
 
     #: The proxy relays the upstream's Content-Type, or none at all.
     defaultContentType = None
@@ -526,14 +537,12 @@ class StasisSite(server.Site):
         it did, the reason stasis gave, else what cut it short.
         """
         reason: bytes | None = getattr(request, "stasis_reason", None) or ending or None
-        traffic.record(
-            seen_of(
-                request,
-                time.time(),
-                time.perf_counter() - request.started,
-                request.code,
-                None if reason is None else reason.decode("utf-8", "replace"),
-            )
+        traffic.note(
+            request,
+            time.time(),
+            time.perf_counter() - request.started,
+            request.code,
+            None if reason is None else reason.decode("utf-8", "replace"),
         )
 
     def _trace(self, request: Any) -> None:

@@ -24,10 +24,13 @@ from stasis.cache_status import Status, noted_outcome, noted_status
 from stasis.errors import StasisError
 from stasis.model import Entry
 
-__all__ = ["Seen", "Traffic", "note_about", "note_error", "seen_of"]
+__all__ = ["Seen", "Traffic", "note_about", "note_error"]
 
 #: A minute's figures: its start (POSIX seconds), hits, misses, bypasses.
 Minute = tuple[float, int, int, int]
+
+#: A request's record as kept (see :func:`_noted`).
+_Noted = tuple[Any, ...]
 
 #: How many minutes :meth:`Traffic.series` can look back: a day.
 KEPT_MINUTES = 24 * 60
@@ -81,65 +84,135 @@ class Seen:
     error: Mapping[str, Any] | None
 
 
-def seen_of(request: Any, at: float, seconds: float, status: int, reason: str | None) -> Seen:
+def _noted(request: Any, at: float, seconds: float, status: int, reason: str | None) -> _Noted:
     """
-    The record of a proxied ``request``, from what the proxy noted on it; an
-    error stasis made names its reason (``reason``) in place of the cache's detail.
+    What :class:`Seen` is made of, read off ``request`` as a plain tuple: a
+    tuple costs a tenth of an attrs instance, and most are never looked at.
+    Strings only, so that a kept record holds no request or answer alive.
     """
-    outcome = noted_outcome(request)
-    noted = noted_status(request)
     about: About | Entry | None = getattr(request, _ABOUT_ATTRIBUTE, None)
-    error: StasisError | None = getattr(request, _ERROR_ATTRIBUTE, None)
-    answer = None if error is None else json.loads(error.to_json())["error"]
+    return (
+        at,
+        request.method,
+        request.path,
+        status,
+        noted_status(request),
+        noted_outcome(request),
+        reason,
+        None if about is None else about.provider,
+        None if about is None else about.model,
+        None if about is None else about.namespace,
+        getattr(request, _KEY_ATTRIBUTE, None),
+        seconds,
+        getattr(request, _UPSTREAM_ATTRIBUTE, None),
+        getattr(request, _ERROR_ATTRIBUTE, None),
+    )
+
+
+def _seen(noted: _Noted) -> Seen:
+    """The record ``noted`` is the makings of."""
+    (at, method, path, status, cache, outcome, reason, provider, model, namespace) = noted[:10]
+    key, seconds, upstream_seconds, error = noted[10:]
     return Seen(
         at=at,
-        method=request.method.decode("latin-1"),
-        path=request.path.decode("latin-1"),
+        method=method.decode("latin-1"),
+        path=path.decode("latin-1"),
         status=status,
-        cache=None if noted is None else noted.value.decode("ascii"),
+        cache=None if cache is None else cache.value.decode("ascii"),
         detail=reason or (None if outcome is None else outcome.summary()),
-        provider="" if about is None else about.provider,
-        model=None if about is None else about.model,
-        namespace="" if about is None else about.namespace,
-        key=getattr(request, _KEY_ATTRIBUTE, None),
+        provider=provider or "",
+        model=model,
+        namespace=namespace or "",
+        key=key,
         seconds=seconds,
-        upstream_seconds=getattr(request, _UPSTREAM_ATTRIBUTE, None),
-        error=answer,
+        upstream_seconds=upstream_seconds,
+        error=None if error is None else json.loads(error.to_json())["error"],
     )
 
 
 class Traffic:
-    """The last ``keep`` requests, numbered, and the hits and misses of each minute."""
+    """
+    The last ``keep`` requests, numbered; the hits and misses of each minute;
+    and the requests answered since start by provider and cache status.
+    """
 
     def __init__(self, clock: IReactorTime, keep: int = 200) -> None:
         self.clock = clock
-        self._recent: deque[tuple[int, Seen]] = deque(maxlen=keep)
+        self._recent: deque[tuple[int, _Noted]] = deque(maxlen=keep)
         self._last = 0
         self._started = _minute(clock.seconds())
         #: Minutes that saw a request: [start, hits, misses, bypasses], oldest first.
         self._minutes: deque[list[float]] = deque(maxlen=KEPT_MINUTES)
         self._observers: list[Callable[[Seen], None]] = []
+        #: Requests answered since start, by (provider, cache status).
+        self.requests: dict[tuple[str, str], int] = {}
 
     def subscribe(self, observer: Callable[[Seen], None]) -> None:
-        """Call ``observer`` with every request recorded from now on (it must be quick)."""
+        """
+        Call ``observer`` with every request that went upstream from now on
+        (a miss, a bypass; never a hit, which must stay cheap).
+        """
         self._observers.append(observer)
 
+    def note(
+        self, request: Any, at: float, seconds: float, status: int, reason: str | None
+    ) -> None:
+        """Record a proxied ``request`` from what the proxy noted on it."""
+        self.record_noted(_noted(request, at, seconds, status, reason))
+
     def record(self, seen: Seen) -> None:
+        """Record ``seen`` (made elsewhere: a test, another process's record)."""
+        cache = None if seen.cache is None else Status(seen.cache.encode("ascii"))
+        self.record_noted(
+            (
+                seen.at,
+                seen.method.encode("latin-1"),
+                seen.path.encode("latin-1"),
+                seen.status,
+                cache,
+                None,
+                seen.detail,
+                seen.provider,
+                seen.model,
+                seen.namespace,
+                seen.key,
+                seen.seconds,
+                seen.upstream_seconds,
+                None,
+            )
+        )
+
+    def record_noted(self, noted: _Noted) -> None:
+        # Once per request: plain comparisons, no Enum hashing (a Python-level __hash__).
         self._last += 1
-        self._recent.append((self._last, seen))
-        column = None if seen.cache is None else _COLUMNS.get(seen.cache)
-        if column is not None:
-            start = _minute(seen.at)
-            minutes = self._minutes
-            if not minutes or minutes[-1][0] < start:
-                minutes.append([start, 0, 0, 0])
-            minutes[-1][column] += 1
-        for observer in self._observers:
-            observer(seen)
+        self._recent.append((self._last, noted))
+        cache = noted[4]
+        if cache is None:
+            return
+        if cache is _HIT:
+            column, name = 1, "HIT"
+        elif cache is _STALE:
+            column, name = 1, "STALE"  # a hit, as the chart counts them
+        elif cache is _MISS:
+            column, name = 2, "MISS"
+        else:
+            column, name = 3, "BYPASS"
+        start = noted[0] // 60 * 60
+        minutes = self._minutes
+        if not minutes or minutes[-1][0] < start:
+            minutes.append([start, 0, 0, 0])
+        minutes[-1][column] += 1
+        counted = (noted[7] or "", name)
+        requests = self.requests
+        requests[counted] = requests.get(counted, 0) + 1
+        if noted[12] is not None and self._observers:
+            seen = _seen(noted)
+            for observer in self._observers:
+                observer(seen)
 
     def recent(self, after: int = 0) -> tuple[int, list[tuple[int, Seen]]]:
         """The number of the last request, and the requests kept that came after ``after``."""
-        return self._last, [(n, seen) for n, seen in self._recent if n > after]
+        return self._last, [(n, _seen(noted)) for n, noted in self._recent if n > after]
 
     def series(self, minutes: int) -> list[Minute]:
         """
@@ -153,20 +226,13 @@ class Traffic:
         start = first
         while start <= now:
             m = counted.get(start)
-            series.append(
-                (start, 0, 0, 0) if m is None else (start, int(m[1]), int(m[2]), int(m[3]))
-            )
+            figures = (0, 0, 0) if m is None else (int(m[1]), int(m[2]), int(m[3]))
+            series.append((start, *figures))
             start += 60
         return series
 
 
-#: Which column of a minute each cache status counts in (a stale answer is a hit).
-_COLUMNS = {
-    Status.HIT.value.decode(): 1,
-    Status.STALE.value.decode(): 1,
-    Status.MISS.value.decode(): 2,
-    Status.BYPASS.value.decode(): 3,
-}
+_HIT, _STALE, _MISS = Status.HIT, Status.STALE, Status.MISS
 
 
 def _minute(seconds: float) -> float:

@@ -146,8 +146,9 @@ class _Redirect(Resource):
 class UIResource(Resource):
     """
     ``/_stasis/``: ``index.html`` for the folder itself, the packaged assets
-    by name, a JSON 404 for anything else. Children put on it (the admin API
-    at ``api``) are served before the files.
+    by name, a JSON 404 for anything else. It is the ``ui`` of
+    :class:`~stasis.web.admin.pages.AdminPages`, which has already applied
+    the admin access rules and sends ``api/`` elsewhere.
     """
 
     def __init__(self) -> None:

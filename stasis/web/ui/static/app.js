@@ -202,11 +202,15 @@ function drawChart(box, points) {
   peak.textContent = `${top}/min`;
   root.append(peak);
   if (points.length > 0) {
-    const first = svg("text", { x: Math.max(2, width - points.length * step), y: height - 3, class: "label" });
-    first.textContent = formatClock(points[0].at).slice(0, 5);
     const last = svg("text", { x: width - 2, y: height - 3, class: "label", "text-anchor": "end" });
     last.textContent = formatClock(points[points.length - 1].at).slice(0, 5);
-    root.append(first, last);
+    root.append(last);
+    const firstX = Math.max(2, width - points.length * step);
+    if (width - firstX > 80) { // room for both times without overlap
+      const first = svg("text", { x: firstX, y: height - 3, class: "label" });
+      first.textContent = formatClock(points[0].at).slice(0, 5);
+      root.append(first);
+    }
   } else {
     const none = svg("text", { x: width / 2, y: plot / 2, class: "label", "text-anchor": "middle" });
     none.textContent = "no requests yet";
@@ -223,6 +227,7 @@ const state = {
   page: 0,
   next: null,
   rows: 0,
+  listings: 0,
   totalEntries: null,
   recentAfter: null,
   timers: [],
@@ -242,7 +247,11 @@ async function loadEntries() {
   params.set("limit", String(PAGE_SIZE));
   const cursor = state.cursors[state.page];
   if (cursor) params.set("cursor", cursor);
+  // Only the latest listing asked for is shown: an earlier one (an older
+  // filter, a poll's reload) may answer after it.
+  const asked = ++state.listings;
   const page = await api("/entries?" + params.toString());
+  if (asked !== state.listings) return;
   const tbody = clear($("entries"));
   for (const entry of page.entries) tbody.append(entryRow(entry));
   remember($("providers"), page.entries.map((e) => e.provider));
@@ -270,7 +279,12 @@ function entryRow(entry) {
   ]);
   row.dataset.key = entry.key;
   const hash = entryHash(entry.key);
-  if (hash) row.addEventListener("click", () => { location.hash = hash; });
+  if (hash) {
+    // A row is a link to its entry, from the keyboard too.
+    row.tabIndex = 0;
+    row.addEventListener("click", () => { location.hash = hash; });
+    row.addEventListener("keydown", (event) => { if (event.key === "Enter") location.hash = hash; });
+  }
   return row;
 }
 
@@ -329,7 +343,12 @@ async function refreshRecent() {
   const recent = await api("/recent" + query);
   const list = $("recent");
   const fresh = state.recentAfter !== null;
-  for (const request of recent.requests || []) list.prepend(recentItem(request, fresh));
+  const requests = recent.requests || [];
+  for (const request of requests) list.prepend(recentItem(request, fresh));
+  // A miss may be a new entry: the first page of the list shows it at once.
+  if (requests.some((r) => r.cache === "MISS") && state.page === 0 && shownKey === null) {
+    loadEntries().catch(showError);
+  }
   while (list.children.length > RECENT_KEEP) list.lastElementChild.remove();
   if (typeof recent.last === "number") state.recentAfter = recent.last;
   $("recent-empty").hidden = list.children.length > 0;
@@ -338,12 +357,14 @@ async function refreshRecent() {
 function recentItem(request, fresh) {
   const cache = ["HIT", "MISS", "BYPASS"].includes(request.cache) ? request.cache : null;
   const label = cache || (request.error ? "ERROR" : String(request.status));
+  // A miss answered with an error (a replay miss) is a miss in red.
+  const tone = request.error ? " failed" : "";
   const facts = [request.detail, request.model, request.namespace ? "ns " + request.namespace : null,
     String(request.status), typeof request.ms === "number" ? request.ms.toFixed(1) + " ms" : null];
   const about = el("div", { class: "about muted", text: facts.filter(Boolean).join(" · ") });
   const item = el("li", { class: fresh ? "fresh" : "" }, [
     el("div", { class: "line" }, [
-      el("span", { class: "badge " + label, text: label }),
+      el("span", { class: "badge " + label + tone, text: label }),
       el("span", { class: "what mono", text: `${request.method} ${request.path}`, title: request.path }),
       el("span", { class: "when", text: formatClock(request.at) }),
     ]),
@@ -373,7 +394,7 @@ async function showEntry(key) {
   shownKey = key;
   $("delete-confirm").hidden = true;
   $("entry-title").textContent = key;
-  for (const id of ["entry-meta", "conversation", "answer", "raw-request", "raw-response", "events"]) clear($(id));
+  for (const id of ["entry-meta", "conversation", "answer", "raw-request", "raw-response", "raw-stream", "events"]) clear($(id));
   $("events-box").hidden = true;
   let doc;
   try {
@@ -392,7 +413,8 @@ async function showEntry(key) {
     ["Hits", formatNumber(doc.hits)], ["Last hit", formatTime(doc.lastHitAt)], ["Size", formatBytes(doc.sizeBytes)],
   ];
   for (const [name, value] of fields) {
-    meta.append(el("div", {}, [el("dt", { text: name }), el("dd", { text: value, title: value })]));
+    const wide = name === "Request" ? "wide" : "";
+    meta.append(el("div", { class: wide }, [el("dt", { text: name }), el("dd", { text: value, title: value })]));
   }
 
   const conversation = $("conversation");
@@ -407,15 +429,31 @@ async function showEntry(key) {
   const response = doc.response || {};
   if (response.stream && Array.isArray(response.events)) {
     $("events-summary").textContent = `Raw events (${response.events.length})`;
-    $("events").textContent = response.events
-      .map((e) => `${e.atMs === null || e.atMs === undefined ? "" : `+${e.atMs} ms `}${e.name ? "event: " + e.name + "\n" : ""}data: ${e.data}`)
-      .join("\n\n");
+    $("events").textContent = response.events.map(eventText).join("\n\n");
     $("events-box").hidden = false;
   }
   $("raw-request").textContent = doc.request ? pretty(doc.request) : "The request was not stored.";
   const shown = { ...response };
-  if (shown.stream) delete shown.events; // one click away, above
+  const streamBody = $("raw-stream");
+  streamBody.hidden = !(shown.stream && shown.bodyEncoding === "text");
+  if (!streamBody.hidden) {
+    // An event stream reads as itself, not as one long JSON string; its text
+    // is the answer above and its events are one click away.
+    streamBody.textContent = shown.body;
+    delete shown.body;
+    delete shown.text;
+    delete shown.events;
+  }
   $("raw-response").textContent = pretty(shown);
+}
+
+/** One recorded event as a stream has it (``event:``, ``data:``), after its time. */
+function eventText(event) {
+  const at = typeof event.atMs === "number" ? `+${event.atMs} ms\n` : "";
+  const name = event.name ? `event: ${event.name}\n` : "";
+  // A JSON event's data comes parsed; written back compactly, as it was sent.
+  const data = typeof event.data === "string" ? event.data : JSON.stringify(event.data);
+  return `${at}${name}data: ${data}`;
 }
 
 function bubble(role, text) {
@@ -496,6 +534,9 @@ function start() {
   $("delete").addEventListener("click", () => { $("delete-confirm").hidden = false; $("delete-no").focus(); });
   $("delete-no").addEventListener("click", () => { $("delete-confirm").hidden = true; });
   $("delete-yes").addEventListener("click", () => { deleteShown().catch(showError); });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") for (const id of ["purge-confirm", "delete-confirm"]) $(id).hidden = true;
+  });
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "hidden") stopPolling(); else startPolling();
