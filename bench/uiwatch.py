@@ -139,7 +139,7 @@ def watch_browser(url: str, stop: _Stop, still: bool = False) -> None:
     _report("browser", asked, failed, started)
 
 
-def watch_poller(url: str, stop: _Stop) -> None:
+def watch_poller(url: str, stop: _Stop, without: tuple[str, ...] = ()) -> None:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.netloc, timeout=30)
     asked: Counter[str] = Counter()
@@ -169,10 +169,11 @@ def watch_poller(url: str, stop: _Stop) -> None:
         raise SystemExit(f"the UI's API lists no entries at {url}")
     started = time.monotonic()
     print(f"watching {url}", flush=True)
-    due = {what: started for _, what in POLLS}
+    polls = [(every, what) for every, what in POLLS if _endpoint(API + what) not in without]
+    due = {what: started for _, what in polls}
     while not stop.event.is_set():
         now = time.monotonic()
-        for every, what in POLLS:
+        for every, what in polls:
             if now >= due[what]:
                 calls.get(what, lambda what=what: get(what))()
                 due[what] = now + every
@@ -188,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--browser", action="store_true", help="the page in headless chromium")
     mode.add_argument("--poller", action="store_true", help="the page's calls, without a browser")
     parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        help="with --poller: leave this endpoint out (stats, series, recent, entries)",
+    )
+    parser.add_argument(
         "--still", action="store_true", help="with --browser: the page's animations turned off"
     )
     options = parser.parse_args(argv)
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.browser:
         watch_browser(options.url, stop, options.still)
     else:
-        watch_poller(options.url, stop)
+        watch_poller(options.url, stop, tuple(options.without))
     return 0
 
 

@@ -23,6 +23,7 @@ without it have no browser in the background at all.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -124,6 +125,32 @@ class _Watched:
         }
 
 
+@define
+class _DaemonCpu:
+    """
+    The daemon's CPU per hit over one side's runs (the API calls it served
+    beside them included, and the queries its threads ran for them): moved far
+    less than throughput by other work on the machine, which mostly delays the
+    daemon rather than making its work dearer.
+    """
+
+    pid: int
+    load: Callable[[], WrkResult]
+    seconds: float = 0.0
+    requests: int = 0
+
+    def __call__(self) -> WrkResult:
+        before = cpu_seconds(self.pid)
+        result = self.load()
+        self.seconds += cpu_seconds(self.pid) - before
+        self.requests += result.requests
+        return result
+
+    @property
+    def us_per_hit(self) -> float:
+        return self.seconds / self.requests * 1e6 if self.requests else math.inf
+
+
 def _recorded(ctx: Context, db: Path, body: bytes) -> None:
     """One entry recorded through stasis, the request the load sends."""
     stasis = ctx.stasis("ui-record", db)
@@ -133,13 +160,22 @@ def _recorded(ctx: Context, db: Path, body: bytes) -> None:
         raise BenchError(f"recording the UI section's request gave {statuses}, not MISS then HIT")
 
 
-def _row(label: str, s: Rounds, base: Rounds, watched: _Watched | None) -> list[str]:
+def _row(
+    label: str,
+    s: Rounds,
+    base: Rounds,
+    cpu: _DaemonCpu,
+    base_cpu: _DaemonCpu,
+    watched: _Watched | None,
+) -> list[str]:
     return [
         label,
         f"{s.rps:,.0f}",
         ms(s.p50_us),
         ms(s.p99_us),
         f"{ratio(s.rps, base.rps):.3f}",
+        f"{cpu.us_per_hit:.0f}",
+        f"{ratio(cpu.us_per_hit, base_cpu.us_per_hit):.3f}",
         "-" if watched is None else f"{watched.calls_per_second:.1f}",
         "-" if watched is None else f"{watched.cores:.2f}",
     ]
@@ -175,9 +211,14 @@ def run(ctx: Context) -> Section:
             _Watched("browser", ("--browser",)),
             _Watched("browser-still", ("--browser", "--still")),
         ]
+    cpu = [_DaemonCpu(stasis.pid, load) for _ in range(1 + len(watchers))]
     before = get_json(stasis.url + "/stats")["hits"]
     measured = alternate(
-        [load, *(partial(w.run, ctx, stasis.url, load) for w in watchers)], rounds=ROUNDS
+        [
+            cpu[0],
+            *(partial(w.run, ctx, stasis.url, c) for w, c in zip(watchers, cpu[1:], strict=True)),
+        ],
+        rounds=ROUNDS,
     )
     counted = get_json(stasis.url + "/stats")["hits"] - before
     stasis.stop()
@@ -193,10 +234,23 @@ def run(ctx: Context) -> Section:
     section = Section(
         KEY,
         TITLE,
-        header=["", "hits/s", "p50 ms", "p99 ms", "/ nobody", "API calls/s", "watcher cores"],
+        header=[
+            "",
+            "hits/s",
+            "p50 ms",
+            "p99 ms",
+            "/ nobody",
+            "daemon µs/hit",
+            "/ nobody",
+            "API calls/s",
+            "watcher cores",
+        ],
         rows=[
-            _row("nobody watching", base, base, None),
-            *(_row(labels[w.mode], r, base, w) for w, r in zip(watchers, others, strict=True)),
+            _row("nobody watching", base, base, cpu[0], cpu[0], None),
+            *(
+                _row(labels[w.mode], r, base, c, cpu[0], w)
+                for w, r, c in zip(watchers, others, cpu[1:], strict=True)
+            ),
         ],
         notes=[
             f"{entries:,} entries (filled in {fill_seconds:.1f} s); c={CONCURRENCY}; "
@@ -204,6 +258,9 @@ def run(ctx: Context) -> Section:
             f"round's; stasis counted {counted:,} hits for {requests:,} completed wrk requests; "
             f"{errors} wrk errors; "
             f"{sum(w.failed for w in watchers)} API calls of the watchers failed",
+            "daemon µs/hit: the daemon's CPU over its side's runs (the UI's API calls it "
+            "served included, its threads' queries too) per hit: the daemon's own cost, which "
+            "other work on the machine moves far less than throughput",
             "watcher cores: the watcher's CPU (the browser's every process) over the run, "
             "taken from the two cores that wrk and the daemon share",
         ],
@@ -212,10 +269,14 @@ def run(ctx: Context) -> Section:
             "fill_seconds": round(fill_seconds, 2),
             "hits_counted": counted,
             "runs": {
-                "nobody": base.as_json(),
+                "nobody": {**base.as_json(), "daemon_us_per_hit": round(cpu[0].us_per_hit, 1)},
                 **{
-                    w.mode: {**r.as_json(), "watcher": w.as_json()}
-                    for w, r in zip(watchers, others, strict=True)
+                    w.mode: {
+                        **r.as_json(),
+                        "daemon_us_per_hit": round(c.us_per_hit, 1),
+                        "watcher": w.as_json(),
+                    }
+                    for w, r, c in zip(watchers, others, cpu[1:], strict=True)
                 },
             },
         },
@@ -247,6 +308,15 @@ def run(ctx: Context) -> Section:
                 note="HTTP poller: the daemon's side, no browser",
             )
         )
+    section.targets.append(
+        Target(
+            "daemon CPU per hit beside the UI's calls / without",
+            ratio(cpu[-1].us_per_hit, cpu[0].us_per_hit),
+            1.05,
+            "x",
+            note="HTTP poller; the same cost as throughput, without the machine's noise",
+        )
+    )
     if counted < requests:
         section.notes.append("WARNING: fewer hits counted than requests: some were not HITs")
     if any(w.failed for w in watchers):
