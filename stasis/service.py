@@ -41,6 +41,7 @@ from stasis.cache import CacheEngine, Counters
 from stasis.cache.housekeeping import Bounds, Housekeeping
 from stasis.config import Config
 from stasis.log import logger
+from stasis.metrics import Metrics
 from stasis.store import Store, StoreError, open_store
 from stasis.upstream import UpstreamClient, make_client
 from stasis.upstream.aws import AwsSigner
@@ -171,8 +172,9 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
     heads = PreparedHeads()
     store.changes.subscribe(heads.on_change)
     proxy = ProxyResource(engine, heads)
-    traffic = Traffic(reactor)
     totals = counters if worker is None else worker.totals
+    traffic = Traffic(reactor)
+    metrics = Metrics(totals, traffic)
     access = AdminAccess(
         token=config.admin_token or (worker and worker.admin_token) or new_token(),
         given=config.admin_token is not None,
@@ -185,6 +187,7 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
             totals,
             bounds,
             worker=None if worker is None else worker.index,
+            metrics=metrics,
             admin=admin,
         ),
         max_body_bytes=config.max_body_bytes,

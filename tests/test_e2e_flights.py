@@ -74,7 +74,8 @@ def test_followers_of_a_failed_leader_get_its_answer_and_make_no_call(
         assert {json.loads(body)["error"]["type"] for _, _, body in results} == {
             "stasis_upstream_unreachable"
         }
-    assert daemon.get_json("/stats")["totalEntries"] == 0
+    stats = daemon.get_json("/stats")
+    assert (stats["totalEntries"], stats["coalesced"]) == (0, FOLLOWERS)
 
 
 def test_fifty_identical_requests_make_one_call_and_forty_nine_say_collapsed(
@@ -105,3 +106,4 @@ def test_fifty_identical_requests_make_one_call_and_forty_nine_say_collapsed(
     ] * FOLLOWERS + [("MISS", "stasis; fwd=uri-miss; fwd-status=200; stored")]
     stats = daemon.get_json("/stats")
     assert (stats["hits"], stats["misses"], stats["totalEntries"]) == (FOLLOWERS, 1, 1)
+    assert stats["coalesced"] == FOLLOWERS

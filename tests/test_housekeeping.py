@@ -186,6 +186,9 @@ def test_store_trouble_is_logged_once_a_minute_and_never_raised(warnings: list[s
     k.clock.advance(PRUNE_EVERY_SECONDS)
     assert len(warnings) == 2
     assert "cannot prune the cache database" in warnings[1]
+    # Every failed write counted, though two were logged: 31 evictions (at start,
+    # after each put), then the minute's pruning and eviction.
+    assert k.counters.store_errors == 33
     k.store.fail_writes = False
     k.put(make_entry("last"))
     k.clock.advance(CHECK_AFTER_SECONDS)
@@ -279,6 +282,8 @@ def test_the_daemon_keeps_its_bounds_and_reports_them_in_stats(bounded: bool) ->
         "storedBytes": sum(store.stored_size(e) for e in store.entries.values()),
         "evictions": 4 if bounded else 0,
         "expiredRemoved": 1,
+        "coalesced": 0,
+        "storeErrors": 0,
     }
 
 

@@ -270,6 +270,7 @@ def test_a_failing_write_still_answers_the_client(harness: Harness) -> None:
     assert response.code == 200
     assert json.loads(body)["n"] == 1
     assert harness.store.entries == {}
+    assert harness.engine.counters.store_errors == 1
 
 
 def test_a_failing_read_is_treated_as_a_miss() -> None:
@@ -279,6 +280,7 @@ def test_a_failing_read_is_treated_as_a_miss() -> None:
     response, body = harness.call()
     assert (response.code, header(response, "x-stasis-status")) == (200, "MISS")
     assert json.loads(body)["n"] == 2
+    assert harness.engine.counters.store_errors == 1
 
 
 def start(harness: Harness, body: Any = CHAT) -> list[bytes]:

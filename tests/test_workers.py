@@ -27,6 +27,7 @@ import pytest
 
 from tests.daemon import Daemon, _environment, command, poll_until, run
 from tests.fake_upstream import FakeUpstream, Received, Reply
+from tests.test_metrics import metric_samples
 
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
 #: How twistd (and so ``stasis start``) exits once SIGTERM has stopped it cleanly, with or
@@ -187,6 +188,14 @@ def test_stats_add_up_every_worker(start: Callable[..., Daemon], upstream: FakeU
         assert stats["hitRate"] == 0.6
         assert stats["tokensSavedSinceStart"] == 6 * 18
         assert stats["totalEntries"] == 4
+        # /metrics: the engine's counters and the store's figures are the
+        # daemon's; the requests, those this worker answered (five each).
+        connection.request("GET", "/metrics")
+        metrics = metric_samples(_read(connection)[2].decode())
+        assert metrics[("stasis_tokens_saved_total", ())] == 6 * 18
+        assert metrics[("stasis_cache_entries", ())] == 4
+        answered = [v for (name, _), v in metrics.items() if name == "stasis_requests_total"]
+        assert sum(answered) == len(texts) / 2
         connection.close()
 
 

@@ -19,6 +19,7 @@ from bench.sections import (
     slowclients,
     soak,
     streaming,
+    ui,
     workers,
 )
 
@@ -37,4 +38,5 @@ ALL = (
     hold,
     slowclients,
     soak,
+    ui,
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
 from stasis.log import logger
 from stasis.store import Store
@@ -41,6 +42,14 @@ class Counters:
     evictions: int = 0
     #: Expired entries removed (the housekeeping's pruning, once a minute).
     expired_removed: int = 0
+    #: Requests answered by another request's upstream call, which they
+    #: joined while it was in flight (single flight, here or in another
+    #: process sharing the store), instead of calling the upstream themselves.
+    coalesced: int = 0
+    #: Reads and writes the cache database failed (a lookup taken for a miss,
+    #: an answer not stored, hits or housekeeping not written): the store warns
+    #: once a minute at most, this counts every one.
+    store_errors: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -55,6 +64,8 @@ class HitLog:
 
     store: Store
     clock: IReactorTime
+    #: Where a failed write of the hits is counted (``store_errors``).
+    counters: Counters | None = None
     _pending: dict[str, tuple[int, float]] = field(factory=dict, init=False)
     _call: IDelayedCall | None = field(default=None, init=False)
     _closed: bool = field(default=False, init=False)
@@ -73,9 +84,13 @@ class HitLog:
 
     def _flush_later(self) -> None:
         self._call = None
-        self.flush().addErrback(
-            lambda failure: log.debug("cannot count hits: {error}", error=failure.value)
-        )
+        self.flush().addErrback(self._not_written)
+
+    def _not_written(self, failure: Failure) -> None:
+        # The store warns about a database it cannot write (once a minute).
+        if self.counters is not None:
+            self.counters.store_errors += 1
+        log.debug("cannot count hits: {error}", error=failure.value)
 
     def flush(self) -> Deferred[None]:
         if self._call is not None and self._call.active():

@@ -292,7 +292,7 @@ class CacheEngine:
     def __attrs_post_init__(self) -> None:
         self.hot = HotEntries(self.memory_budget)
         self.key_filter = KeyFilter(self.store)
-        self.hits = HitLog(self.store, self.clock)
+        self.hits = HitLog(self.store, self.clock, self.counters)
         self.claims = Claims(self.store, self.clock)
         self._read_warning = RateLimitedWarning(log, self.clock)
         self._commit_warning = RateLimitedWarning(log, self.clock)
@@ -630,6 +630,7 @@ class CacheEngine:
             try:
                 entry = await self.store.get(key)
             except Exception as e:
+                self.counters.store_errors += 1
                 self._read_warning.warn(
                     "cannot read the cache database ({error}); treating lookups as misses",
                     error=e,
@@ -708,6 +709,7 @@ class CacheEngine:
             self.counters.misses += 1
             return await self._fetch(call, flight)
         log.debug("{key} was fetched by another process meanwhile", key=key)
+        self.counters.coalesced += 1
         self.hot.remember(found)
         self._land(flight, Landed(entry=found, stored=True))
         return self._collapsed_hit(call, found)
@@ -738,6 +740,8 @@ class CacheEngine:
             return await self._cached(call, keys, landed.lead)
         if landed.entry is not None and landed.found:
             return self._hit(landed.entry, call.directives.realtime)
+        # Answered by (or failed with) the upstream call this request joined.
+        self.counters.coalesced += 1
         if landed.entry is not None and landed.stored:
             return self._collapsed_hit(call, landed.entry)
         if landed.error is not None and call.stale is not None:
@@ -1008,6 +1012,7 @@ class CacheEngine:
 
     def _not_stored(self, entry: Entry, failure: Any) -> bool:
         # The store warns about a database it cannot write (once a minute).
+        self.counters.store_errors += 1
         log.debug("not stored: {path}: {error}", path=entry.path, error=failure.value)
         return False
 

@@ -179,6 +179,7 @@ class Housekeeping:
         except CancelledError:
             return 0  # stopping
         except Exception as e:
+            self.counters.store_errors += 1
             self._warning.warn(
                 "cannot {doing} the cache database: {error}; trying again later",
                 doing=doing,

@@ -9,7 +9,9 @@ from twisted.web.server import Request
 
 from stasis.cache import Counters
 from stasis.cache.housekeeping import UNBOUNDED, Bounds
+from stasis.metrics import Metrics
 from stasis.store import Store
+from stasis.web.metrics import MetricsResource
 from stasis.web.site import OWN_METHODS, is_admin_path
 from stasis.web.status import HealthResource, StatsResource
 
@@ -18,8 +20,9 @@ __all__ = ["Root"]
 
 class Root(Resource):
     """
-    ``/health`` and ``/stats`` are stasis's, and so is everything under
-    ``/_stasis`` (``admin``); any other path belongs to the upstream.
+    ``/health``, ``/stats`` and ``/metrics`` (given ``metrics``) are stasis's,
+    and so is everything under ``/_stasis`` (``admin``); any other path
+    belongs to the upstream.
 
     ``counters`` are those ``/stats`` reports: under ``--workers``, every
     worker's added up, and ``worker`` is this process's index, which
@@ -33,6 +36,7 @@ class Root(Resource):
         counters: Counters,
         bounds: Bounds = UNBOUNDED,
         worker: int | None = None,
+        metrics: Metrics | None = None,
         admin: IResource | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -41,12 +45,14 @@ class Root(Resource):
         self.admin = admin
         self.putChild(b"health", HealthResource(store, counters, worker))
         self.putChild(b"stats", StatsResource(store, counters, bounds))
+        if metrics is not None:
+            self.putChild(b"metrics", MetricsResource(store, metrics))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return self.proxy
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        # /health and /stats answer GET and HEAD; a POST there is an API call
+        # /health, /stats and /metrics answer GET and HEAD; a POST there is an API call
         # for the upstream like any other. /_stasis is stasis's for every
         # method (StasisRequest.process sends it here, see is_admin_path).
         if path == b"_stasis" and self.admin is not None and is_admin_path(request.path):

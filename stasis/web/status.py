@@ -22,15 +22,19 @@ from stasis.reports import health_json, stats_json
 from stasis.store import Store, StoreError
 from stasis.web.exchange import Exchange
 
-__all__ = ["HealthResource", "StatsResource", "stats_report"]
+__all__ = ["HealthResource", "StatsResource", "StoreReport", "stats_report"]
 
 log = logger("stasis.status")
 
 
-class _StoreReport(Resource):
-    """A GET resource answering JSON built from the store's figures."""
+class StoreReport(Resource):
+    """
+    A GET resource answering with the store's figures, read without blocking
+    the reactor: JSON (:meth:`report`) unless :meth:`body` says otherwise.
+    """
 
     isLeaf = True
+    content_type = b"application/json"
 
     def __init__(self, store: Store, counters: Counters) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -39,6 +43,9 @@ class _StoreReport(Resource):
 
     def report(self, stats: StoreStats) -> dict[str, Any]:
         raise NotImplementedError
+
+    def body(self, stats: StoreStats) -> bytes:
+        return json.dumps(self.report(stats)).encode()
 
     def render_GET(self, request: Request) -> object:
         exchange = Exchange(request)
@@ -52,9 +59,9 @@ class _StoreReport(Resource):
         stats = await self.store.stats()
         if not exchange.open:
             return
-        body = json.dumps(self.report(stats)).encode()
+        body = self.body(stats)
         request = exchange.request
-        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-type", self.content_type)
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
@@ -71,7 +78,7 @@ class _StoreReport(Resource):
         )
 
 
-class HealthResource(_StoreReport):
+class HealthResource(StoreReport):
     """
     ``GET /health``; under ``--workers`` it also names the process that
     answered (``"worker": {"index": i, "pid": p}``), for operators and tests.
@@ -88,7 +95,7 @@ class HealthResource(_StoreReport):
         return report
 
 
-class StatsResource(_StoreReport):
+class StatsResource(StoreReport):
     def __init__(self, store: Store, counters: Counters, bounds: Bounds = UNBOUNDED) -> None:
         super().__init__(store, counters)
         self.bounds = bounds
@@ -119,4 +126,6 @@ def stats_report(
         "maxEntries": bounds.max_entries,
         "evictions": counters.evictions,
         "expiredRemoved": counters.expired_removed,
+        "coalesced": counters.coalesced,
+        "storeErrors": counters.store_errors,
     }
