@@ -91,17 +91,7 @@ def _report(mode: str, asked: Counter[str], failed: Counter[str], started: float
     print("UIWATCH " + json.dumps(summary), flush=True)
 
 
-#: ``--still``: the page without its animations (a diagnosis of what the browser's CPU goes to).
-_STILL_SCRIPT = """
-document.addEventListener("DOMContentLoaded", () => {
-  const style = document.createElement("style");
-  style.textContent = "* { animation: none !important; transition: none !important; }";
-  document.head.append(style);
-});
-"""
-
-
-def watch_browser(url: str, stop: _Stop, still: bool = False) -> None:
+def watch_browser(url: str, stop: _Stop) -> None:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import Response, sync_playwright
 
@@ -120,9 +110,7 @@ def watch_browser(url: str, stop: _Stop, still: bool = False) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(bypass_csp=still)
-            if still:
-                page.add_init_script(_STILL_SCRIPT)
+            page = browser.new_page()
             page.on("response", answered)
             page.goto(url + "/_stasis/")
             page.wait_for_selector("#entries tr", timeout=READY_SECONDS * 1000)
@@ -194,13 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="with --poller: leave this endpoint out (stats, series, recent, entries)",
     )
-    parser.add_argument(
-        "--still", action="store_true", help="with --browser: the page's animations turned off"
-    )
     options = parser.parse_args(argv)
     stop = _Stop()
     if options.browser:
-        watch_browser(options.url, stop, options.still)
+        watch_browser(options.url, stop)
     else:
         watch_poller(options.url, stop, tuple(options.without))
     return 0

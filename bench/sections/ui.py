@@ -207,10 +207,7 @@ def run(ctx: Context) -> Section:
     load = partial(ctx.load, url, body_file, CONCURRENCY, seconds=seconds)
     watchers = [_Watched("poller", ("--poller",))]
     if browser_available():
-        watchers[:0] = [
-            _Watched("browser", ("--browser",)),
-            _Watched("browser-still", ("--browser", "--still")),
-        ]
+        watchers[:0] = [_Watched("browser", ("--browser",))]
     cpu = [_DaemonCpu(stasis.pid, load) for _ in range(1 + len(watchers))]
     before = get_json(stasis.url + "/stats")["hits"]
     measured = alternate(
@@ -228,7 +225,6 @@ def run(ctx: Context) -> Section:
     errors = sum(r.error_count for r in measured)
     labels = {
         "browser": "UI open (chromium)",
-        "browser-still": "UI open, animations off",
         "poller": "UI's calls (HTTP poller)",
     }
     section = Section(

@@ -37,6 +37,7 @@ from stasis.model import EntryFilter, Saving
 from stasis.store import BadCursor, Store, StoreError
 from stasis.times import iso8601
 from stasis.web.admin.answers import send_error, send_json
+from stasis.web.admin.figures import StoreFigures
 from stasis.web.exchange import Exchange
 from stasis.web.status import stats_report
 from stasis.web.traffic import KEPT_MINUTES, Seen, Traffic
@@ -130,6 +131,8 @@ class AdminApi(Resource):
         self.counters = counters
         self.traffic = traffic
         self.bounds = bounds
+        #: The store's figures, read at most so often (see stasis.web.admin.figures).
+        self.figures = StoreFigures(store, TOP_SAVINGS)
         #: path -> method -> handler; the key of ``entries/KEY`` is passed as its argument.
         self._routes: dict[str, dict[bytes, Handler]] = {
             "stats": {b"GET": self._stats},
@@ -194,13 +197,11 @@ class AdminApi(Resource):
     # The endpoints
 
     async def _stats(self, request: Request, _: str) -> Any:
-        stats = await self.store.stats()
-        by_model = await self.store.tokens_saved_by("model", TOP_SAVINGS)
-        by_namespace = await self.store.tokens_saved_by("namespace", TOP_SAVINGS)
+        figures = await self.figures.read()
         return {
-            **stats_report(stats, self.counters, self.bounds),
-            "tokensSavedByModel": [_saving_json("model", s) for s in by_model],
-            "tokensSavedByNamespace": [_saving_json("namespace", s) for s in by_namespace],
+            **stats_report(figures.stats, self.counters, self.bounds),
+            "tokensSavedByModel": [_saving_json("model", s) for s in figures.by_model],
+            "tokensSavedByNamespace": [_saving_json("namespace", s) for s in figures.by_namespace],
         }
 
     async def _list(self, request: Request, _: str) -> Any:
@@ -225,7 +226,9 @@ class AdminApi(Resource):
 
     async def _delete(self, request: Request, text: str) -> Any:
         key = _key(text)
-        if not await self.store.delete(key):
+        deleted = await self.store.delete(key)
+        self.figures.forget()
+        if not deleted:
             raise NotFound(f"no entry with key {key}")
         return {"deleted": True}
 
@@ -243,7 +246,9 @@ class AdminApi(Resource):
         where = entry_filter(given)
         if where == EntryFilter() and not everything:
             raise BadRequest('an empty filter purges every entry: say so with {"everything": true}')
-        return {"purged": await self.store.purge(where)}
+        purged = await self.store.purge(where)
+        self.figures.forget()
+        return {"purged": purged}
 
     async def _series(self, request: Request, _: str) -> Any:
         minutes = _whole(_query(request), "minutes", 1, KEPT_MINUTES, 60)
