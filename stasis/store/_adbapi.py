@@ -606,8 +606,7 @@ class AdbapiStore:
             while after is not None and fill == self._fills and not self._closing:
                 batch = await self._read(partial(unsearchable_batch, param=param, after=after))
                 if batch.texts and fill == self._fills and not self._closing:
-                    texts = batch.texts
-                    await self._write(partial(_fill, statement, texts), lambda _: None)
+                    await self._write(partial(_fill, statement, batch.texts), lambda _: None)
                     filled += len(batch.texts)
                 after = batch.after
             if filled:
