@@ -5,8 +5,9 @@ kind of credential stasis knows (each header, ``key=``, a ``--credential-header`
 account headers, a SigV4 signature and the daemon's own AWS secret) on misses,
 hits, streams, replay misses and upstream errors, through the official SDKs
 and raw HTTP; then no 8-character piece of any of them appears in the
-database, its WAL, the daemon's log, ``/stats``, ``/health``, an export (JSON
-Lines and folder), or what ``ls``, ``show`` and ``stats`` print.
+database, its WAL, the daemon's log, ``/stats``, ``/health``, ``/metrics``,
+the admin API that the web UI shows (every entry, the recent requests), an
+export (JSON Lines and folder), or what ``ls``, ``show`` and ``stats`` print.
 """
 
 from __future__ import annotations
@@ -168,6 +169,49 @@ def traffic(daemon: Daemon, upstream: FakeUpstream) -> None:
     assert status == 401
 
 
+def admin_leaks(daemon: Daemon) -> list[str]:
+    """
+    What the web UI and /metrics could show: every admin API answer (every
+    entry listed and opened, the recent requests with their replay-miss
+    diagnostics, the figures), the UI's own files, and the metrics.
+    """
+    found: list[str] = []
+    answers: dict[str, bytes] = {}
+    for path in (
+        "/metrics",
+        "/_stasis/",
+        "/_stasis/app.js",
+        "/_stasis/api/stats",
+        "/_stasis/api/series?minutes=1440",
+        "/_stasis/api/recent",
+    ):
+        status, _, body = daemon.request("GET", path)
+        assert status == 200, path
+        answers[path] = body
+    recent = json.loads(answers["/_stasis/api/recent"])["requests"]
+    assert any(r["detail"] == "replay-miss" and r["error"] for r in recent)
+    cursor: str | None = None
+    opened = 0
+    while True:
+        path = "/_stasis/api/entries?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        status, _, body = daemon.request("GET", path)
+        assert status == 200, body
+        answers[path] = body
+        page = json.loads(body)
+        for entry in page["entries"]:
+            status, _, detail = daemon.request("GET", "/_stasis/api/entries/" + entry["key"])
+            assert status == 200, detail
+            answers[entry["key"]] = detail
+            opened += 1
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert opened >= 8
+    for where, body in answers.items():
+        found += leaks(where, body)
+    return found
+
+
 @pytest.mark.parametrize(("level", "log_format"), [("trace", "text"), ("trace", "json")])
 def test_no_piece_of_any_credential_is_written_anywhere(
     start: Callable[..., Daemon],
@@ -193,6 +237,7 @@ def test_no_piece_of_any_credential_is_written_anywhere(
     found: list[str] = []
     for path in ("/stats", "/health"):
         found += leaks(path, json.dumps(daemon.get_json(path)).encode())
+    found += admin_leaks(daemon)
     # The database and its WAL while the daemon runs, and after it stopped.
     for path in every_file(daemon.db.parent):
         if path.name.startswith(daemon.db.name):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,9 @@ def test_the_page_lists_searches_opens_and_deletes(
     expect(page.locator("#answer")).to_contain_text(PROMPTS[1])
     expect(page.locator("#raw-request")).to_contain_text('"content": "bravo: name three')
     shoot(page, tmp_path, "entry")
+    # The caller's key was on every request: no piece of it is on the page.
+    shown = page.content()
+    assert not [KEY[i : i + 8] for i in range(len(KEY) - 7) if KEY[i : i + 8] in shown]
 
     # Delete asks first, in the page; Cancel leaves the entry be.
     page.locator("#delete").click()
@@ -182,6 +187,9 @@ def test_the_page_lists_searches_opens_and_deletes(
     )
     status, _, _ = daemon.request("GET", f"/_stasis/api/entries/{keys[PROMPTS[1]]}")
     assert status == 404
+    with closing(sqlite3.connect(daemon.db)) as db:
+        stored = sorted(row[0].hex() for row in db.execute("SELECT key FROM entries"))
+    assert stored == sorted(e["key"] for e in listed)
     assert console.problems() == []
 
 
