@@ -179,7 +179,9 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         token=config.admin_token or (worker and worker.admin_token) or new_token(),
         given=config.admin_token is not None,
     )
-    admin = AdminPages(access, AdminApi(store, totals, traffic, bounds), UIResource())
+    admin = AdminPages(
+        access, AdminApi(store, totals, traffic, bounds, engine.in_thread), UIResource()
+    )
     site = StasisSite(
         Root(
             proxy,

@@ -6,8 +6,10 @@ entry without its request are answered.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -61,3 +63,25 @@ def test_a_bad_number_is_a_400() -> None:
         assert (status, body["error"]["type"]) == (400, "stasis_bad_request"), value
     status, body = _render(api, b"GET", b"recent", after=b"\xff")
     assert status == 400
+
+
+def test_a_large_entry_is_read_for_its_view_on_a_thread_and_a_small_one_at_once() -> None:
+    store = MemoryStore(Clock())
+    text = "word " * 200_000  # 1 MB of answer
+    answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]})
+    small, large = "c" * 64, "d" * 64
+    for key, body in ((small, b'{"choices": []}'), (large, answer.encode())):
+        store.entries[key] = Entry(key=key, status=200, headers=(), body=body, created_at=1.0)
+    ran: list[str] = []
+
+    def in_thread(work: Callable[[], bytes]) -> Deferred[bytes]:
+        ran.append("thread")
+        return succeed(work())
+
+    api = AdminApi(store, Counters(), Traffic(Clock()), in_thread=in_thread)  # type: ignore[arg-type]
+    status, body = _render(api, b"GET", b"entries", small.encode())
+    assert (status, ran) == (200, [])
+    status, body = _render(api, b"GET", b"entries", large.encode())
+    assert (status, ran) == (200, ["thread"])
+    assert body["answer"] == text
+    assert body["key"] == large

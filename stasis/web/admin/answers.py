@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from attrs import frozen
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.errors import StasisError
 from stasis.web.site import write_error
 
-__all__ = ["ErrorResource", "send_error", "send_json"]
+__all__ = ["Encoded", "ErrorResource", "send_error", "send_json"]
 
 _HEADERS = (
     (b"cache-control", b"no-store"),
@@ -33,9 +34,16 @@ def _secure(request: Request) -> None:
         request.setHeader(name, value)
 
 
+@frozen
+class Encoded:
+    """A document already encoded as JSON (off the reactor, when it is large)."""
+
+    body: bytes
+
+
 def send_json(request: Request, document: Any, status: int = 200) -> None:
-    """Answer ``request`` with ``document`` and finish it."""
-    body = json.dumps(document).encode("utf-8")
+    """Answer ``request`` with ``document`` (or its :class:`Encoded` JSON) and finish it."""
+    body = document.body if isinstance(document, Encoded) else json.dumps(document).encode()
     request.setResponseCode(status)
     _secure(request)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -33,10 +33,10 @@ from stasis.errors import (
     StoreUnreadable,
 )
 from stasis.log import logger
-from stasis.model import EntryFilter, Saving
+from stasis.model import Entry, EntryFilter, Saving
 from stasis.store import BadCursor, Store, StoreError
 from stasis.times import iso8601
-from stasis.web.admin.answers import send_error, send_json
+from stasis.web.admin.answers import Encoded, send_error, send_json
 from stasis.web.admin.figures import StoreFigures
 from stasis.web.exchange import Exchange
 from stasis.web.status import stats_report
@@ -51,6 +51,10 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 #: How many models (and namespaces) the figures name, by tokens saved.
 TOP_SAVINGS = 20
+
+#: An entry whose answer and request are larger than this together is shown
+#: from a thread (parsing and encoding a large answer takes a while).
+INLINE_DETAIL_BYTES = 256 * 1024
 
 #: The filter fields a listing and a purge take, as they are named in JSON.
 _FILTER_FIELDS = ("provider", "namespace", "model", "path", "q")
@@ -118,16 +122,33 @@ def _whole(query: Mapping[str, str], name: str, low: int, high: int, default: in
     return int(text)
 
 
+def _detail(entry: Entry) -> dict[str, Any]:
+    """An entry as ``entries/KEY`` shows it: ``stasis show --json``, and the conversation."""
+    talk = conversation(entry)
+    return {
+        **entry_json(entry),
+        "conversation": [{"role": m.role, "text": m.text} for m in talk.messages],
+        "answer": talk.answer,
+    }
+
+
 class AdminApi(Resource):
     """``/_stasis/api/``: one leaf routing by path and method (see docs/admin-api.md)."""
 
     isLeaf = True
 
     def __init__(
-        self, store: Store, counters: Counters, traffic: Traffic, bounds: Bounds = UNBOUNDED
+        self,
+        store: Store,
+        counters: Counters,
+        traffic: Traffic,
+        bounds: Bounds = UNBOUNDED,
+        in_thread: Callable[[Callable[[], bytes]], Deferred[bytes]] | None = None,
     ) -> None:
+        """``in_thread`` runs the work a large entry's view takes off the reactor (None: inline)."""
         super().__init__()  # type: ignore[no-untyped-call]
         self.store = store
+        self.in_thread = in_thread
         self.counters = counters
         self.traffic = traffic
         self.bounds = bounds
@@ -217,12 +238,13 @@ class AdminApi(Resource):
         entry = await self.store.get(key, request=True)
         if entry is None:
             raise NotFound(f"no entry with key {key}")
-        talk = conversation(entry)
-        return {
-            **entry_json(entry),
-            "conversation": [{"role": m.role, "text": m.text} for m in talk.messages],
-            "answer": talk.answer,
-        }
+        stored = len(entry.body) + (0 if entry.request is None else len(entry.request.body))
+        if stored <= INLINE_DETAIL_BYTES or self.in_thread is None:
+            return _detail(entry)
+        # An answer of up to 64 MiB, parsed, reassembled and encoded: on a
+        # thread, so that the hits go on meanwhile.
+        encoded: bytes = await self.in_thread(lambda: json.dumps(_detail(entry)).encode())
+        return Encoded(encoded)
 
     async def _delete(self, request: Request, text: str) -> Any:
         key = _key(text)
