@@ -16,7 +16,7 @@ from stasis.web.prepared import PreparedHeads
 from stasis.web.proxy import ProxyResource
 from stasis.web.root import Root
 from stasis.web.site import StasisSite
-from stasis.web.traffic import Seen, Traffic
+from stasis.web.traffic import MODEL_CHARACTERS, Seen, Traffic
 from tests.test_prepared_hits import _request
 from tests.test_proxy_resource import Harness
 
@@ -144,3 +144,16 @@ def test_only_the_last_requests_are_kept() -> None:
     assert last == 5
     assert [n for n, _ in recent] == [3, 4, 5]
     assert traffic.requests == {("openai", "HIT"): 5}
+
+
+def test_a_client_chosen_model_name_is_kept_short() -> None:
+    site = Site()
+    long = "m" * 50_000  # under 64 KiB: a body read whole, its model with it
+    body = json.dumps({"model": long, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    site.send(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    [(_, seen)] = site.traffic.recent()[1]
+    assert seen.cache == "MISS"
+    assert seen.model == "m" * MODEL_CHARACTERS

@@ -35,6 +35,10 @@ _Noted = tuple[Any, ...]
 #: How many minutes :meth:`Traffic.series` can look back: a day.
 KEPT_MINUTES = 24 * 60
 
+#: A model name is kept this long at most: it is the client's to choose, and
+#: two hundred of a megabyte each would be kept for nothing.
+MODEL_CHARACTERS = 200
+
 #: Where a request carries what it was about and the error stasis answered it with.
 _ABOUT_ATTRIBUTE = "stasis_about"
 _KEY_ATTRIBUTE = "stasis_key"
@@ -100,7 +104,7 @@ def _noted(request: Any, at: float, seconds: float, status: int, reason: str | N
         noted_outcome(request),
         reason,
         None if about is None else about.provider,
-        None if about is None else about.model,
+        None if about is None or about.model is None else about.model[:MODEL_CHARACTERS],
         None if about is None else about.namespace,
         getattr(request, _KEY_ATTRIBUTE, None),
         seconds,
