@@ -356,7 +356,7 @@ async function refreshRecent() {
 }
 
 function recentItem(request) {
-  const cache = ["HIT", "MISS", "BYPASS"].includes(request.cache) ? request.cache : null;
+  const cache = ["HIT", "STALE", "MISS", "BYPASS"].includes(request.cache) ? request.cache : null;
   const label = cache || (request.error ? "ERROR" : String(request.status));
   // A miss answered with an error (a replay miss) is a miss in red.
   const tone = request.error ? " failed" : "";
@@ -367,7 +367,10 @@ function recentItem(request) {
     el("span", { class: "badge " + label + tone, text: label }),
     el("span", { class: "what mono", text: `${request.method} ${request.path}`, title: request.path }),
   ]);
-  const hash = request.key ? entryHash(request.key) : null;
+  // A link only where there is an entry to open: a hit's, or a miss that was
+  // stored (a replay miss, or an answer not stored, has a key and no entry).
+  const stored = cache === "HIT" || cache === "STALE" || request.detail === "stored";
+  const hash = request.key && stored ? entryHash(request.key) : null;
   if (hash) {
     const link = el("a", { text: "entry" });
     link.href = hash;
