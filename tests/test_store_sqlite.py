@@ -13,6 +13,8 @@ from __future__ import annotations
 import gzip
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -999,3 +1001,16 @@ def test_an_llm_answer_packs_smaller_than_gzip() -> None:
     )
     headers = ((b"content-type", b"application/json"), (b"x-request-id", b"req_0a1b2c"))
     assert len(encode(headers, answer)) < 0.8 * len(gzip.compress(answer))
+
+
+def test_processes_opening_a_new_file_together_all_start(tmp_path: Path) -> None:
+    # Turning a new file's journal into a WAL was refused as "locked" at once
+    # to one of several processes doing it together: about 3 rounds in 40 of
+    # four processes, and a worker of --workers failed to start.
+    opened = subprocess.run(
+        [sys.executable, "-m", "tests.open_race", str(tmp_path), "40"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert (opened.returncode, opened.stdout) == (0, ""), opened.stdout + opened.stderr

@@ -72,12 +72,33 @@ def configure(connection: sqlite3.Connection) -> None:
     # beginning, unless told otherwise: a burst of misses would leave it as
     # large as the burst for good.
     connection.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as e:
-        # A read-only database keeps its journal mode; prepare() finds it read-only.
-        if "readonly" not in str(e):
-            raise
+    _write_ahead(connection)
+
+
+def _write_ahead(connection: sqlite3.Connection) -> None:
+    """
+    Put the database in WAL mode, waiting for the other processes opening it.
+
+    Turning a new file's rollback journal into a WAL needs the file to itself,
+    and SQLite reports a connection that finds another there "locked" at
+    once, without its busy handler: the workers of a daemon opening a new
+    file together failed to start (3 times in 40 with four processes). So it
+    is tried again, for as long as a busy connection would wait.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            # A read-only database keeps its journal mode; prepare() finds it read-only.
+            if "readonly" in str(e):
+                return
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _file_size(path: str) -> int:
