@@ -518,43 +518,35 @@ class StasisSite(server.Site):
         One access log line for ``request``; ``ending`` says why it did not
         end properly. An error stasis made names its reason
         (:attr:`stasis.errors.StasisError.log_reason`), set by :func:`write_error`.
+
+        A proxied request is also recorded in :attr:`traffic` (for the web UI
+        and the metrics), with the same time and reason: once per request, so
+        everything is read once here.
         """
         status = noted_status(request)
+        reason: bytes | None = getattr(request, "stasis_reason", None)
+        now = time.time()
+        seconds = time.perf_counter() - request.started
         traffic = self.traffic
         if traffic is not None and status is not None:
-            self._record(traffic, request, ending)
+            traffic.note(request, now, seconds, status, reason or ending or None)
         if not enabled("stasis.http", LogLevel.info):
             return
-        reason: bytes | None = getattr(request, "stasis_reason", None)
         if reason is not None:
             ending = reason + b"; " + ending if ending else reason
         request_line(
             (
-                time.time(),
+                now,
                 request.method,
                 request.path,
                 request.code,
                 b"-" if status is None else status.value,
-                (time.perf_counter() - request.started) * 1000,
+                seconds * 1000,
                 ending,
             )
         )
         if tracing():
             self._trace(request)
-
-    def _record(self, traffic: Traffic, request: Any, ending: bytes) -> None:
-        """
-        The request, for the recent requests and the metrics: why it ended as
-        it did, the reason stasis gave, else what cut it short.
-        """
-        reason: bytes | None = getattr(request, "stasis_reason", None) or ending or None
-        traffic.note(
-            request,
-            time.time(),
-            time.perf_counter() - request.started,
-            request.code,
-            None if reason is None else reason.decode("utf-8", "replace"),
-        )
 
     def _trace(self, request: Any) -> None:
         """``-l trace``: the request's and its answer's headers, credentials masked."""

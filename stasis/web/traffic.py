@@ -20,7 +20,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 
 from stasis.cache.answers import About
-from stasis.cache_status import Status, noted_outcome, noted_status
+from stasis.cache_status import Status, noted_outcome
 from stasis.errors import StasisError
 from stasis.model import Entry
 
@@ -29,7 +29,7 @@ __all__ = ["Seen", "Traffic", "note_about", "note_error"]
 #: A minute's figures: its start (POSIX seconds), hits, misses, bypasses.
 Minute = tuple[float, int, int, int]
 
-#: A request's record as kept (see :func:`_noted`).
+#: A request's record as kept (see :meth:`Traffic.note`).
 _Noted = tuple[Any, ...]
 
 #: How many minutes :meth:`Traffic.series` can look back: a day.
@@ -88,31 +88,6 @@ class Seen:
     error: Mapping[str, Any] | None
 
 
-def _noted(request: Any, at: float, seconds: float, status: int, reason: str | None) -> _Noted:
-    """
-    What :class:`Seen` is made of, read off ``request`` as a plain tuple: a
-    tuple costs a tenth of an attrs instance, and most are never looked at.
-    Strings only, so that a kept record holds no request or answer alive.
-    """
-    about: About | Entry | None = getattr(request, _ABOUT_ATTRIBUTE, None)
-    return (
-        at,
-        request.method,
-        request.path,
-        status,
-        noted_status(request),
-        noted_outcome(request),
-        reason,
-        None if about is None else about.provider,
-        None if about is None or about.model is None else about.model[:MODEL_CHARACTERS],
-        None if about is None else about.namespace,
-        getattr(request, _KEY_ATTRIBUTE, None),
-        seconds,
-        getattr(request, _UPSTREAM_ATTRIBUTE, None),
-        getattr(request, _ERROR_ATTRIBUTE, None),
-    )
-
-
 def _seen(noted: _Noted) -> Seen:
     """The record ``noted`` is the makings of."""
     (at, method, path, status, cache, outcome, reason, provider, model, namespace) = noted[:10]
@@ -123,7 +98,9 @@ def _seen(noted: _Noted) -> Seen:
         path=path.decode("latin-1"),
         status=status,
         cache=None if cache is None else cache.value.decode("ascii"),
-        detail=reason or (None if outcome is None else outcome.summary()),
+        detail=reason.decode("utf-8", "replace")
+        if reason
+        else (None if outcome is None else outcome.summary()),
         provider=provider or "",
         model=model,
         namespace=namespace or "",
@@ -160,10 +137,41 @@ class Traffic:
         self._observers.append(observer)
 
     def note(
-        self, request: Any, at: float, seconds: float, status: int, reason: str | None
+        self, request: Any, at: float, seconds: float, cache: Status, reason: bytes | None
     ) -> None:
-        """Record a proxied ``request`` from what the proxy noted on it."""
-        self.record_noted(_noted(request, at, seconds, status, reason))
+        """
+        Record a proxied ``request`` from what the proxy noted on it (its
+        ``cache`` status, the ``reason`` its access line gives).
+
+        Once per request, so as a plain tuple: a tuple costs a tenth of an
+        attrs instance, and most are never looked at. Strings only, so that a
+        kept record holds no request or answer alive.
+        """
+        about: About | Entry | None = getattr(request, _ABOUT_ATTRIBUTE, None)
+        if about is None:
+            provider = model = namespace = None
+        else:
+            provider, model, namespace = about.provider, about.model, about.namespace
+            if model is not None:
+                model = model[:MODEL_CHARACTERS]
+        self.record_noted(
+            (
+                at,
+                request.method,
+                request.path,
+                request.code,
+                cache,
+                noted_outcome(request),
+                reason,
+                provider,
+                model,
+                namespace,
+                getattr(request, _KEY_ATTRIBUTE, None),
+                seconds,
+                getattr(request, _UPSTREAM_ATTRIBUTE, None),
+                getattr(request, _ERROR_ATTRIBUTE, None),
+            )
+        )
 
     def record(self, seen: Seen) -> None:
         """Record ``seen`` (made elsewhere: a test, another process's record)."""
@@ -176,7 +184,7 @@ class Traffic:
                 seen.status,
                 cache,
                 None,
-                seen.detail,
+                None if seen.detail is None else seen.detail.encode("utf-8"),
                 seen.provider,
                 seen.model,
                 seen.namespace,
