@@ -18,6 +18,7 @@ import enum
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "CREDENTIAL_QUERY_PARAMS",
     "KEY_VERSION",
     "WHOLE_BODY_BYTES",
+    "WHOLE_KEY",
     "CredentialScope",
     "KeyPolicy",
     "KeyRequest",
@@ -56,6 +58,10 @@ __all__ = [
 
 #: Bumped whenever the derivation changes, so old entries simply stop matching.
 KEY_VERSION = b"stasis-key-1"
+
+#: A whole key as the store, ``X-Stasis-Key`` and ``stasis ls --json`` spell
+#: it: 32 bytes in lower-case hex (``WHOLE_KEY.fullmatch(text)``).
+WHOLE_KEY = re.compile(r"[0-9a-f]{64}")
 
 #: Bodies up to this size are parsed whole to be keyed (~100 bytes of Python
 #: objects a value, for a moment: a few MB at most); larger ones are spelled in

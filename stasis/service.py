@@ -131,8 +131,6 @@ class Front:
     #: Closes what the site holds open (the upstream connection pool), once
     #: the port no longer accepts connections.
     close: Callable[[], Deferred[None]]
-    #: The requests it answered lately (the web UI's live view, the metrics).
-    traffic: Traffic
 
     @property
     def counters(self) -> Counters:
@@ -204,7 +202,6 @@ def build_front(config: Config, reactor: Any, store: Store, worker: Worker | Non
         site=site,
         access=access,
         close=pool.closeCachedConnections,
-        traffic=traffic,
     )
 
 

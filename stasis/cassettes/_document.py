@@ -21,13 +21,13 @@ from stasis.cassettes._redact import exported_query, exported_request_headers
 from stasis.cassettes._streams import UINT32_MAX, read_events, stream_events, stream_kind
 from stasis.headers import for_export, joined
 from stasis.ignore import parse_ignore
+from stasis.keys import WHOLE_KEY
 from stasis.model import Entry, StoredRequest, Timeline, TokenUsage
 from stasis.modes import MAX_SAMPLES
 from stasis.times import format_time, parse_time
 
 __all__ = ["entry_document", "entry_from_document"]
 
-_KEY = re.compile(r"[0-9a-f]{64}\Z")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: CR, LF and NUL would split a head on replay; past U+00FF is no latin-1 byte.
 _BAD_VALUE = re.compile(r"[\r\n\0]|[^\x00-\xff]")
@@ -204,7 +204,7 @@ def entry_from_document(document: Any, where: str) -> Entry:
     fields = Fields.of(document, where)
     _version(fields)
     key = fields.text("key")
-    if not _KEY.match(key):
+    if not WHOLE_KEY.fullmatch(key):
         raise fields.error("key", f"expected 64 lower-case hex digits, got {key!r}")
     sample = fields.optional_integer("sample", 0, MAX_SAMPLES - 1) or 0
     created_at = _time(fields, "created_at", fields.text("created_at"))

@@ -55,7 +55,7 @@ from stasis.config import Config
 from stasis.log import logger
 from stasis.notify import NOTIFY_SOCKET
 from stasis.service import StartupError, cannot_listen, describe_port, write_ready_file
-from stasis.web.admin.access import is_loopback, new_token
+from stasis.web.admin.access import AdminAccess, new_token
 from stasis.workers.restarts import Backoff
 from stasis.workers.seat import LISTENING_FD, REPORT_FD, TALLY_FD, Seat
 from stasis.workers.tally import make_tally_file
@@ -202,8 +202,11 @@ class Supervisor(Service):
         self._outcome: bool | Failure | None = None
         self._waiting: list[Deferred[None]] = []
         self._all_ended: Deferred[None] | None = None
-        #: Without --admin-token, the one every worker accepts (on a loopback listener).
-        self._admin_token = new_token() if config.admin_token is None else None
+        #: Without --admin-token, the token every worker accepts (on a loopback
+        #: listener), and the rule of when it is printed.
+        self._access = AdminAccess(
+            token=config.admin_token or new_token(), given=config.admin_token is not None
+        )
 
     # Start-up
 
@@ -233,6 +236,7 @@ class Supervisor(Service):
             port.stopListening()
             raise
         self.port = port
+        self._access.listening_on(port.getHost())
 
     def startService(self) -> None:
         if self.port is None:
@@ -276,7 +280,7 @@ class Supervisor(Service):
             workers=len(self._slots),
             family=self._family,
             drain_seconds=self.config.shutdown_grace,
-            admin_token=self._admin_token,
+            admin_token=None if self._access.given else self._access.token,
         )
         # Looked at now, not when made: twistd daemonizes in between.
         inherit = not (_discarded(1) or _discarded(2))
@@ -302,9 +306,7 @@ class Supervisor(Service):
 
     def admin_token_to_announce(self) -> str | None:
         """The admin token the workers accept, to print at start (see StasisService's)."""
-        if self._admin_token is None or self.port is None or not is_loopback(self.port.getHost()):
-            return None
-        return self._admin_token
+        return self._access.announced()
 
     def _reported(self, slot: _Slot, line: str) -> None:
         kind, _, detail = line.partition("\t")

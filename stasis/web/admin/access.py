@@ -25,11 +25,9 @@ from twisted.internet.interfaces import IAddress
 from twisted.web.server import Request
 
 from stasis.errors import AdminForbidden, AdminUnauthorized, StasisError
+from stasis.web.site import OWN_METHODS
 
-__all__ = ["READ_METHODS", "AdminAccess", "is_loopback", "new_token"]
-
-#: The methods that only read.
-READ_METHODS = (b"GET", b"HEAD")
+__all__ = ["AdminAccess", "is_loopback", "new_token"]
 
 _FIX = (
     "start stasis with --admin-token TOKEN (or $STASIS_ADMIN_TOKEN) and send "
@@ -121,7 +119,7 @@ class AdminAccess:
         page's own requests for data are same-origin.
         """
         refused = self._read_refusal(request, page and self._navigation(request))
-        if refused is not None or request.method in READ_METHODS:
+        if refused is not None or request.method in OWN_METHODS:
             return refused
         return self._write_refusal(request)
 
@@ -143,7 +141,7 @@ class AdminAccess:
     def _navigation(self, request: Request) -> bool:
         """A browser's top-level navigation (a link followed, an address typed) with GET or HEAD."""
         return (
-            request.method in READ_METHODS
+            request.method in OWN_METHODS
             and (self._header(request, b"sec-fetch-mode") or b"").lower() == b"navigate"
             and (self._header(request, b"sec-fetch-dest") or b"").lower() == b"document"
         )

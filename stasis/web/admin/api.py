@@ -11,7 +11,6 @@ reaches the others through the store's change feed, as a ``stasis rm`` does.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -32,6 +31,7 @@ from stasis.errors import (
     StasisError,
     StoreUnreadable,
 )
+from stasis.keys import WHOLE_KEY
 from stasis.log import logger
 from stasis.model import Entry, EntryFilter, Saving
 from stasis.store import BadCursor, Store, StoreError
@@ -61,14 +61,11 @@ _FILTER_FIELDS = ("provider", "namespace", "model", "path", "q")
 
 Handler = Callable[[Request, str], Awaitable[Any]]
 
-#: A whole key: 32 bytes in hex, as the store and ``stasis ls --json`` spell it.
-_KEY = re.compile(r"[0-9a-f]{64}")
-
 
 def _key(text: str) -> str:
     """``text`` as a whole key; anything else names no entry (a 404, as a missing key)."""
     key = text.lower()
-    if not _KEY.fullmatch(key):
+    if not WHOLE_KEY.fullmatch(key):
         raise NotFound(f"no entry with key {text!r}: a key is 64 hex digits")
     return key
 

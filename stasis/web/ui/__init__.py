@@ -21,7 +21,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from stasis.errors import MethodNotAllowed, NotFound, StasisError
-from stasis.web.site import OWN_METHODS, write_error
+from stasis.web.admin.answers import ErrorResource, send_error, set_headers
+from stasis.web.site import OWN_METHODS
 
 __all__ = ["SECURITY_HEADERS", "StaticFile", "UIResource", "static_files"]
 
@@ -81,18 +82,12 @@ def _not_allowed() -> MethodNotAllowed:
     return MethodNotAllowed("stasis's web UI answers GET and HEAD only", OWN_METHODS)
 
 
-def _secure(request: Request) -> None:
-    for name, value in SECURITY_HEADERS:
-        request.setHeader(name, value)
-
-
 def _refuse(request: Request, error: StasisError) -> int:
     """
     Answer with ``error`` as JSON, security headers included. The answer is
     finished: render must return ``NOT_DONE_YET``, or twisted.web writes again.
     """
-    _secure(request)
-    write_error(request, error)
+    send_error(request, error, SECURITY_HEADERS)
     return NOT_DONE_YET
 
 
@@ -110,7 +105,7 @@ class _FileResource(Resource):
         if request.method not in OWN_METHODS:
             return _refuse(request, _not_allowed())
         file = self.file
-        _secure(request)
+        set_headers(request, SECURITY_HEADERS)
         request.setHeader(b"content-type", file.content_type)
         # Revalidated on every load, so a stasis upgraded under an open tab
         # never mixes an old app.js with a new page.
@@ -124,13 +119,6 @@ class _FileResource(Resource):
         return file.body
 
 
-class _Missing(Resource):
-    isLeaf = True
-
-    def render(self, request: Request) -> bytes | int:
-        return _refuse(request, NotFound("no such file in stasis's web UI"))
-
-
 class _Redirect(Resource):
     """``/_stasis`` to ``/_stasis/``: the page's relative URLs need the slash."""
 
@@ -139,7 +127,7 @@ class _Redirect(Resource):
     def render(self, request: Request) -> bytes | int:
         if request.method not in OWN_METHODS:
             return _refuse(request, _not_allowed())
-        _secure(request)
+        set_headers(request, SECURITY_HEADERS)
         request.setResponseCode(308)
         request.setHeader(b"location", b"/_stasis/")
         request.setHeader(b"content-length", b"0")
@@ -158,7 +146,7 @@ class UIResource(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self.files = {name: _FileResource(file) for name, file in static_files().items()}
         self.files[b""] = self.files[b"index.html"]
-        self._missing = _Missing()  # type: ignore[no-untyped-call]
+        self._missing = ErrorResource(NotFound("no such file in stasis's web UI"), SECURITY_HEADERS)
         self._redirect = _Redirect()  # type: ignore[no-untyped-call]
 
     def render(self, request: Request) -> bytes | int:
